@@ -1,0 +1,20 @@
+//! Identity: tenants, accounts and their roles, sessions, sign-in, and the one-time setup
+//! token that creates a deployment's first administrator.
+
+mod email;
+mod model;
+mod repo;
+mod session;
+mod signin;
+
+pub use email::{Email, InvalidEmail};
+pub use model::{
+    DisplayName, InvalidName, InvalidSlug, NewUser, Patient, Role, SetupToken, Tenant,
+    TenantSlug, User, UserStatus,
+};
+pub use repo::{
+    PatientRepository, SessionRepository, SetupTokenRepository, TenantRepository,
+    UserRepository,
+};
+pub use session::{Session, SessionPolicy, SessionState};
+pub use signin::{PasswordChecker, SignInError, SignIn, sign_in};

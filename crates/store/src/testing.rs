@@ -1,0 +1,105 @@
+//! Throwaway databases for tests, on either backend. Used by this crate's conformance suite
+//! and by `telesafe-testkit`; never by the server.
+//!
+//! PostgreSQL comes from `TELESAFE_TEST_PG_URL` (an administrative URL; `scripts/test`
+//! starts a throwaway cluster and sets it). Each test gets its own database, owned by a
+//! non-superuser role, so row-level security applies exactly as in production.
+
+use std::str::FromStr;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+use crate::{Backend, Pool, Store, StoreError};
+
+/// The role tests connect as: no superuser, no BYPASSRLS.
+pub const PG_APP_ROLE: &str = "telesafe_app";
+
+/// A store on a fresh database, and what keeps it alive.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub store: Store,
+    /// The URL the store connected with (for handing to a server under test).
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestDbError {
+    #[error(
+        "TELESAFE_TEST_PG_URL is not set: run the suite through scripts/test, \
+         or point it at a PostgreSQL server whose user may create roles and databases"
+    )]
+    NoPostgres,
+    #[error("test database setup failed: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether PostgreSQL tests must run (CI) or may be skipped with a notice (a laptop).
+pub fn postgres_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A fresh, migrated database on `backend`.
+pub async fn fresh(backend: Backend) -> Result<TestDatabase, TestDbError> {
+    match backend {
+        Backend::Sqlite => fresh_sqlite().await,
+        Backend::Postgres => fresh_postgres().await,
+    }
+}
+
+async fn fresh_sqlite() -> Result<TestDatabase, TestDbError> {
+    let dir = tempfile::tempdir().map_err(|e| TestDbError::Setup(e.to_string()))?;
+    let url = format!("sqlite://{}", dir.path().join("telesafe.db").display());
+    let store = Store::open(&url, 4).await?;
+    Ok(TestDatabase { store, url, _dir: Some(dir) })
+}
+
+async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
+    let admin_url = std::env::var("TELESAFE_TEST_PG_URL").map_err(|_| TestDbError::NoPostgres)?;
+    let setup = |e: sqlx::Error| TestDbError::Setup(e.to_string());
+    let admin_opts = PgConnectOptions::from_str(&admin_url).map_err(setup)?;
+    let mut admin = PgConnection::connect_with(&admin_opts).await.map_err(setup)?;
+    // Concurrent test processes race to create the role; whoever loses sees it exist.
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{PG_APP_ROLE}') THEN \
+             CREATE ROLE {PG_APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{PG_APP_ROLE}'; \
+           END IF; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    )))
+    .execute(&mut admin)
+    .await;
+    let name = format!("telesafe_t_{}", uuid::Uuid::new_v4().simple());
+    // `name` is generated here from a UUID, never from input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} OWNER {PG_APP_ROLE}")))
+        .execute(&mut admin)
+        .await
+        .map_err(setup)?;
+    admin.close().await.map_err(setup)?;
+
+    let host = admin_opts.get_host().to_owned();
+    let port = admin_opts.get_port();
+    let url = if host.starts_with('/') {
+        format!("postgres://{PG_APP_ROLE}:{PG_APP_ROLE}@localhost:{port}/{name}?host={host}")
+    } else {
+        format!("postgres://{PG_APP_ROLE}:{PG_APP_ROLE}@{host}:{port}/{name}")
+    };
+    let store = Store::open(&url, 4).await?;
+    Ok(TestDatabase { store, url, _dir: None })
+}
+
+impl TestDatabase {
+    /// Counts the rows of `table` in a transaction that never states a tenant, as a query
+    /// that forgot its scope would. On PostgreSQL row-level security must make this 0.
+    pub async fn count_unscoped(&self, table: &str) -> Result<i64, sqlx::Error> {
+        // Test-only; `table` is a literal from the suite.
+        let sql = || sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        match &self.store.pool {
+            Pool::Sqlite(p) => sqlx::query_scalar(sql()).fetch_one(p).await,
+            Pool::Postgres(p) => sqlx::query_scalar(sql()).fetch_one(p).await,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Transactions scoped to a tenant, and the macro that writes a query once for both
+//! backends.
+
+use sqlx::{Postgres, Sqlite, Transaction};
+use telesafe_core::{RepoError, TenantId};
+
+use crate::{Pool, Store};
+
+/// A transaction on either backend.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Whose data a transaction may touch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope {
+    /// One tenant's rows only.
+    Tenant(TenantId),
+    /// Platform tables and the lookups that precede knowing the tenant.
+    Platform,
+}
+
+/// Runs `$body` with `$c` bound to the backend's transaction, type-checking the same code
+/// once per backend. The body must evaluate to the same type on both.
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::tx::Tx::Sqlite($c) => $body,
+            $crate::tx::Tx::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use on_tx;
+
+pub(crate) fn repo_err(e: sqlx::Error) -> RepoError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => RepoError::Conflict,
+        sqlx::Error::RowNotFound => RepoError::NotFound,
+        _ => RepoError::Backend(e.to_string()),
+    }
+}
+
+impl Store {
+    /// Begins a transaction limited to `scope`. On PostgreSQL the scope is also handed to
+    /// row-level security, transaction-local (`set_config(..., true)`), so it cannot leak to
+    /// the next user of the pooled connection.
+    pub(crate) async fn begin(&self, scope: Scope) -> Result<Tx, RepoError> {
+        match &self.pool {
+            Pool::Sqlite(p) => Ok(Tx::Sqlite(p.begin().await.map_err(repo_err)?)),
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await.map_err(repo_err)?;
+                let (tenant, scope) = match scope {
+                    Scope::Tenant(t) => (t.to_string(), "tenant"),
+                    Scope::Platform => (String::new(), "platform"),
+                };
+                sqlx::query(
+                    "SELECT set_config('telesafe.tenant_id', $1, true), \
+                            set_config('telesafe.scope', $2, true)",
+                )
+                .bind(tenant)
+                .bind(scope)
+                .execute(&mut *tx)
+                .await
+                .map_err(repo_err)?;
+                Ok(Tx::Postgres(tx))
+            }
+        }
+    }
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), RepoError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+        .map_err(repo_err)
+    }
+}
