@@ -9,12 +9,11 @@ mod signin;
 
 pub use email::{Email, InvalidEmail};
 pub use model::{
-    DisplayName, InvalidName, InvalidSlug, NewUser, Patient, Role, SetupToken, Tenant,
-    TenantSlug, User, UserStatus,
+    DisplayName, InvalidName, InvalidSlug, NewUser, Patient, Role, SetupToken, Tenant, TenantSlug,
+    User, UserStatus,
 };
 pub use repo::{
-    PatientRepository, SessionRepository, SetupTokenRepository, TenantRepository,
-    UserRepository,
+    PatientRepository, SessionRepository, SetupTokenRepository, TenantRepository, UserRepository,
 };
 pub use session::{Session, SessionPolicy, SessionState};
-pub use signin::{PasswordChecker, SignInError, SignIn, sign_in};
+pub use signin::{PasswordChecker, SignIn, SignInError, sign_in};

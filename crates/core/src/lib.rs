@@ -7,8 +7,8 @@
 //! at the edge into the newtypes defined here.
 
 pub mod clock;
-pub mod ids;
 pub mod identity;
+pub mod ids;
 pub mod repo;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

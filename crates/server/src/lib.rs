@@ -1,1 +1,286 @@
-//! placeholder during bootstrap
+//! Telesafe's HTTPS server: the axum router with its security middleware (request ids,
+//! security headers, CSRF defence, body limits, route-template tracing, metrics), the
+//! server-rendered pages and static assets, TLS termination with rustls, and graceful
+//! shutdown.
+//!
+//! Handlers are thin: extract, resolve the verified identity, make one domain call, map the
+//! error. This crate must never hold business rules (they live in `telesafe-core`), write
+//! SQL (that is `telesafe-store`), or put a raw URI, query string, body or name in a log.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod pages;
+pub mod serve;
+pub mod state;
+pub mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use telesafe_core::Clock;
+use telesafe_core::identity::{PasswordChecker, SessionPolicy};
+use telesafe_store::Store;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::{Config, Problem};
+use crate::error::AppError;
+use crate::serve::Server;
+use crate::state::{AppState, Posture};
+
+/// The router with every route and middleware, for tests (`oneshot`) and for [`Server`].
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.server.body_limit_bytes;
+    let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/", get(pages::root))
+        .route("/signin", get(pages::show_signin).post(pages::signin))
+        .route("/signout", post(pages::signout))
+        .route("/portal", get(pages::portal))
+        .route("/console", get(pages::console))
+        .route("/admin", get(pages::admin))
+        .route("/security", get(pages::security))
+        .route("/static/{name}", get(assets::serve))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/v1/me", get(api::me))
+        .fallback(pages::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        // Layers run bottom-up on the way in: request id first, then headers, tracing,
+        // metrics, CSRF, size limits, timeout.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            limit_declared_body(body_limit, req, next)
+        }))
+        .layer(middleware::from_fn(http::csrf::layer))
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            http::metrics::layer,
+        ))
+        .layer(middleware::from_fn(http::trace::layer))
+        .layer(middleware::from_fn(http::headers::layer))
+        .layer(middleware::from_fn(http::request_id::layer))
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it, with
+/// the JSON error body (`DefaultBodyLimit` still guards chunked bodies).
+async fn limit_declared_body(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return AppError::PayloadTooLarge.into_response();
+    }
+    next.run(req).await
+}
+
+/// Why the server would not start. Each problem names the key or file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the configuration is not safe to run:\n{}", list(.0))]
+    Config(Vec<Problem>),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Store(#[from] telesafe_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up password hashing: {0}")]
+    Passwords(String),
+}
+
+fn list(p: &[Problem]) -> String {
+    p.iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A server ready to run, and what an operator should be told about it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub state: AppState,
+    pub server: Server,
+    pub local_addr: SocketAddr,
+    /// SHA-256 of the served certificate, when TLS is on.
+    pub fingerprint: Option<String>,
+    /// Whether a self-signed certificate was generated on this start.
+    pub generated_certificate: bool,
+}
+
+fn certificate_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let ip = listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+        let host = host.trim();
+        if !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            names.push(host.to_owned());
+        }
+    }
+    names
+}
+
+/// Validates the configuration and the files it names, prepares TLS, opens and migrates
+/// the database, and binds the listener. Refuses to go on at the first unsafe finding.
+pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartError> {
+    let problems = config.validate();
+    if !problems.is_empty() {
+        return Err(StartError::Config(problems));
+    }
+    tls::create_private_dir(&config.data_dir)?;
+    let problems = config.check_files();
+    if !problems.is_empty() {
+        return Err(StartError::Config(problems));
+    }
+
+    let (tls_config, fingerprint, generated) = if config.tls.enabled {
+        let (cert, key) = config.tls_paths();
+        let generated = config.self_signed()
+            && tls::ensure_self_signed(
+                &cert,
+                &key,
+                &certificate_names(config.server.listen),
+                clock.now(),
+            )?;
+        (
+            Some(tls::server_config(&cert, &key)?),
+            Some(tls::fingerprint(&cert)?),
+            generated,
+        )
+    } else {
+        tracing::warn!(
+            "PLAIN HTTP: TLS is off because server.behind_tls_proxy is set. Only run this way \
+             behind a reverse proxy that terminates TLS, on a network nobody else can reach."
+        );
+        (None, None, false)
+    };
+
+    let store = Store::open(&config.database_url(), config.database.max_connections).await?;
+    if let Some(path) = store.sqlite_path() {
+        restrict_sqlite_files(path);
+    }
+    let rls = match store.backend() {
+        telesafe_store::Backend::Postgres => {
+            let bypass = store.bypasses_row_level_security().await.unwrap_or(true);
+            if bypass {
+                tracing::warn!(
+                    "the PostgreSQL role Telesafe connects as is a superuser or has BYPASSRLS: \
+                     row-level security, the second tenant wall, does not apply. Connect as an \
+                     ordinary role that owns the schema."
+                );
+            }
+            Some(!bypass)
+        }
+        telesafe_store::Backend::Sqlite => None,
+    };
+
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let passwords = PasswordChecker::new(workers)
+        .await
+        .map_err(|e| StartError::Passwords(e.to_string()))?;
+    let posture = Posture {
+        transport: match (&tls_config, config.self_signed()) {
+            (None, _) => "plain HTTP behind a TLS-terminating proxy".to_owned(),
+            (Some(_), true) => {
+                "TLS 1.3 / 1.2 (ECDHE, AEAD) with a self-signed certificate".to_owned()
+            }
+            (Some(_), false) => {
+                "TLS 1.3 / 1.2 (ECDHE, AEAD) with the configured certificate".to_owned()
+            }
+        },
+        certificate_fingerprint: fingerprint.clone(),
+        database: store.backend().as_str().to_owned(),
+        row_level_security: rls,
+    };
+    let listen = config.server.listen;
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+        clock,
+        assets: Arc::default(),
+        metrics: Arc::default(),
+        passwords,
+        sessions: SessionPolicy::default(),
+        posture: Arc::new(posture),
+    };
+    let server = Server::bind(listen, tls_config, app(state.clone()), grace)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local_addr = server.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    Ok(Prepared {
+        state,
+        server,
+        local_addr,
+        fingerprint,
+        generated_certificate: generated,
+    })
+}
+
+/// SQLite creates its files with the process umask; make sure they are private anyway.
+fn restrict_sqlite_files(db: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+/// The URL a browser on this machine should open.
+pub fn local_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_loopback() => "localhost".to_owned(),
+        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_loopback() => "localhost".to_owned(),
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    format!("{scheme}://{host}:{}/", addr.port())
+}

@@ -4,8 +4,8 @@ use std::str::FromStr;
 
 use telesafe_core::identity::{
     DisplayName, Email, NewUser, Patient, PatientRepository, Role, Session, SessionRepository,
-    SetupToken, SetupTokenRepository, Tenant, TenantRepository, TenantSlug, User,
-    UserRepository, UserStatus,
+    SetupToken, SetupTokenRepository, Tenant, TenantRepository, TenantSlug, User, UserRepository,
+    UserStatus,
 };
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp, UserId};
 use telesafe_crypto::TokenHash;
@@ -83,7 +83,11 @@ impl TryFrom<PatientRow> for Patient {
         Ok(Patient {
             id: parse::<PatientId>(&r.id, "patient id")?,
             tenant_id: parse(&r.tenant_id, "tenant id")?,
-            user_id: r.user_id.as_deref().map(|u| parse::<UserId>(u, "user id")).transpose()?,
+            user_id: r
+                .user_id
+                .as_deref()
+                .map(|u| parse::<UserId>(u, "user id"))
+                .transpose()?,
             created_at: Timestamp::from_unix_millis(r.created_at),
         })
     }
@@ -179,7 +183,11 @@ impl UserRepository for Store {
         tx.commit().await
     }
 
-    async fn user_by_email(&self, tenant: TenantId, email: &Email) -> Result<Option<User>, RepoError> {
+    async fn user_by_email(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+    ) -> Result<Option<User>, RepoError> {
         const SQL: &str = select_users!("WHERE tenant_id = $1 AND email = $2");
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         let row: Option<UserRow> = on_tx!(&mut tx, c => sqlx::query_as(SQL)
@@ -214,7 +222,12 @@ impl UserRepository for Store {
         rows.into_iter().map(User::try_from).collect()
     }
 
-    async fn set_password_hash(&self, tenant: TenantId, id: UserId, hash: &str) -> Result<(), RepoError> {
+    async fn set_password_hash(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        hash: &str,
+    ) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         let n = on_tx!(&mut tx, c => sqlx::query(
             "UPDATE users SET password_hash = $1 WHERE tenant_id = $2 AND id = $3")
@@ -285,7 +298,12 @@ impl SessionRepository for Store {
         row.map(Session::try_from).transpose()
     }
 
-    async fn touch_session(&self, tenant: TenantId, hash: &TokenHash, at: Timestamp) -> Result<(), RepoError> {
+    async fn touch_session(
+        &self,
+        tenant: TenantId,
+        hash: &TokenHash,
+        at: Timestamp,
+    ) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         on_tx!(&mut tx, c => sqlx::query(
             "UPDATE sessions SET last_seen_at = $1 WHERE tenant_id = $2 AND token_hash = $3 AND last_seen_at < $1")
@@ -322,7 +340,11 @@ impl SetupTokenRepository for Store {
         tx.commit().await
     }
 
-    async fn consume_setup_token(&self, hash: &TokenHash, now: Timestamp) -> Result<bool, RepoError> {
+    async fn consume_setup_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<bool, RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
         // One conditional UPDATE: the row lock (PostgreSQL) or the write lock (SQLite)
         // makes the second of two concurrent consumers see used_at already set.

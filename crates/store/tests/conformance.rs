@@ -16,7 +16,10 @@ async fn db(backend: Backend) -> Option<TestDatabase> {
     match fresh(backend).await {
         Ok(db) => Some(db),
         Err(TestDbError::NoPostgres) if !postgres_required() => {
-            eprintln!("SKIPPED on {}: TELESAFE_TEST_PG_URL is not set", backend.as_str());
+            eprintln!(
+                "SKIPPED on {}: TELESAFE_TEST_PG_URL is not set",
+                backend.as_str()
+            );
             None
         }
         Err(e) => panic!("{} test database: {e}", backend.as_str()),
@@ -39,7 +42,11 @@ fn user(t: &Tenant, email: &str, role: Role, hash: Option<&str>) -> User {
         email: Email::parse(email).unwrap(),
         display_name: DisplayName::parse("Test Person").unwrap(),
         role,
-        status: if hash.is_some() { UserStatus::Active } else { UserStatus::Pending },
+        status: if hash.is_some() {
+            UserStatus::Active
+        } else {
+            UserStatus::Pending
+        },
         password_hash: hash.map(str::to_owned),
         created_at: T0,
     }
@@ -52,9 +59,17 @@ async fn tenants_round_trip_and_slugs_are_unique(db: TestDatabase) {
     assert_eq!(s.tenant_by_slug(&a.slug).await.unwrap(), Some(a.clone()));
     let mut dup = tenant("alpha");
     dup.id = TenantId::new_v7();
-    assert!(matches!(s.create_tenant(&dup).await, Err(RepoError::Conflict)));
+    assert!(matches!(
+        s.create_tenant(&dup).await,
+        Err(RepoError::Conflict)
+    ));
     assert_eq!(s.list_tenants().await.unwrap(), vec![a]);
-    assert_eq!(s.tenant_by_slug(&TenantSlug::parse("nope").unwrap()).await.unwrap(), None);
+    assert_eq!(
+        s.tenant_by_slug(&TenantSlug::parse("nope").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 async fn users_are_unique_per_tenant_and_invisible_across_tenants(db: TestDatabase) {
@@ -69,16 +84,24 @@ async fn users_are_unique_per_tenant_and_invisible_across_tenants(db: TestDataba
     s.create_user(&ub).await.unwrap();
     // Same email in the same tenant is refused.
     let dup = user(&a, "ana@example.org", Role::Nurse, None);
-    assert!(matches!(s.create_user(&dup).await, Err(RepoError::Conflict)));
+    assert!(matches!(
+        s.create_user(&dup).await,
+        Err(RepoError::Conflict)
+    ));
 
-    assert_eq!(s.user_by_email(a.id, &ua.email).await.unwrap(), Some(ua.clone()));
+    assert_eq!(
+        s.user_by_email(a.id, &ua.email).await.unwrap(),
+        Some(ua.clone())
+    );
     assert_eq!(s.user_by_id(a.id, ua.id).await.unwrap(), Some(ua.clone()));
     // Asking tenant B for tenant A's user id finds nothing.
     assert_eq!(s.user_by_id(b.id, ua.id).await.unwrap(), None);
     assert_eq!(s.list_users(a.id).await.unwrap(), vec![ua.clone()]);
     assert_eq!(s.list_users(b.id).await.unwrap(), vec![ub]);
 
-    s.set_password_hash(a.id, ua.id, "$argon2id$new").await.unwrap();
+    s.set_password_hash(a.id, ua.id, "$argon2id$new")
+        .await
+        .unwrap();
     let again = s.user_by_id(a.id, ua.id).await.unwrap().unwrap();
     assert_eq!(again.password_hash.as_deref(), Some("$argon2id$new"));
     // A cross-tenant update touches nothing.
@@ -95,7 +118,12 @@ async fn patients_are_listed_per_tenant(db: TestDatabase) {
     s.create_tenant(&b).await.unwrap();
     let acct = user(&a, "pat@example.org", Role::Patient, None);
     s.create_user(&acct).await.unwrap();
-    let p = Patient { id: PatientId::new_v7(), tenant_id: a.id, user_id: Some(acct.id), created_at: T0 };
+    let p = Patient {
+        id: PatientId::new_v7(),
+        tenant_id: a.id,
+        user_id: Some(acct.id),
+        created_at: T0,
+    };
     s.create_patient(&p).await.unwrap();
     assert_eq!(s.list_patients(a.id).await.unwrap(), vec![p]);
     assert!(s.list_patients(b.id).await.unwrap().is_empty());
@@ -117,7 +145,10 @@ async fn sessions_are_found_by_hash_touched_and_deleted(db: TestDatabase) {
         last_seen_at: T0,
     };
     s.create_session(&sess).await.unwrap();
-    assert_eq!(s.session_by_hash(&token.hash()).await.unwrap(), Some(sess.clone()));
+    assert_eq!(
+        s.session_by_hash(&token.hash()).await.unwrap(),
+        Some(sess.clone())
+    );
     let later = T0.plus(Duration::from_secs(60));
     s.touch_session(a.id, &token.hash(), later).await.unwrap();
     // Touching with an older time never moves last_seen backwards.
@@ -131,17 +162,28 @@ async fn sessions_are_found_by_hash_touched_and_deleted(db: TestDatabase) {
 async fn setup_tokens_are_single_use_and_expire(db: TestDatabase) {
     let s = &db.store;
     let t = OpaqueToken::generate().unwrap();
-    let rec = SetupToken { hash: t.hash(), created_at: T0, expires_at: T0.plus(Duration::from_secs(3600)) };
+    let rec = SetupToken {
+        hash: t.hash(),
+        created_at: T0,
+        expires_at: T0.plus(Duration::from_secs(3600)),
+    };
     s.create_setup_token(&rec).await.unwrap();
     let expired = OpaqueToken::generate().unwrap();
-    s.create_setup_token(&SetupToken { hash: expired.hash(), created_at: T0, expires_at: T0 })
-        .await
-        .unwrap();
+    s.create_setup_token(&SetupToken {
+        hash: expired.hash(),
+        created_at: T0,
+        expires_at: T0,
+    })
+    .await
+    .unwrap();
     assert!(!s.consume_setup_token(&expired.hash(), T0).await.unwrap());
     // Concurrent consumers: exactly one wins.
     let now = T0.plus(Duration::from_secs(1));
     let h = t.hash();
-    let (x, y) = tokio::join!(s.consume_setup_token(&h, now), s.consume_setup_token(&h, now));
+    let (x, y) = tokio::join!(
+        s.consume_setup_token(&h, now),
+        s.consume_setup_token(&h, now)
+    );
     assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|w| **w).count(), 1);
     assert!(!s.consume_setup_token(&t.hash(), now).await.unwrap());
     let unknown = OpaqueToken::generate().unwrap();
@@ -155,18 +197,31 @@ async fn sign_in_opens_a_session_and_hides_which_part_was_wrong(db: TestDatabase
     let a = tenant("alpha");
     s.create_tenant(&a).await.unwrap();
     let pw = "a long and memorable passphrase";
-    let hash = checker.hash(SecretString::from(pw.to_owned())).await.unwrap();
+    let hash = checker
+        .hash(SecretString::from(pw.to_owned()))
+        .await
+        .unwrap();
     let u = user(&a, "doc@example.org", Role::Clinician, Some(&hash));
     s.create_user(&u).await.unwrap();
     let mut locked = user(&a, "locked@example.org", Role::Nurse, Some(&hash));
     locked.status = UserStatus::Locked;
     s.create_user(&locked).await.unwrap();
 
-    let ok = sign_in(s, &checker, &clock, "alpha", "DOC@example.org", SecretString::from(pw.to_owned()))
-        .await
-        .unwrap();
+    let ok = sign_in(
+        s,
+        &checker,
+        &clock,
+        "alpha",
+        "DOC@example.org",
+        SecretString::from(pw.to_owned()),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.user.id, u.id);
-    assert_eq!(s.session_by_hash(&ok.token.hash()).await.unwrap(), Some(ok.session));
+    assert_eq!(
+        s.session_by_hash(&ok.token.hash()).await.unwrap(),
+        Some(ok.session)
+    );
 
     for (org, email, pass) in [
         ("alpha", "doc@example.org", "wrong passphrase entirely"),
@@ -175,10 +230,20 @@ async fn sign_in_opens_a_session_and_hides_which_part_was_wrong(db: TestDatabase
         ("alpha", "locked@example.org", pw),
         ("not a slug!", "not an email", pw),
     ] {
-        let err = sign_in(s, &checker, &clock, org, email, SecretString::from(pass.to_owned()))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, SignInError::InvalidCredentials), "{org} {email}: {err:?}");
+        let err = sign_in(
+            s,
+            &checker,
+            &clock,
+            org,
+            email,
+            SecretString::from(pass.to_owned()),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, SignInError::InvalidCredentials),
+            "{org} {email}: {err:?}"
+        );
     }
 }
 
@@ -186,13 +251,18 @@ async fn rows_are_invisible_to_a_query_that_states_no_tenant(db: TestDatabase) {
     let s = &db.store;
     let a = tenant("alpha");
     s.create_tenant(&a).await.unwrap();
-    s.create_user(&user(&a, "x@example.org", Role::Nurse, None)).await.unwrap();
+    s.create_user(&user(&a, "x@example.org", Role::Nurse, None))
+        .await
+        .unwrap();
     let unscoped = db.count_unscoped("users").await.unwrap();
     match s.backend() {
         // Row-level security is the second wall on PostgreSQL.
         Backend::Postgres => {
             assert!(!s.bypasses_row_level_security().await.unwrap());
-            assert_eq!(unscoped, 0, "row-level security let an unscoped query see rows");
+            assert_eq!(
+                unscoped, 0,
+                "row-level security let an unscoped query see rows"
+            );
         }
         // SQLite is one process's file; the application's scoping is the wall.
         Backend::Sqlite => assert_eq!(unscoped, 1),

@@ -22,7 +22,8 @@ impl TenantSlug {
     pub fn parse(raw: &str) -> Result<Self, InvalidSlug> {
         let s = raw.trim().to_lowercase();
         let ok = (2..=40).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if ok { Ok(Self(s)) } else { Err(InvalidSlug) }
@@ -51,7 +52,11 @@ impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, InvalidName> {
         let s = raw.trim();
         let ok = !s.is_empty() && s.chars().count() <= 200 && !s.chars().any(char::is_control);
-        if ok { Ok(Self(s.to_owned())) } else { Err(InvalidName) }
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidName)
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -209,7 +214,10 @@ mod tests {
 
     #[test]
     fn slugs() {
-        assert_eq!(TenantSlug::parse(" Demo-Clinic ").unwrap().as_str(), "demo-clinic");
+        assert_eq!(
+            TenantSlug::parse(" Demo-Clinic ").unwrap().as_str(),
+            "demo-clinic"
+        );
         for bad in ["", "a", "-x", "x-", "has space", "ünï", &"a".repeat(41)] {
             assert!(TenantSlug::parse(bad).is_err(), "{bad}");
         }

@@ -36,8 +36,10 @@ pub trait UserRepository: Send + Sync {
         tenant: TenantId,
         id: UserId,
     ) -> impl Future<Output = Result<Option<User>, RepoError>> + Send;
-    fn list_users(&self, tenant: TenantId)
-    -> impl Future<Output = Result<Vec<User>, RepoError>> + Send;
+    fn list_users(
+        &self,
+        tenant: TenantId,
+    ) -> impl Future<Output = Result<Vec<User>, RepoError>> + Send;
     /// Replaces the password hash (activation, change, or a rehash after sign-in).
     fn set_password_hash(
         &self,
@@ -48,8 +50,10 @@ pub trait UserRepository: Send + Sync {
 }
 
 pub trait PatientRepository: Send + Sync {
-    fn create_patient(&self, patient: &Patient)
-    -> impl Future<Output = Result<(), RepoError>> + Send;
+    fn create_patient(
+        &self,
+        patient: &Patient,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
     fn list_patients(
         &self,
         tenant: TenantId,
@@ -57,8 +61,10 @@ pub trait PatientRepository: Send + Sync {
 }
 
 pub trait SessionRepository: Send + Sync {
-    fn create_session(&self, session: &Session)
-    -> impl Future<Output = Result<(), RepoError>> + Send;
+    fn create_session(
+        &self,
+        session: &Session,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
     /// Looks a session up by the hash of its cookie. The only identity lookup that is not
     /// tenant-scoped, because the cookie is what tells us the tenant.
     fn session_by_hash(
@@ -79,8 +85,10 @@ pub trait SessionRepository: Send + Sync {
 }
 
 pub trait SetupTokenRepository: Send + Sync {
-    fn create_setup_token(&self, token: &SetupToken)
-    -> impl Future<Output = Result<(), RepoError>> + Send;
+    fn create_setup_token(
+        &self,
+        token: &SetupToken,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
     /// Marks the token used if it exists, is unused and has not expired at `now`; returns
     /// whether it did. Atomic: two concurrent calls never both succeed.
     fn consume_setup_token(

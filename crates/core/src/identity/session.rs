@@ -29,7 +29,10 @@ pub struct SessionPolicy {
 
 impl Default for SessionPolicy {
     fn default() -> Self {
-        Self { idle: Duration::from_secs(30 * 60), absolute: Duration::from_secs(12 * 3600) }
+        Self {
+            idle: Duration::from_secs(30 * 60),
+            absolute: Duration::from_secs(12 * 3600),
+        }
     }
 }
 
@@ -74,8 +77,14 @@ mod tests {
         let p = SessionPolicy::default();
         let t0 = Timestamp::from_unix_millis(10_000_000);
         let s = session_at(t0);
-        assert_eq!(p.state(&s, t0.plus(Duration::from_secs(29 * 60 + 59))), SessionState::Live);
-        assert_eq!(p.state(&s, t0.plus(Duration::from_secs(30 * 60))), SessionState::IdleExpired);
+        assert_eq!(
+            p.state(&s, t0.plus(Duration::from_secs(29 * 60 + 59))),
+            SessionState::Live
+        );
+        assert_eq!(
+            p.state(&s, t0.plus(Duration::from_secs(30 * 60))),
+            SessionState::IdleExpired
+        );
     }
 
     #[test]

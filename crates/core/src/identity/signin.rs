@@ -44,7 +44,9 @@ impl PasswordChecker {
         let hasher = PasswordHasher::owasp();
         let h = hasher.clone();
         let dummy = tokio::task::spawn_blocking(move || {
-            h.hash(&SecretString::from("dummy password for timing equalisation".to_owned()))
+            h.hash(&SecretString::from(
+                "dummy password for timing equalisation".to_owned(),
+            ))
         })
         .await
         .map_err(|_| SignInError::Hashing)?
@@ -58,7 +60,11 @@ impl PasswordChecker {
 
     /// Hashes a new password.
     pub async fn hash(&self, password: SecretString) -> Result<String, SignInError> {
-        let _permit = self.permits.acquire().await.map_err(|_| SignInError::Hashing)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SignInError::Hashing)?;
         let h = self.hasher.clone();
         tokio::task::spawn_blocking(move || h.hash(&password))
             .await
@@ -72,7 +78,11 @@ impl PasswordChecker {
         password: SecretString,
         stored: Option<&str>,
     ) -> Result<Verification, SignInError> {
-        let _permit = self.permits.acquire().await.map_err(|_| SignInError::Hashing)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SignInError::Hashing)?;
         let h = self.hasher.clone();
         let real = stored.is_some();
         let stored: String = stored.unwrap_or(&self.dummy_hash).to_owned();
@@ -133,5 +143,9 @@ where
         last_seen_at: now,
     };
     repo.create_session(&session).await?;
-    Ok(SignIn { user, session, token })
+    Ok(SignIn {
+        user,
+        session,
+        token,
+    })
 }

@@ -1,0 +1,78 @@
+//! Operational endpoints and the platform API's first routes.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::CurrentUser;
+use crate::error::AppError;
+use crate::state::AppState;
+
+#[derive(Debug, Serialize)]
+struct Status {
+    status: &'static str,
+}
+
+/// The process is up and answering.
+pub async fn healthz() -> impl IntoResponse {
+    Json(Status { status: "ok" })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ready {
+    status: &'static str,
+    database: &'static str,
+}
+
+/// The database answers and its schema is current.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, AppError> {
+    let r = state.store.readiness().await;
+    if r.reachable && r.migrations_current {
+        Ok(Json(Ready {
+            status: "ready",
+            database: state.store.backend().as_str(),
+        }))
+    } else {
+        Err(AppError::Unavailable)
+    }
+}
+
+/// Prometheus text format. Not public by default: answered only to loopback peers unless
+/// `metrics.public` is set; everyone else sees a 404, as if it were not there.
+pub async fn metrics(
+    State(state): State<AppState>,
+    peer: Option<axum::extract::Extension<ConnectInfo<SocketAddr>>>,
+) -> Result<Response, AppError> {
+    let m = &state.config.metrics;
+    let loopback = peer.is_some_and(|p| p.0.0.ip().is_loopback());
+    if !m.enabled || !(m.public || loopback) {
+        return Err(AppError::NotFound);
+    }
+    let body = state.metrics.encode().map_err(AppError::internal)?;
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Me {
+    pub id: String,
+    pub tenant_id: String,
+    pub role: &'static str,
+}
+
+/// Who the caller is: ids and role only.
+pub async fn me(me: CurrentUser) -> Json<Me> {
+    Json(Me {
+        id: me.user.id.to_string(),
+        tenant_id: me.user.tenant_id.to_string(),
+        role: me.role().as_str(),
+    })
+}

@@ -1,0 +1,111 @@
+//! The signed-in user behind a request, from the session cookie.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use telesafe_core::identity::{
+    Role, Session, SessionRepository, SessionState, User, UserRepository, UserStatus,
+};
+use telesafe_crypto::OpaqueToken;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The session cookie. `__Host-` binds it to this exact origin over HTTPS, path `/`.
+pub const SESSION_COOKIE: &str = "__Host-telesafe_session";
+
+/// A session is only written back when it was last seen this long ago, so reads do not
+/// each cost a write; idle expiry stays accurate to within this interval.
+const TOUCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `Set-Cookie` for a new session.
+pub fn session_cookie(token: &OpaqueToken, max_age_secs: u64) -> String {
+    format!(
+        "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}",
+        token.reveal()
+    )
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn clear_session_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// The session token presented in the `Cookie` header, if it has the right shape.
+pub fn presented_token(parts: &Parts) -> Option<OpaqueToken> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .and_then(|(_, v)| OpaqueToken::parse(v))
+}
+
+/// A live session and its active account.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub user: User,
+    pub session: Session,
+}
+
+impl CurrentUser {
+    pub fn role(&self) -> Role {
+        self.user.role
+    }
+}
+
+/// Resolves the session cookie, ending expired sessions on the way.
+pub async fn resolve(state: &AppState, parts: &Parts) -> Result<Option<CurrentUser>, AppError> {
+    let Some(token) = presented_token(parts) else {
+        return Ok(None);
+    };
+    let hash = token.hash();
+    let Some(session) = state.store.session_by_hash(&hash).await? else {
+        return Ok(None);
+    };
+    let now = state.clock.now();
+    if state.sessions.state(&session, now) != SessionState::Live {
+        state.store.delete_session(session.tenant_id, &hash).await?;
+        return Ok(None);
+    }
+    let user = state
+        .store
+        .user_by_id(session.tenant_id, session.user_id)
+        .await?;
+    let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
+        state.store.delete_session(session.tenant_id, &hash).await?;
+        return Ok(None);
+    };
+    if now.since(session.last_seen_at) >= TOUCH_INTERVAL {
+        state
+            .store
+            .touch_session(session.tenant_id, &hash, now)
+            .await?;
+    }
+    Ok(Some(CurrentUser { user, session }))
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        resolve(state, parts)
+            .await?
+            .ok_or(AppError::Unauthenticated)
+    }
+}
+
+/// The signed-in user, if any (for pages that redirect instead of answering 401).
+#[derive(Debug, Clone)]
+pub struct MaybeUser(pub Option<CurrentUser>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        resolve(state, parts).await.map(MaybeUser)
+    }
+}

@@ -1,0 +1,8 @@
+//! Middleware at the HTTP edge: request ids, security headers, CSRF defence, body limits,
+//! tracing spans that carry the route template only, and request metrics.
+
+pub mod csrf;
+pub mod headers;
+pub mod metrics;
+pub mod request_id;
+pub mod trace;

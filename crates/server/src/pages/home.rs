@@ -1,0 +1,198 @@
+//! Each audience's home page.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use telesafe_core::identity::{PatientRepository, Role, TenantRepository, UserRepository};
+use telesafe_core::{TenantId, UserId};
+
+use super::{PageError, Shell, home_of, render, require};
+use crate::auth::{CurrentUser, MaybeUser};
+use crate::state::{AppState, Posture};
+
+pub async fn root(MaybeUser(me): MaybeUser) -> Response {
+    match me {
+        Some(me) => Redirect::to(home_of(me.role())).into_response(),
+        None => Redirect::to("/signin").into_response(),
+    }
+}
+
+async fn organisation(state: &AppState, tenant: TenantId) -> Result<String, PageError> {
+    let tenants = state
+        .store
+        .list_tenants()
+        .await
+        .map_err(|e| PageError(state.clone(), e.into()))?;
+    Ok(tenants
+        .into_iter()
+        .find(|t| t.id == tenant)
+        .map(|t| t.name.as_str().to_owned())
+        .unwrap_or_default())
+}
+
+fn minutes(d: std::time::Duration) -> u64 {
+    d.as_secs() / 60
+}
+
+fn hours(d: std::time::Duration) -> u64 {
+    d.as_secs() / 3600
+}
+
+#[derive(Template)]
+#[template(path = "portal.html")]
+struct PortalPage {
+    shell: Shell,
+    name: String,
+    email: String,
+    organisation: String,
+    signed_in: String,
+    idle_minutes: u64,
+    absolute_hours: u64,
+}
+
+pub async fn portal(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::Patient])?;
+    let org = organisation(&state, me.user.tenant_id).await?;
+    let page = PortalPage {
+        shell: Shell::for_user(&state, "My health", &me, &org, "/portal"),
+        name: me.user.display_name.as_str().to_owned(),
+        email: me.user.email.as_str().to_owned(),
+        organisation: org,
+        signed_in: me.session.created_at.to_rfc3339(),
+        idle_minutes: minutes(state.sessions.idle),
+        absolute_hours: hours(state.sessions.absolute),
+    };
+    Ok(render(&page, StatusCode::OK))
+}
+
+struct PatientLine {
+    name: String,
+    registered: String,
+    account: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "console.html")]
+struct ConsolePage {
+    shell: Shell,
+    organisation: String,
+    patients: Vec<PatientLine>,
+}
+
+pub async fn console(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::Clinician, Role::Nurse, Role::FrontDesk])?;
+    let tenant = me.user.tenant_id;
+    let org = organisation(&state, tenant).await?;
+    let fail = |e: telesafe_core::RepoError| PageError(state.clone(), e.into());
+    let patients = state.store.list_patients(tenant).await.map_err(fail)?;
+    let names: HashMap<UserId, String> = state
+        .store
+        .list_users(tenant)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .map(|u| (u.id, u.display_name.as_str().to_owned()))
+        .collect();
+    let patients = patients
+        .into_iter()
+        .map(|p| PatientLine {
+            name: p
+                .user_id
+                .and_then(|u| names.get(&u).cloned())
+                .unwrap_or_else(|| "Patient without a portal account".to_owned()),
+            registered: p.created_at.to_rfc3339(),
+            account: if p.user_id.is_some() { "Yes" } else { "No" },
+        })
+        .collect();
+    let page = ConsolePage {
+        shell: Shell::for_user(&state, "Clinic console", &me, &org, "/console"),
+        organisation: org,
+        patients,
+    };
+    Ok(render(&page, StatusCode::OK))
+}
+
+struct UserLine {
+    name: String,
+    email: String,
+    role: &'static str,
+    status: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    shell: Shell,
+    organisation: String,
+    users: Vec<UserLine>,
+}
+
+pub async fn admin(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::TenantAdmin])?;
+    let org = organisation(&state, me.user.tenant_id).await?;
+    let users = state
+        .store
+        .list_users(me.user.tenant_id)
+        .await
+        .map_err(|e| PageError(state.clone(), e.into()))?
+        .into_iter()
+        .map(|u| UserLine {
+            name: u.display_name.as_str().to_owned(),
+            email: u.email.as_str().to_owned(),
+            role: u.role.label(),
+            status: u.status.as_str(),
+        })
+        .collect();
+    let page = AdminPage {
+        shell: Shell::for_user(&state, "Administration", &me, &org, "/admin"),
+        organisation: org,
+        users,
+    };
+    Ok(render(&page, StatusCode::OK))
+}
+
+#[derive(Template)]
+#[template(path = "security.html")]
+struct SecurityPage {
+    shell: Shell,
+    posture: Posture,
+    idle_minutes: u64,
+    absolute_hours: u64,
+    staff_count: usize,
+    patient_count: usize,
+}
+
+pub async fn security(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+) -> Result<Response, PageError> {
+    let me: CurrentUser = require(&state, me, &[Role::SecurityOfficer])?;
+    let org = organisation(&state, me.user.tenant_id).await?;
+    let users = state
+        .store
+        .list_users(me.user.tenant_id)
+        .await
+        .map_err(|e| PageError(state.clone(), e.into()))?;
+    let staff_count = users.iter().filter(|u| u.role.is_staff()).count();
+    let page = SecurityPage {
+        shell: Shell::for_user(&state, "Security", &me, &org, "/security"),
+        posture: (*state.posture).clone(),
+        idle_minutes: minutes(state.sessions.idle),
+        absolute_hours: hours(state.sessions.absolute),
+        staff_count,
+        patient_count: users.len() - staff_count,
+    };
+    Ok(render(&page, StatusCode::OK))
+}

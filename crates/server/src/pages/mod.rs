@@ -1,0 +1,171 @@
+//! Server-rendered pages: the sign-in page and one home per audience (patient portal,
+//! clinician console, administration, security). Handlers stay thin: identity, one domain
+//! call, render.
+
+mod home;
+mod signin;
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use telesafe_core::identity::Role;
+
+use crate::auth::CurrentUser;
+use crate::error::AppError;
+use crate::http::request_id;
+use crate::state::AppState;
+
+pub use home::{admin, console, portal, root, security};
+pub use signin::{show_signin, signin, signout};
+
+/// A navigation entry.
+#[derive(Debug, Clone)]
+pub struct NavLink {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub current: bool,
+}
+
+/// Who is signed in, as the header shows it.
+#[derive(Debug, Clone)]
+pub struct ShellUser {
+    pub name: String,
+    pub role: &'static str,
+    pub organisation: String,
+}
+
+/// What the layout needs on every page.
+#[derive(Debug, Clone)]
+pub struct Shell {
+    pub title: String,
+    pub css: String,
+    pub js: String,
+    pub nav: Vec<NavLink>,
+    pub user: Option<ShellUser>,
+}
+
+/// Where each role starts.
+pub fn home_of(role: Role) -> &'static str {
+    match role {
+        Role::Patient => "/portal",
+        Role::Clinician | Role::Nurse | Role::FrontDesk => "/console",
+        Role::TenantAdmin => "/admin",
+        Role::SecurityOfficer => "/security",
+    }
+}
+
+fn nav_for(role: Role, current: &str) -> Vec<NavLink> {
+    let (href, label) = match role {
+        Role::Patient => ("/portal", "My health"),
+        Role::Clinician | Role::Nurse | Role::FrontDesk => ("/console", "Clinic console"),
+        Role::TenantAdmin => ("/admin", "Administration"),
+        Role::SecurityOfficer => ("/security", "Security"),
+    };
+    vec![NavLink {
+        href,
+        label,
+        current: href == current,
+    }]
+}
+
+impl Shell {
+    pub fn anonymous(state: &AppState, title: &str) -> Self {
+        Self {
+            title: title.to_owned(),
+            css: state.assets.url("app.css").to_owned(),
+            js: state.assets.url("app.js").to_owned(),
+            nav: Vec::new(),
+            user: None,
+        }
+    }
+
+    pub fn for_user(
+        state: &AppState,
+        title: &str,
+        me: &CurrentUser,
+        organisation: &str,
+        current: &str,
+    ) -> Self {
+        Self {
+            nav: nav_for(me.role(), current),
+            user: Some(ShellUser {
+                name: me.user.display_name.as_str().to_owned(),
+                role: me.role().label(),
+                organisation: organisation.to_owned(),
+            }),
+            ..Self::anonymous(state, title)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    shell: Shell,
+    heading: String,
+    message: String,
+    request_id: String,
+}
+
+/// Renders a template, or a generic error when rendering itself fails.
+pub fn render(t: &impl Template, status: StatusCode) -> Response {
+    match t.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => AppError::internal(format!("template: {e}")).into_response(),
+    }
+}
+
+/// An error on a page: shown as a readable page, not JSON. Unauthenticated visitors are
+/// sent to sign in instead.
+#[derive(Debug)]
+pub struct PageError(pub AppState, pub AppError);
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let PageError(state, err) = self;
+        if matches!(err, AppError::Unauthenticated) {
+            return Redirect::to("/signin").into_response();
+        }
+        err.log();
+        let heading = match err {
+            AppError::NotFound => "Page not found",
+            AppError::Forbidden => "This page is not available to you",
+            AppError::CsrfRejected => "That request was refused",
+            AppError::Internal(_) | AppError::Unavailable => "Something went wrong",
+            _ => "That did not work",
+        };
+        let page = ErrorPage {
+            shell: Shell::anonymous(&state, heading),
+            heading: heading.to_owned(),
+            message: err.public_message(),
+            request_id: request_id::current(),
+        };
+        render(&page, err.status())
+    }
+}
+
+/// Requires a signed-in user with one of `roles`.
+pub fn require(
+    state: &AppState,
+    me: Option<CurrentUser>,
+    roles: &[Role],
+) -> Result<CurrentUser, PageError> {
+    match me {
+        None => Err(PageError(state.clone(), AppError::Unauthenticated)),
+        Some(me) if roles.contains(&me.role()) => Ok(me),
+        Some(_) => Err(PageError(state.clone(), AppError::Forbidden)),
+    }
+}
+
+/// The fallback for unknown paths: JSON under the APIs, a page elsewhere.
+pub async fn not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    uri: axum::http::Uri,
+) -> Response {
+    let p = uri.path();
+    if p.starts_with("/api/") || p.starts_with("/fhir") {
+        AppError::NotFound.into_response()
+    } else {
+        PageError(state, AppError::NotFound).into_response()
+    }
+}

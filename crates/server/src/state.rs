@@ -1,0 +1,36 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use telesafe_core::Clock;
+use telesafe_core::identity::{PasswordChecker, SessionPolicy};
+use telesafe_store::Store;
+
+use crate::assets::Assets;
+use crate::config::Config;
+use crate::http::metrics::Metrics;
+
+/// How this deployment protects itself, as shown on the security console.
+#[derive(Debug, Clone, Default)]
+pub struct Posture {
+    /// `TLS (self-signed)`, `TLS (configured certificate)` or `behind a TLS proxy`.
+    pub transport: String,
+    /// SHA-256 fingerprint of the served certificate, when TLS is on.
+    pub certificate_fingerprint: Option<String>,
+    /// `sqlite` or `postgres`.
+    pub database: String,
+    /// Whether PostgreSQL row-level security applies to the server's database role.
+    pub row_level_security: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub assets: Arc<Assets>,
+    pub metrics: Arc<Metrics>,
+    pub passwords: PasswordChecker,
+    pub sessions: SessionPolicy,
+    pub posture: Arc<Posture>,
+}
