@@ -56,7 +56,7 @@ impl SequenceFile {
 
     /// Reserves and durably records the next number before returning it, so a crash after
     /// sending can never cause the same number to be sent for different data.
-    pub fn next(&mut self) -> Result<u64, SequenceError> {
+    pub fn reserve_next(&mut self) -> Result<u64, SequenceError> {
         let next = self.last.checked_add(1).ok_or(SequenceError::Exhausted)?;
         let io = |source| SequenceError::Io {
             path: self.path.clone(),
@@ -81,12 +81,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("seq");
         let mut s = SequenceFile::open(&p).unwrap();
-        assert_eq!(s.next().unwrap(), 1);
-        assert_eq!(s.next().unwrap(), 2);
+        assert_eq!(s.reserve_next().unwrap(), 1);
+        assert_eq!(s.reserve_next().unwrap(), 2);
         drop(s);
         let mut s = SequenceFile::open(&p).unwrap();
         assert_eq!(s.last(), 2);
-        assert_eq!(s.next().unwrap(), 3);
+        assert_eq!(s.reserve_next().unwrap(), 3);
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! The storage conformance suite: every case is written once and runs against SQLite and
 //! PostgreSQL (`conformance::sqlite::*` and `conformance::postgres::*` in the test output).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a failed step must fail the test loudly"
+)]
+
 use std::time::Duration;
 
 use secrecy::SecretString;

@@ -25,7 +25,7 @@ async fn organisation(state: &AppState, tenant: TenantId) -> Result<String, Page
         .store
         .list_tenants()
         .await
-        .map_err(|e| PageError(state.clone(), e.into()))?;
+        .map_err(|e| PageError::new(state, e))?;
     Ok(tenants
         .into_iter()
         .find(|t| t.id == tenant)
@@ -92,7 +92,7 @@ pub async fn console(
     let me = require(&state, me, &[Role::Clinician, Role::Nurse, Role::FrontDesk])?;
     let tenant = me.user.tenant_id;
     let org = organisation(&state, tenant).await?;
-    let fail = |e: telesafe_core::RepoError| PageError(state.clone(), e.into());
+    let fail = |e: telesafe_core::RepoError| PageError::new(&state, e);
     let patients = state.store.list_patients(tenant).await.map_err(fail)?;
     let names: HashMap<UserId, String> = state
         .store
@@ -146,7 +146,7 @@ pub async fn admin(
         .store
         .list_users(me.user.tenant_id)
         .await
-        .map_err(|e| PageError(state.clone(), e.into()))?
+        .map_err(|e| PageError::new(&state, e))?
         .into_iter()
         .map(|u| UserLine {
             name: u.display_name.as_str().to_owned(),
@@ -184,7 +184,7 @@ pub async fn security(
         .store
         .list_users(me.user.tenant_id)
         .await
-        .map_err(|e| PageError(state.clone(), e.into()))?;
+        .map_err(|e| PageError::new(&state, e))?;
     let staff_count = users.iter().filter(|u| u.role.is_staff()).count();
     let page = SecurityPage {
         shell: Shell::for_user(&state, "Security", &me, &org, "/security"),

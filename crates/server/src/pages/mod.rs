@@ -5,11 +5,14 @@
 mod home;
 mod signin;
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use telesafe_core::identity::Role;
 
+use crate::assets::Assets;
 use crate::auth::CurrentUser;
 use crate::error::AppError;
 use crate::http::request_id;
@@ -70,10 +73,14 @@ fn nav_for(role: Role, current: &str) -> Vec<NavLink> {
 
 impl Shell {
     pub fn anonymous(state: &AppState, title: &str) -> Self {
+        Self::with_assets(&state.assets, title)
+    }
+
+    fn with_assets(assets: &Assets, title: &str) -> Self {
         Self {
             title: title.to_owned(),
-            css: state.assets.url("app.css").to_owned(),
-            js: state.assets.url("app.js").to_owned(),
+            css: assets.url("app.css").to_owned(),
+            js: assets.url("app.js").to_owned(),
             nav: Vec::new(),
             user: None,
         }
@@ -118,11 +125,20 @@ pub fn render(t: &impl Template, status: StatusCode) -> Response {
 /// An error on a page: shown as a readable page, not JSON. Unauthenticated visitors are
 /// sent to sign in instead.
 #[derive(Debug)]
-pub struct PageError(pub AppState, pub AppError);
+pub struct PageError {
+    assets: Arc<Assets>,
+    err: AppError,
+}
+
+impl PageError {
+    pub fn new(state: &AppState, err: impl Into<AppError>) -> Self {
+        Self { assets: state.assets.clone(), err: err.into() }
+    }
+}
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let PageError(state, err) = self;
+        let PageError { assets, err } = self;
         if matches!(err, AppError::Unauthenticated) {
             return Redirect::to("/signin").into_response();
         }
@@ -135,7 +151,7 @@ impl IntoResponse for PageError {
             _ => "That did not work",
         };
         let page = ErrorPage {
-            shell: Shell::anonymous(&state, heading),
+            shell: Shell::with_assets(&assets, heading),
             heading: heading.to_owned(),
             message: err.public_message(),
             request_id: request_id::current(),
@@ -151,9 +167,9 @@ pub fn require(
     roles: &[Role],
 ) -> Result<CurrentUser, PageError> {
     match me {
-        None => Err(PageError(state.clone(), AppError::Unauthenticated)),
+        None => Err(PageError::new(state, AppError::Unauthenticated)),
         Some(me) if roles.contains(&me.role()) => Ok(me),
-        Some(_) => Err(PageError(state.clone(), AppError::Forbidden)),
+        Some(_) => Err(PageError::new(state, AppError::Forbidden)),
     }
 }
 
@@ -166,6 +182,6 @@ pub async fn not_found(
     if p.starts_with("/api/") || p.starts_with("/fhir") {
         AppError::NotFound.into_response()
     } else {
-        PageError(state, AppError::NotFound).into_response()
+        PageError::new(&state, AppError::NotFound).into_response()
     }
 }

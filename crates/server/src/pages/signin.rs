@@ -80,7 +80,7 @@ pub async fn signin(State(state): State<AppState>, Form(form): Form<SignInForm>)
             };
             render(&page, StatusCode::UNAUTHORIZED)
         }
-        Err(e) => PageError(state, AppError::internal(e)).into_response(),
+        Err(e) => PageError::new(&state, AppError::internal(e)).into_response(),
     }
 }
 
@@ -91,7 +91,7 @@ pub async fn signout(State(state): State<AppState>, MaybeUser(me): MaybeUser) ->
             .delete_session(me.session.tenant_id, &me.session.token_hash)
             .await
         {
-            return PageError(state, e.into()).into_response();
+            return PageError::new(&state, e).into_response();
         }
         tracing::info!(user = %me.user.id, "signed out");
     }

@@ -1,0 +1,364 @@
+//! The `telesafe` binary as an operator meets it: refusing unsafe starts with a message
+//! naming the key or file, `init` and `config check`, the TLS policy as seen by OpenSSL,
+//! and graceful shutdown on SIGTERM.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a failed step must fail the test loudly"
+)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_telesafe");
+
+fn telesafe() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("RUST_LOG").kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TELESAFE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn private_dir(parent: &Path) -> std::path::PathBuf {
+    let d = parent.join("data");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
+
+/// Runs `telesafe serve` to completion (it must refuse to start) and returns stderr.
+async fn refused(cmd: &mut Command) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "expected a refusal; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_key_file_readable_by_others_is_refused_naming_the_file() {
+    telesafe_server::tls::install_default_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = private_dir(tmp.path());
+    let (cert, key) = (data.join("tls/cert.pem"), data.join("tls/key.pem"));
+    let now = telesafe_core::Timestamp::from_unix_millis(1_790_000_000_000);
+    telesafe_server::tls::ensure_self_signed(&cert, &key, &["localhost".into()], now).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(
+        telesafe()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data),
+    )
+    .await;
+    assert!(err.contains("tls.key_file"), "{err}");
+    assert!(err.contains(&key.display().to_string()), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[tokio::test]
+async fn a_data_directory_open_to_others_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = private_dir(tmp.path());
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = refused(
+        telesafe()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data),
+    )
+    .await;
+    assert!(
+        err.contains("data_dir") && err.contains("chmod 700"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_without_the_proxy_setting_is_refused_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = private_dir(tmp.path());
+    let err = refused(
+        telesafe()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("TELESAFE_TLS__ENABLED", "false"),
+    )
+    .await;
+    assert!(err.contains("tls.enabled"), "{err}");
+    assert!(err.contains("behind_tls_proxy"), "{err}");
+}
+
+#[tokio::test]
+async fn config_check_names_each_problem_and_unknown_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[tls]\nenabled = false\n[server]\nshutdown_grace_secs = 0\n",
+    )
+    .unwrap();
+    let out = telesafe()
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("tls.enabled:"), "{stdout}");
+    assert!(stdout.contains("server.shutdown_grace_secs:"), "{stdout}");
+
+    std::fs::write(&cfg, "[server]\nlisten_on = \"0.0.0.0:1\"\n").unwrap();
+    let out = telesafe()
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_on"));
+}
+
+#[tokio::test]
+async fn init_creates_a_private_directory_config_and_one_time_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("fresh");
+    let out = telesafe()
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout.lines().last().unwrap().trim();
+    assert_eq!(token.len(), 43, "{stdout}");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("telesafe.toml")), 0o600);
+    assert_eq!(mode(&data.join("telesafe.db")), 0o600);
+    // The token is stored only as a hash.
+    let db = std::fs::read(data.join("telesafe.db")).unwrap();
+    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
+    // The generated config is valid as written.
+    let check = telesafe()
+        .args(["config", "check", "--config"])
+        .arg(data.join("telesafe.toml"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // A second init refuses to overwrite.
+    let again = telesafe()
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+/// A running `telesafe serve`, and the port it listens on.
+struct Running {
+    child: Child,
+    port: u16,
+    cert_pem: Vec<u8>,
+    _tmp: tempfile::TempDir,
+}
+
+async fn serve(grace_secs: u64) -> Running {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = telesafe()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env(
+            "TELESAFE_SERVER__SHUTDOWN_GRACE_SECS",
+            grace_secs.to_string(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("Telesafe is listening on ") {
+                return url
+                    .trim_end_matches('/')
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap();
+            }
+        }
+        panic!("server exited before listening");
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let cert_pem = std::fs::read(data.join("tls/cert.pem")).unwrap();
+    Running {
+        child,
+        port,
+        cert_pem,
+        _tmp: tmp,
+    }
+}
+
+fn openssl(port: u16, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is installed (scripts/test installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let negotiated = text.contains("Cipher is ") && !text.contains("Cipher is (NONE)");
+    (negotiated, text)
+}
+
+#[tokio::test]
+async fn openssl_sees_only_tls13_and_tls12_ecdhe_aead() {
+    let s = serve(5).await;
+    // SECLEVEL=0 makes the client willing to offer the old protocols and suites, so a
+    // refusal is the server's.
+    let weak = "DEFAULT:@SECLEVEL=0";
+    for (args, what) in [
+        (vec!["-tls1_1", "-cipher", weak], "TLS 1.1"),
+        (vec!["-tls1", "-cipher", weak], "TLS 1.0"),
+        (
+            vec!["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"],
+            "TLS 1.2 CBC suite",
+        ),
+        (
+            vec![
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-AES256-SHA384:@SECLEVEL=0",
+            ],
+            "TLS 1.2 CBC-SHA384 suite",
+        ),
+        (
+            vec!["-tls1_2", "-cipher", "AES128-GCM-SHA256:@SECLEVEL=0"],
+            "TLS 1.2 static-RSA suite",
+        ),
+        (
+            vec![
+                "-tls1_2",
+                "-cipher",
+                "DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0",
+            ],
+            "TLS 1.2 finite-field DHE",
+        ),
+    ] {
+        let (ok, text) = openssl(s.port, &args);
+        assert!(!ok, "{what} was accepted:\n{text}");
+    }
+    let (ok, text) = openssl(
+        s.port,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+    );
+    assert!(
+        ok && text.contains("ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "{text}"
+    );
+    let (ok, text) = openssl(
+        s.port,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = openssl(s.port, &["-tls1_3"]);
+    assert!(ok && text.contains("TLSv1.3"), "{text}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
+    telesafe_server::tls::install_default_provider();
+    let mut s = serve(10).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], s.port));
+    let tls = telesafe_testkit::tls_client_config(&s.cert_pem);
+    // A patient on a slow line: the request head and half the body arrive, then a pause.
+    let body = "organisation=demo&email=someone%40example.org&password=a-long-wrong-passphrase";
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = telesafe_testkit::tls_connect(addr, Arc::clone(&tls)).await;
+    let head = format!(
+        "POST /signin HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = nix::unistd::Pid::from_raw(s.child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let signalled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // No new connections are accepted while draining.
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after SIGTERM"
+    );
+
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 401"),
+        "the in-flight request was not answered: {response}"
+    );
+
+    let status = tokio::time::timeout(Duration::from_secs(15), s.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "exit took {:?}",
+        signalled.elapsed()
+    );
+}

@@ -1,0 +1,331 @@
+//! End-to-end behaviour of the HTTP edge over real TLS, on SQLite and PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a failed step must fail the test loudly"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{CACHE_CONTROL, SET_COOKIE};
+use telesafe_core::{ManualClock, SystemClock, Timestamp};
+use telesafe_proto::{ErrorBody, ErrorCode};
+use telesafe_server::serve::Drained;
+use telesafe_testkit::{DbBackend, TestServer, both_backends, start};
+
+const DR: &str = "dr.rivera@demo.telesafe.test";
+const PATIENT: &str = "ana.lopez@demo.telesafe.test";
+const ADMIN: &str = "admin@demo.telesafe.test";
+const SECURITY: &str = "security@demo.telesafe.test";
+const FRONT_DESK: &str = "frontdesk@demo.telesafe.test";
+const NURSE: &str = "nurse.kim@demo.telesafe.test";
+
+async fn server(backend: DbBackend) -> Option<TestServer> {
+    start(backend, Arc::new(SystemClock)).await
+}
+
+fn assert_security_headers(resp: &reqwest::Response, what: &str) {
+    let h = resp.headers();
+    let get = |n: &str| {
+        h.get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        get("strict-transport-security"),
+        "max-age=31536000; includeSubDomains",
+        "{what}"
+    );
+    let csp = get("content-security-policy");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{what}: {csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert_eq!(get("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(get("referrer-policy"), "no-referrer", "{what}");
+    assert!(get("permissions-policy").contains("camera=()"), "{what}");
+    assert!(!get("x-request-id").is_empty(), "{what}");
+}
+
+async fn every_response_carries_the_security_headers(backend: DbBackend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let c = s.client();
+    let signin = c.get(s.url("/signin")).send().await.unwrap();
+    assert_eq!(signin.status(), 200);
+    // Find the hashed stylesheet URL in the page, then fetch it.
+    let html = {
+        assert_security_headers(&signin, "/signin");
+        assert_eq!(signin.headers()[CACHE_CONTROL], "no-store");
+        signin.text().await.unwrap()
+    };
+    let css = html
+        .split("href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(css.starts_with("/static/app."), "{css}");
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/api/v1/me",
+        "/nowhere",
+        css.as_str(),
+    ] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_security_headers(&r, path);
+        let cache = r.headers()[CACHE_CONTROL].to_str().unwrap().to_owned();
+        if path == css {
+            assert_eq!(r.status(), 200);
+            assert_eq!(cache, "public, max-age=31536000, immutable");
+        } else {
+            assert_eq!(cache, "no-store", "{path}");
+        }
+    }
+    assert_eq!(s.stop().await, Drained::Clean);
+}
+
+async fn health_and_readiness_answer(backend: DbBackend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let c = s.client();
+    let h = c.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    let r = c.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["database"], backend.as_str());
+    // Metrics answer loopback peers (this client) and count what happened.
+    let m = c.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(
+        m.text()
+            .await
+            .unwrap()
+            .contains("route=\"/readyz\",status=\"200\"")
+    );
+}
+
+async fn api_errors_are_json_with_a_stable_code_and_the_request_id(backend: DbBackend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let c = s.client();
+    let r = c.get(s.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.code, ErrorCode::Unauthenticated);
+    assert_eq!(body.request_id, rid);
+
+    let r = c.get(s.url("/api/v1/nothing-here")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<ErrorBody>().await.unwrap().code,
+        ErrorCode::NotFound
+    );
+
+    let r = c.delete(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<ErrorBody>().await.unwrap().code,
+        ErrorCode::MethodNotAllowed
+    );
+
+    // Pages answer unknown paths with a readable page, not JSON.
+    let r = c.get(s.url("/no-such-page")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("<h1 id=\"error-title\">Page not found</h1>")
+    );
+
+    // A declared body over the limit is refused before a byte of it is read.
+    let head = "POST /signin HTTP/1.1\r\nHost: localhost\r\nContent-Type: \
+                application/x-www-form-urlencoded\r\nContent-Length: 2097152\r\n\r\n";
+    let raw = s.raw_exchange(head.as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(raw.contains("\"code\":\"payload_too_large\""), "{raw}");
+}
+
+async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBackend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let c = s.client();
+    let r = c
+        .post(s.url("/signin"))
+        .header("origin", &s.base)
+        .form(&[
+            ("organisation", "demo"),
+            ("email", DR),
+            ("password", "not the password at all"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    assert!(r.text().await.unwrap().contains("role=\"alert\""));
+
+    use secrecy::ExposeSecret;
+    let r = c
+        .post(s.url("/signin"))
+        .header("origin", &s.base)
+        .form(&[
+            ("organisation", "demo"),
+            ("email", DR),
+            ("password", s.password.expose_secret()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console");
+    let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-telesafe_session="), "{cookie}");
+    for attr in [
+        "; Path=/",
+        "; Secure",
+        "; HttpOnly",
+        "; SameSite=Strict",
+        "; Max-Age=43200",
+    ] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    assert!(!cookie.contains("Domain="), "{cookie}");
+
+    let page = c.get(s.url("/console")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Ana López") && html.contains("Walter Brown"),
+        "console lists patients"
+    );
+
+    // Sign out ends the session on the server, not just in the browser.
+    let r = c
+        .post(s.url("/signout"))
+        .header("origin", &s.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let me = s
+        .client()
+        .get(s.url("/api/v1/me"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
+}
+
+async fn each_role_reaches_only_its_own_console(backend: DbBackend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let homes = ["/portal", "/console", "/admin", "/security"];
+    for (email, home) in [
+        (PATIENT, "/portal"),
+        (DR, "/console"),
+        (NURSE, "/console"),
+        (FRONT_DESK, "/console"),
+        (ADMIN, "/admin"),
+        (SECURITY, "/security"),
+    ] {
+        let c = s.signed_in(email).await;
+        for page in homes {
+            let r = c.get(s.url(page)).send().await.unwrap();
+            let expected = if page == home { 200 } else { 403 };
+            assert_eq!(r.status(), expected, "{email} on {page}");
+        }
+        let r = c.get(s.url("/")).send().await.unwrap();
+        assert_eq!(r.headers()["location"], home);
+    }
+    // Anonymous visitors are sent to sign in.
+    for page in homes {
+        let r = s.client().get(s.url(page)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{page}");
+        assert_eq!(r.headers()["location"], "/signin");
+    }
+}
+
+async fn cross_site_posts_are_refused(backend: DbBackend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let c = s.signed_in(DR).await;
+    let r = c
+        .post(s.url("/signout"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<ErrorBody>().await.unwrap().code,
+        ErrorCode::CsrfRejected
+    );
+    let r = c
+        .post(s.url("/signout"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The session survived both attempts.
+    assert_eq!(
+        c.get(s.url("/api/v1/me")).send().await.unwrap().status(),
+        200
+    );
+}
+
+async fn sessions_end_after_thirty_idle_minutes(backend: DbBackend) {
+    let t0 = Timestamp::from_unix_millis(1_790_000_000_000);
+    let clock = ManualClock::at(t0);
+    let Some(s) = start(backend, Arc::new(clock.clone())).await else {
+        return;
+    };
+    let c = s.signed_in(NURSE).await;
+    clock.advance(Duration::from_secs(29 * 60 + 59));
+    assert_eq!(
+        c.get(s.url("/api/v1/me")).send().await.unwrap().status(),
+        200
+    );
+    // That request counted as activity; 30:00 of silence from it ends the session.
+    clock.advance(Duration::from_secs(30 * 60));
+    assert_eq!(
+        c.get(s.url("/api/v1/me")).send().await.unwrap().status(),
+        401
+    );
+}
+
+both_backends!(
+    every_response_carries_the_security_headers,
+    health_and_readiness_answer,
+    api_errors_are_json_with_a_stable_code_and_the_request_id,
+    sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home,
+    each_role_reaches_only_its_own_console,
+    cross_site_posts_are_refused,
+    sessions_end_after_thirty_idle_minutes,
+);
