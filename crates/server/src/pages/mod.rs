@@ -132,7 +132,10 @@ pub struct PageError {
 
 impl PageError {
     pub fn new(state: &AppState, err: impl Into<AppError>) -> Self {
-        Self { assets: state.assets.clone(), err: err.into() }
+        Self {
+            assets: state.assets.clone(),
+            err: err.into(),
+        }
     }
 }
 
