@@ -72,6 +72,9 @@ for (const [email, home] of [
       await signIn(page, demo.url, email, demo.password);
       assert.equal(new URL(page.url()).pathname, home);
       await audit(page, `${home} @${width}`);
+      await page.getByRole('link', { name: 'My account' }).click();
+      await page.waitForURL(/\/account$/);
+      await audit(page, `/account as ${home} @${width}`);
       await ctx.close();
     }
   });

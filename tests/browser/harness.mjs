@@ -18,12 +18,18 @@ export const CHROMIUM_ARGS = [
 export async function startDemo() {
   const dir = mkdtempSync(join(tmpdir(), 'telesafe-browser-'));
   const child = spawn(BIN, ['demo', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data')], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // Keep the server's log for failure reports instead of interleaving it with test output.
+  let log = '';
+  child.stderr.on('data', (chunk) => {
+    log = (log + chunk).slice(-20_000);
   });
   const info = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`demo did not start:\n${out}`)), 120_000);
-    child.on('exit', (code) => reject(new Error(`demo exited with ${code}:\n${out}`)));
+    child.on('exit', (code) => reject(new Error(`demo exited with ${code}:\n${out}\n${log}`)));
+
     child.stdout.on('data', (chunk) => {
       out += chunk;
       const url = out.match(/URL:\s+(\S+)/);

@@ -18,16 +18,11 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let (dir, temp) = match data_dir {
         Some(d) => (d, None),
         None => {
-            let t = tempfile::Builder::new()
-                .prefix("telesafe-demo-")
-                .tempdir()?;
+            let t = tempfile::Builder::new().prefix("telesafe-demo-").tempdir()?;
             (t.path().to_owned(), Some(t))
         }
     };
-    let mut cfg = Config {
-        data_dir: dir.clone(),
-        ..Config::default()
-    };
+    let mut cfg = Config { data_dir: dir.clone(), ..Config::default() };
     cfg.server.listen = listen;
     cfg.server.shutdown_grace_secs = 10;
     crate::logging::init(&cfg.log);
@@ -57,30 +52,20 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
         );
     }
     println!("  Organisation: {DEMO_SLUG}");
-    println!(
-        "  Password:     {}  (the same for every demo account)",
-        password.expose_secret()
-    );
+    println!("  Password:     {}  (the same for every demo account)", password.expose_secret());
     println!("  Accounts:");
     for (email, _, role) in DEMO_PEOPLE {
         println!("    {email:<36} {}", role.label());
     }
     match &temp {
-        Some(_) => println!(
-            "  Data:         {} (deleted when the demo stops)",
-            dir.display()
-        ),
-        None => println!(
-            "  Data:         {} (kept; run again with the same --data-dir)",
-            dir.display()
-        ),
+        Some(_) => println!("  Data:         {} (deleted when the demo stops)", dir.display()),
+        None => {
+            println!("  Data:         {} (kept; run again with the same --data-dir)", dir.display())
+        }
     }
     println!("Press Ctrl-C to stop.");
     println!();
 
-    let drained = prepared
-        .server
-        .run(telesafe_server::serve::shutdown_signal())
-        .await;
+    let drained = prepared.server.run(telesafe_server::serve::shutdown_signal()).await;
     Ok(crate::finish(drained))
 }

@@ -30,14 +30,9 @@ pub async fn run(
         );
     }
     tls::create_private_dir(&data_dir)?;
-    let data_dir = data_dir
-        .canonicalize()
-        .context("resolving the data directory")?;
+    let data_dir = data_dir.canonicalize().context("resolving the data directory")?;
 
-    let mut cfg = Config {
-        data_dir: data_dir.clone(),
-        ..Config::default()
-    };
+    let mut cfg = Config { data_dir: data_dir.clone(), ..Config::default() };
     cfg.server.listen = listen;
     cfg.database.url = database_url;
     let mut problems = cfg.validate();
@@ -70,10 +65,7 @@ pub async fn run(
 
     println!("Initialised {}", data_dir.display());
     println!("  Config:  {}", config_path.display());
-    println!(
-        "  Start:   telesafe serve --config {}",
-        config_path.display()
-    );
+    println!("  Start:   telesafe serve --config {}", config_path.display());
     println!();
     println!("One-time setup token for the first administrator (shown only now, valid 24 hours):");
     println!("  {}", token.reveal());

@@ -117,10 +117,7 @@ fn main() -> ExitCode {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     telesafe_server::tls::install_default_provider();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -152,22 +149,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let tls = cfg.tls.enabled;
     let prepared = telesafe_server::prepare(cfg, Arc::new(SystemClock)).await?;
-    println!(
-        "Telesafe is listening on {}",
-        telesafe_server::local_url(prepared.local_addr, tls)
-    );
+    println!("Telesafe is listening on {}", telesafe_server::local_url(prepared.local_addr, tls));
     if let Some(fp) = &prepared.fingerprint {
         if prepared.generated_certificate {
             println!("Generated a self-signed certificate.");
         }
         println!("Certificate SHA-256 fingerprint: {fp}");
     }
-    Ok(finish(
-        prepared
-            .server
-            .run(telesafe_server::serve::shutdown_signal())
-            .await,
-    ))
+    Ok(finish(prepared.server.run(telesafe_server::serve::shutdown_signal()).await))
 }
 
 /// Exit 0 when every in-flight request finished within the grace period.
@@ -194,11 +183,7 @@ fn check(o: &Overrides) -> anyhow::Result<ExitCode> {
         println!("  data_dir: {}", cfg.data_dir.display());
         println!(
             "  database: {}",
-            if cfg.database.url.is_some() {
-                "configured URL"
-            } else {
-                "SQLite in data_dir"
-            }
+            if cfg.database.url.is_some() { "configured URL" } else { "SQLite in data_dir" }
         );
         println!(
             "  tls:      {}",

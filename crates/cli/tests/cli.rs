@@ -44,10 +44,7 @@ fn private_dir(parent: &Path) -> std::path::PathBuf {
 
 /// Runs `telesafe serve` to completion (it must refuse to start) and returns stderr.
 async fn refused(cmd: &mut Command) -> String {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.unwrap().unwrap();
     assert!(
         !out.status.success(),
         "expected a refusal; stdout: {}",
@@ -65,12 +62,9 @@ async fn a_key_file_readable_by_others_is_refused_naming_the_file() {
     let now = telesafe_core::Timestamp::from_unix_millis(1_790_000_000_000);
     telesafe_server::tls::ensure_self_signed(&cert, &key, &["localhost".into()], now).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = refused(
-        telesafe()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data),
-    )
-    .await;
+    let err =
+        refused(telesafe().args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data))
+            .await;
     assert!(err.contains("tls.key_file"), "{err}");
     assert!(err.contains(&key.display().to_string()), "{err}");
     assert!(err.contains("chmod 600"), "{err}");
@@ -81,16 +75,10 @@ async fn a_data_directory_open_to_others_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = private_dir(tmp.path());
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let err = refused(
-        telesafe()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data),
-    )
-    .await;
-    assert!(
-        err.contains("data_dir") && err.contains("chmod 700"),
-        "{err}"
-    );
+    let err =
+        refused(telesafe().args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data))
+            .await;
+    assert!(err.contains("data_dir") && err.contains("chmod 700"), "{err}");
 }
 
 #[tokio::test]
@@ -112,29 +100,15 @@ async fn plain_http_without_the_proxy_setting_is_refused_naming_the_key() {
 async fn config_check_names_each_problem_and_unknown_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        "[tls]\nenabled = false\n[server]\nshutdown_grace_secs = 0\n",
-    )
-    .unwrap();
-    let out = telesafe()
-        .args(["config", "check", "--config"])
-        .arg(&cfg)
-        .output()
-        .await
-        .unwrap();
+    std::fs::write(&cfg, "[tls]\nenabled = false\n[server]\nshutdown_grace_secs = 0\n").unwrap();
+    let out = telesafe().args(["config", "check", "--config"]).arg(&cfg).output().await.unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("tls.enabled:"), "{stdout}");
     assert!(stdout.contains("server.shutdown_grace_secs:"), "{stdout}");
 
     std::fs::write(&cfg, "[server]\nlisten_on = \"0.0.0.0:1\"\n").unwrap();
-    let out = telesafe()
-        .args(["config", "check", "--config"])
-        .arg(&cfg)
-        .output()
-        .await
-        .unwrap();
+    let out = telesafe().args(["config", "check", "--config"]).arg(&cfg).output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_on"));
 }
@@ -143,17 +117,8 @@ async fn config_check_names_each_problem_and_unknown_keys() {
 async fn init_creates_a_private_directory_config_and_one_time_token() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("fresh");
-    let out = telesafe()
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = telesafe().args(["init", "--data-dir"]).arg(&data).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let token = stdout.lines().last().unwrap().trim();
     assert_eq!(token.len(), 43, "{stdout}");
@@ -170,18 +135,9 @@ async fn init_creates_a_private_directory_config_and_one_time_token() {
         .output()
         .await
         .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     // A second init refuses to overwrite.
-    let again = telesafe()
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .output()
-        .await
-        .unwrap();
+    let again = telesafe().args(["init", "--data-dir"]).arg(&data).output().await.unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
@@ -200,10 +156,7 @@ async fn serve(grace_secs: u64) -> Running {
     let mut child = telesafe()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
-        .env(
-            "TELESAFE_SERVER__SHUTDOWN_GRACE_SECS",
-            grace_secs.to_string(),
-        )
+        .env("TELESAFE_SERVER__SHUTDOWN_GRACE_SECS", grace_secs.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -227,32 +180,18 @@ async fn serve(grace_secs: u64) -> Running {
     .unwrap();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let cert_pem = std::fs::read(data.join("tls/cert.pem")).unwrap();
-    Running {
-        child,
-        port,
-        cert_pem,
-        _tmp: tmp,
-    }
+    Running { child, port, cert_pem, _tmp: tmp }
 }
 
 fn openssl(port: u16, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            "localhost",
-        ])
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("openssl is installed (scripts/test installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let negotiated = text.contains("Cipher is ") && !text.contains("Cipher is (NONE)");
     (negotiated, text)
 }
@@ -266,46 +205,23 @@ async fn openssl_sees_only_tls13_and_tls12_ecdhe_aead() {
     for (args, what) in [
         (vec!["-tls1_1", "-cipher", weak], "TLS 1.1"),
         (vec!["-tls1", "-cipher", weak], "TLS 1.0"),
+        (vec!["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"], "TLS 1.2 CBC suite"),
         (
-            vec!["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"],
-            "TLS 1.2 CBC suite",
-        ),
-        (
-            vec![
-                "-tls1_2",
-                "-cipher",
-                "ECDHE-ECDSA-AES256-SHA384:@SECLEVEL=0",
-            ],
+            vec!["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-SHA384:@SECLEVEL=0"],
             "TLS 1.2 CBC-SHA384 suite",
         ),
+        (vec!["-tls1_2", "-cipher", "AES128-GCM-SHA256:@SECLEVEL=0"], "TLS 1.2 static-RSA suite"),
         (
-            vec!["-tls1_2", "-cipher", "AES128-GCM-SHA256:@SECLEVEL=0"],
-            "TLS 1.2 static-RSA suite",
-        ),
-        (
-            vec![
-                "-tls1_2",
-                "-cipher",
-                "DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0",
-            ],
+            vec!["-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0"],
             "TLS 1.2 finite-field DHE",
         ),
     ] {
         let (ok, text) = openssl(s.port, &args);
         assert!(!ok, "{what} was accepted:\n{text}");
     }
-    let (ok, text) = openssl(
-        s.port,
-        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
-    );
-    assert!(
-        ok && text.contains("ECDHE-ECDSA-AES128-GCM-SHA256"),
-        "{text}"
-    );
-    let (ok, text) = openssl(
-        s.port,
-        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
-    );
+    let (ok, text) = openssl(s.port, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
+    assert!(ok && text.contains("ECDHE-ECDSA-AES128-GCM-SHA256"), "{text}");
+    let (ok, text) = openssl(s.port, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]);
     assert!(ok, "{text}");
     let (ok, text) = openssl(s.port, &["-tls1_3"]);
     assert!(ok && text.contains("TLSv1.3"), "{text}");
@@ -336,10 +252,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     // No new connections are accepted while draining.
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "still accepting after SIGTERM"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after SIGTERM");
 
     stream.write_all(rest.as_bytes()).await.unwrap();
     stream.flush().await.unwrap();
@@ -351,14 +264,8 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
         "the in-flight request was not answered: {response}"
     );
 
-    let status = tokio::time::timeout(Duration::from_secs(15), s.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(15), s.child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(
-        signalled.elapsed() < Duration::from_secs(10),
-        "exit took {:?}",
-        signalled.elapsed()
-    );
+    assert!(signalled.elapsed() < Duration::from_secs(10), "exit took {:?}", signalled.elapsed());
 }

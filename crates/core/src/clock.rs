@@ -35,10 +35,7 @@ impl Timestamp {
         let nanos = i128::from(self.0) * 1_000_000;
         time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_default()
     }
 }
@@ -107,10 +104,7 @@ mod tests {
         assert_eq!(c.now().unix_millis(), 1_000);
         c.advance(Duration::from_secs(2));
         assert_eq!(c.now().unix_millis(), 3_000);
-        assert_eq!(
-            c.now().since(Timestamp::from_unix_millis(1_000)),
-            Duration::from_secs(2)
-        );
+        assert_eq!(c.now().since(Timestamp::from_unix_millis(1_000)), Duration::from_secs(2));
     }
 
     #[test]

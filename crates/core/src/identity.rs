@@ -2,12 +2,16 @@
 //! token that creates a deployment's first administrator.
 
 mod email;
+pub mod events;
 mod model;
+pub mod password;
 mod repo;
 mod session;
 mod signin;
+pub mod throttle;
 
 pub use email::{Email, InvalidEmail};
+pub use events::{AuthEvent, AuthEventKind, AuthEventRepository};
 pub use model::{
     DisplayName, InvalidName, InvalidSlug, NewUser, Patient, Role, SetupToken, Tenant, TenantSlug,
     User, UserStatus,
@@ -16,4 +20,6 @@ pub use repo::{
     PatientRepository, SessionRepository, SetupTokenRepository, TenantRepository, UserRepository,
 };
 pub use session::{Session, SessionPolicy, SessionState};
-pub use signin::{PasswordChecker, SignIn, SignInError, sign_in};
+pub use signin::{
+    PasswordChecker, SignIn, SignInAttempt, SignInError, describe_user_agent, sign_in,
+};

@@ -32,11 +32,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// The colon-separated upper-case hex SHA-256 fingerprint of a DER certificate, in the form
 /// browsers and `openssl x509 -fingerprint -sha256` print.
 pub fn sha256_fingerprint(der: &[u8]) -> String {
-    sha256(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    sha256(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

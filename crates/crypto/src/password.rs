@@ -76,10 +76,8 @@ impl PasswordHasher {
         stored: &str,
     ) -> Result<Verification, PasswordError> {
         let parsed = PasswordHash::new(stored).map_err(|_| PasswordError::MalformedHash)?;
-        let ok = self
-            .argon2()
-            .verify_password(password.expose_secret().as_bytes(), &parsed)
-            .is_ok();
+        let ok =
+            self.argon2().verify_password(password.expose_secret().as_bytes(), &parsed).is_ok();
         if !ok {
             return Ok(Verification::Mismatch);
         }
@@ -112,28 +110,21 @@ mod tests {
         let stored = h.hash(&secret("correct horse battery staple")).unwrap();
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert_eq!(
-            h.verify(&secret("correct horse battery staple"), &stored)
-                .unwrap(),
+            h.verify(&secret("correct horse battery staple"), &stored).unwrap(),
             Verification::Match
         );
         assert_eq!(
-            h.verify(&secret("correct horse battery stapler"), &stored)
-                .unwrap(),
+            h.verify(&secret("correct horse battery stapler"), &stored).unwrap(),
             Verification::Mismatch
         );
     }
 
     #[test]
     fn weaker_stored_parameters_are_upgraded_on_match() {
-        let weak = PasswordHasher {
-            params: Params::new(8, 1, 1, Some(32)).unwrap(),
-        };
+        let weak = PasswordHasher { params: Params::new(8, 1, 1, Some(32)).unwrap() };
         let stored = weak.hash(&secret("a long enough passphrase")).unwrap();
         let strong = PasswordHasher::owasp();
-        match strong
-            .verify(&secret("a long enough passphrase"), &stored)
-            .unwrap()
-        {
+        match strong.verify(&secret("a long enough passphrase"), &stored).unwrap() {
             Verification::MatchRehashed(new) => assert!(new.contains("m=19456,t=2")),
             other => panic!("expected a rehash, got {other:?}"),
         }

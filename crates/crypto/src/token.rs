@@ -32,9 +32,7 @@ impl OpaqueToken {
     /// (wrong length or alphabet), so garbage never reaches a database lookup.
     pub fn parse(presented: &str) -> Option<Self> {
         let ok = presented.len() == 43
-            && presented
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && presented.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         ok.then(|| Self(SecretString::from(presented.to_owned())))
     }
 

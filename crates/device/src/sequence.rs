@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SequenceError {
     #[error("the sequence file {path} could not be read or written: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("the sequence file {path} is corrupt; refusing to reuse sequence numbers")]
     Corrupt { path: PathBuf },
     #[error("the sequence counter is exhausted")]
@@ -32,21 +29,15 @@ pub struct SequenceFile {
 impl SequenceFile {
     /// Opens the counter at `path`, starting from 0 when the file does not exist.
     pub fn open(path: &Path) -> Result<Self, SequenceError> {
-        let io = |source| SequenceError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = |source| SequenceError::Io { path: path.to_owned(), source };
         let last = match fs::read_to_string(path) {
-            Ok(s) => s.trim().parse().map_err(|_| SequenceError::Corrupt {
-                path: path.to_owned(),
-            })?,
+            Ok(s) => {
+                s.trim().parse().map_err(|_| SequenceError::Corrupt { path: path.to_owned() })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(io(e)),
         };
-        Ok(Self {
-            path: path.to_owned(),
-            last,
-        })
+        Ok(Self { path: path.to_owned(), last })
     }
 
     /// The last number handed out (0 before the first).
@@ -58,10 +49,7 @@ impl SequenceFile {
     /// sending can never cause the same number to be sent for different data.
     pub fn reserve_next(&mut self) -> Result<u64, SequenceError> {
         let next = self.last.checked_add(1).ok_or(SequenceError::Exhausted)?;
-        let io = |source| SequenceError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = |source| SequenceError::Io { path: self.path.clone(), source };
         let tmp = self.path.with_extension("tmp");
         let mut f = fs::File::create(&tmp).map_err(io)?;
         f.write_all(next.to_string().as_bytes()).map_err(io)?;
@@ -94,9 +82,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("seq");
         std::fs::write(&p, "twelve").unwrap();
-        assert!(matches!(
-            SequenceFile::open(&p),
-            Err(SequenceError::Corrupt { .. })
-        ));
+        assert!(matches!(SequenceFile::open(&p), Err(SequenceError::Corrupt { .. })));
     }
 }

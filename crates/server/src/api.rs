@@ -32,10 +32,7 @@ pub struct Ready {
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, AppError> {
     let r = state.store.readiness().await;
     if r.reachable && r.migrations_current {
-        Ok(Json(Ready {
-            status: "ready",
-            database: state.store.backend().as_str(),
-        }))
+        Ok(Json(Ready { status: "ready", database: state.store.backend().as_str() }))
     } else {
         Err(AppError::Unavailable)
     }

@@ -54,13 +54,7 @@ impl Default for Assets {
             let hash = hex::encode(&telesafe_crypto::sha256(s.body)[..8]);
             let name = format!("{}.{hash}.{}", s.stem, s.ext);
             urls.insert(format!("{}.{}", s.stem, s.ext), format!("/static/{name}"));
-            by_name.insert(
-                name,
-                Asset {
-                    content_type: s.content_type,
-                    body: s.body,
-                },
-            );
+            by_name.insert(name, Asset { content_type: s.content_type, body: s.body });
         }
         Self { by_name, urls }
     }
@@ -69,10 +63,7 @@ impl Default for Assets {
 impl Assets {
     /// The hashed URL of `logical` (for example `app.css`).
     pub fn url(&self, logical: &str) -> &str {
-        self.urls
-            .get(logical)
-            .map(String::as_str)
-            .unwrap_or("/static/missing")
+        self.urls.get(logical).map(String::as_str).unwrap_or("/static/missing")
     }
 }
 
@@ -81,10 +72,7 @@ pub async fn serve(State(state): State<AppState>, Path(name): Path<String>) -> R
         Some(a) => {
             let mut resp = a.body.into_response();
             let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(a.content_type),
-            );
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
             h.insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=31536000, immutable"),
@@ -103,10 +91,7 @@ mod tests {
     fn urls_carry_content_hashes() {
         let a = Assets::default();
         let css = a.url("app.css");
-        assert!(
-            css.starts_with("/static/app.") && css.ends_with(".css"),
-            "{css}"
-        );
+        assert!(css.starts_with("/static/app.") && css.ends_with(".css"), "{css}");
         assert_eq!(css.len(), "/static/app.".len() + 16 + ".css".len());
         assert!(a.by_name.contains_key(css.trim_start_matches("/static/")));
     }

@@ -4,7 +4,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use telesafe_core::identity::{
-    Role, Session, SessionRepository, SessionState, User, UserRepository, UserStatus,
+    Role, Session, SessionPolicy, SessionRepository, SessionState, User, UserRepository, UserStatus,
 };
 use telesafe_crypto::OpaqueToken;
 
@@ -55,6 +55,23 @@ impl CurrentUser {
     pub fn role(&self) -> Role {
         self.user.role
     }
+
+    /// Checks the synchronizer token a state-changing form carried (constant time).
+    pub fn check_csrf(&self, presented: &str) -> Result<(), AppError> {
+        let expected = self.session.csrf_token.as_bytes();
+        if !expected.is_empty() && telesafe_crypto::constant_time_eq(expected, presented.as_bytes())
+        {
+            Ok(())
+        } else {
+            Err(AppError::CsrfRejected)
+        }
+    }
+
+    /// The short id under which the sessions page names a session (a prefix of the
+    /// token's hash: enough to tell the owner's sessions apart, useless as a credential).
+    pub fn session_label(s: &Session) -> String {
+        s.token_hash.as_str().chars().take(16).collect()
+    }
 }
 
 /// Resolves the session cookie, ending expired sessions on the way.
@@ -67,23 +84,17 @@ pub async fn resolve(state: &AppState, parts: &Parts) -> Result<Option<CurrentUs
         return Ok(None);
     };
     let now = state.clock.now();
-    if state.sessions.state(&session, now) != SessionState::Live {
+    if SessionPolicy::for_role(session.role).state(&session, now) != SessionState::Live {
         state.store.delete_session(session.tenant_id, &hash).await?;
         return Ok(None);
     }
-    let user = state
-        .store
-        .user_by_id(session.tenant_id, session.user_id)
-        .await?;
+    let user = state.store.user_by_id(session.tenant_id, session.user_id).await?;
     let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
         state.store.delete_session(session.tenant_id, &hash).await?;
         return Ok(None);
     };
     if now.since(session.last_seen_at) >= TOUCH_INTERVAL {
-        state
-            .store
-            .touch_session(session.tenant_id, &hash, now)
-            .await?;
+        state.store.touch_session(session.tenant_id, &hash, now).await?;
     }
     Ok(Some(CurrentUser { user, session }))
 }
@@ -92,9 +103,7 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        resolve(state, parts)
-            .await?
-            .ok_or(AppError::Unauthenticated)
+        resolve(state, parts).await?.ok_or(AppError::Unauthenticated)
     }
 }
 

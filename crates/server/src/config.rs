@@ -66,11 +66,7 @@ pub struct TlsConfig {
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            cert_file: None,
-            key_file: None,
-        }
+        Self { enabled: true, cert_file: None, key_file: None }
     }
 }
 
@@ -84,21 +80,14 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: None,
-            max_connections: 16,
-        }
+        Self { url: None, max_connections: 16 }
     }
 }
 
 impl fmt::Debug for DatabaseConfig {
     // A PostgreSQL URL can hold a password; print only the scheme.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = self
-            .url
-            .as_deref()
-            .and_then(|u| u.split_once(':'))
-            .map(|(s, _)| s);
+        let scheme = self.url.as_deref().and_then(|u| u.split_once(':')).map(|(s, _)| s);
         f.debug_struct("DatabaseConfig")
             .field("url", &scheme.map(|s| format!("{s}:[redacted]")))
             .field("max_connections", &self.max_connections)
@@ -124,10 +113,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Human,
-            level: "info".into(),
-        }
+        Self { format: LogFormat::Human, level: "info".into() }
     }
 }
 
@@ -142,10 +128,7 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            public: false,
-        }
+        Self { enabled: true, public: false }
     }
 }
 
@@ -163,19 +146,13 @@ impl fmt::Display for Problem {
 }
 
 fn problem(key: &str, message: impl Into<String>) -> Problem {
-    Problem {
-        key: key.to_owned(),
-        message: message.into(),
-    }
+    Problem { key: key.to_owned(), message: message.into() }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
 }
@@ -190,18 +167,14 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let (text, origin) = match file {
             Some(path) => (
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?,
+                std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?,
                 path.display().to_string(),
             ),
             None => (String::new(), "defaults".to_owned()),
         };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            origin: origin.clone(),
-            message: e.to_string(),
-        })?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
         let mut applied = Vec::new();
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix("TELESAFE_") else {
@@ -219,13 +192,9 @@ impl Config {
         } else {
             format!("{origin} with {}", applied.join(", "))
         };
-        let mut cfg: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin,
-                    message: e.to_string(),
-                })?;
+        let mut cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin, message: e.to_string() })?;
         if cfg.data_dir.as_os_str().is_empty() {
             cfg.data_dir = PathBuf::from("telesafe-data");
         }
@@ -244,10 +213,7 @@ impl Config {
     pub fn tls_paths(&self) -> (PathBuf, PathBuf) {
         match (&self.tls.cert_file, &self.tls.key_file) {
             (Some(c), Some(k)) => (c.clone(), k.clone()),
-            _ => (
-                self.data_dir.join("tls/cert.pem"),
-                self.data_dir.join("tls/key.pem"),
-            ),
+            _ => (self.data_dir.join("tls/cert.pem"), self.data_dir.join("tls/key.pem")),
         }
     }
 
@@ -267,23 +233,13 @@ impl Config {
             ));
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            let key = if self.tls.cert_file.is_some() {
-                "tls.key_file"
-            } else {
-                "tls.cert_file"
-            };
-            p.push(problem(
-                key,
-                "set both tls.cert_file and tls.key_file, or neither",
-            ));
+            let key = if self.tls.cert_file.is_some() { "tls.key_file" } else { "tls.cert_file" };
+            p.push(problem(key, "set both tls.cert_file and tls.key_file, or neither"));
         }
         if let Some(url) = &self.database.url {
             let pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
             if !pg && !url.starts_with("sqlite:") {
-                p.push(problem(
-                    "database.url",
-                    "must start with sqlite:// or postgres://",
-                ));
+                p.push(problem("database.url", "must start with sqlite:// or postgres://"));
             }
             if pg && url.contains("sslmode=disable") && !pg_host_is_local(url) {
                 p.push(problem(
@@ -297,28 +253,16 @@ impl Config {
             p.push(problem("database.max_connections", "must be at least 1"));
         }
         if !(1..=600).contains(&self.server.shutdown_grace_secs) {
-            p.push(problem(
-                "server.shutdown_grace_secs",
-                "must be between 1 and 600",
-            ));
+            p.push(problem("server.shutdown_grace_secs", "must be between 1 and 600"));
         }
         if !(1024..=256 * 1024 * 1024).contains(&self.server.body_limit_bytes) {
-            p.push(problem(
-                "server.body_limit_bytes",
-                "must be between 1 KiB and 256 MiB",
-            ));
+            p.push(problem("server.body_limit_bytes", "must be between 1 KiB and 256 MiB"));
         }
         if !(1..=3600).contains(&self.server.request_timeout_secs) {
-            p.push(problem(
-                "server.request_timeout_secs",
-                "must be between 1 and 3600",
-            ));
+            p.push(problem("server.request_timeout_secs", "must be between 1 and 3600"));
         }
         if tracing_level_invalid(&self.log.level) {
-            p.push(problem(
-                "log.level",
-                "use a level such as error, warn, info, debug or trace",
-            ));
+            p.push(problem("log.level", "use a level such as error, warn, info, debug or trace"));
         }
         p
     }
@@ -329,11 +273,8 @@ impl Config {
         let mut p = Vec::new();
         check_mode(&mut p, "data_dir", &self.data_dir, "chmod 700");
         let (_, key) = self.tls_paths();
-        let key_name = if self.self_signed() {
-            "tls.key_file (self-signed)"
-        } else {
-            "tls.key_file"
-        };
+        let key_name =
+            if self.self_signed() { "tls.key_file (self-signed)" } else { "tls.key_file" };
         check_mode(&mut p, key_name, &key, "chmod 600");
         if self.database.url.is_none() {
             for suffix in ["", "-wal", "-shm"] {
@@ -365,10 +306,7 @@ fn check_mode(p: &mut Vec<Problem>, key: &str, path: &Path, fix: &str) {
 fn pg_host_is_local(url: &str) -> bool {
     let after = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let authority = after.split(['/', '?']).next().unwrap_or("");
-    let host = authority
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or(authority);
+    let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
     host.is_empty()
         || host.starts_with("localhost")
         || host.starts_with("127.")
@@ -416,10 +354,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -495,10 +430,7 @@ mod tests {
         cfg.database.url = Some("postgres://u:p@db.example.org/telesafe?sslmode=disable".into());
         cfg.server.shutdown_grace_secs = 0;
         let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
-        assert_eq!(
-            keys,
-            ["tls.key_file", "database.url", "server.shutdown_grace_secs"]
-        );
+        assert_eq!(keys, ["tls.key_file", "database.url", "server.shutdown_grace_secs"]);
         cfg.database.url = Some("postgres://u@localhost/telesafe?sslmode=disable".into());
         assert!(!cfg.validate().iter().any(|p| p.key == "database.url"));
     }
@@ -513,10 +445,7 @@ mod tests {
         let key = data.join("tls/key.pem");
         std::fs::write(&key, "k").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let cfg = Config {
-            data_dir: data.clone(),
-            ..Config::default()
-        };
+        let cfg = Config { data_dir: data.clone(), ..Config::default() };
         let p = cfg.check_files();
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0].key, "data_dir");

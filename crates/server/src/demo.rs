@@ -9,7 +9,7 @@ use telesafe_core::identity::{
     DisplayName, Email, PasswordChecker, Patient, PatientRepository, Role, Tenant,
     TenantRepository, TenantSlug, User, UserRepository, UserStatus,
 };
-use telesafe_core::{Clock, PatientId, RepoError, TenantId, UserId};
+use telesafe_core::{Clock, PatientId, RepoError, TenantId};
 
 /// The demo tenant's organisation code.
 pub const DEMO_SLUG: &str = "demo";
@@ -17,24 +17,12 @@ pub const DEMO_SLUG: &str = "demo";
 /// Who is in the demo clinic: (email, name, role). Patients get a patient record too.
 pub const DEMO_PEOPLE: &[(&str, &str, Role)] = &[
     ("admin@demo.telesafe.test", "Alex Morgan", Role::TenantAdmin),
-    (
-        "dr.rivera@demo.telesafe.test",
-        "Dr. Sam Rivera",
-        Role::Clinician,
-    ),
+    ("dr.rivera@demo.telesafe.test", "Dr. Sam Rivera", Role::Clinician),
     ("nurse.kim@demo.telesafe.test", "Jo Kim", Role::Nurse),
     ("frontdesk@demo.telesafe.test", "Pat Lee", Role::FrontDesk),
-    (
-        "security@demo.telesafe.test",
-        "Morgan Shaw",
-        Role::SecurityOfficer,
-    ),
+    ("security@demo.telesafe.test", "Morgan Shaw", Role::SecurityOfficer),
     ("ana.lopez@demo.telesafe.test", "Ana López", Role::Patient),
-    (
-        "walter.brown@demo.telesafe.test",
-        "Walter Brown",
-        Role::Patient,
-    ),
+    ("walter.brown@demo.telesafe.test", "Walter Brown", Role::Patient),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -89,16 +77,15 @@ where
         .map_err(|_| SeedError::Hash)?;
     let mut users = Vec::new();
     for (email, name, role) in DEMO_PEOPLE {
-        let user = User {
-            id: UserId::new_v7(),
-            tenant_id: tenant.id,
-            email: Email::parse(email).map_err(|_| SeedError::Data("email"))?,
-            display_name: DisplayName::parse(name).map_err(|_| SeedError::Data("name"))?,
-            role: *role,
-            status: UserStatus::Active,
-            password_hash: Some(hash.clone()),
-            created_at: now,
-        };
+        let user = User::new(
+            tenant.id,
+            Email::parse(email).map_err(|_| SeedError::Data("email"))?,
+            DisplayName::parse(name).map_err(|_| SeedError::Data("name"))?,
+            *role,
+            UserStatus::Active,
+            Some(hash.clone()),
+            now,
+        );
         repo.create_user(&user).await?;
         if *role == Role::Patient {
             let p = Patient {
@@ -112,12 +99,8 @@ where
         users.push(user);
     }
     // A patient the clinic registered who has not (yet) activated a portal account.
-    let offline = Patient {
-        id: PatientId::new_v7(),
-        tenant_id: tenant.id,
-        user_id: None,
-        created_at: now,
-    };
+    let offline =
+        Patient { id: PatientId::new_v7(), tenant_id: tenant.id, user_id: None, created_at: now };
     repo.create_patient(&offline).await?;
     Ok(DemoClinic { tenant, users })
 }

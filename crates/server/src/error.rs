@@ -143,11 +143,7 @@ mod tests {
             (AppError::MethodNotAllowed, 405, "method_not_allowed"),
             (AppError::Conflict("x".into()), 409, "conflict"),
             (AppError::PayloadTooLarge, 413, "payload_too_large"),
-            (
-                AppError::UnsupportedMediaType,
-                415,
-                "unsupported_media_type",
-            ),
+            (AppError::UnsupportedMediaType, 415, "unsupported_media_type"),
             (AppError::RateLimited, 429, "rate_limited"),
             (AppError::Unavailable, 503, "unavailable"),
             (AppError::Internal("db down".into()), 500, "internal"),

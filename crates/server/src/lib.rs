@@ -30,7 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use telesafe_core::Clock;
-use telesafe_core::identity::{PasswordChecker, SessionPolicy};
+use telesafe_core::identity::PasswordChecker;
 use telesafe_store::Store;
 use tower_http::timeout::TimeoutLayer;
 
@@ -52,6 +52,9 @@ pub fn app(state: AppState) -> Router {
         .route("/console", get(pages::console))
         .route("/admin", get(pages::admin))
         .route("/security", get(pages::security))
+        .route("/account", get(pages::account))
+        .route("/account/sessions/revoke", post(pages::revoke_session))
+        .route("/account/sessions/revoke-others", post(pages::revoke_other_sessions))
         .route("/static/{name}", get(assets::serve))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -62,19 +65,13 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         // Layers run bottom-up on the way in: request id first, then headers, tracing,
         // metrics, CSRF, size limits, timeout.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             limit_declared_body(body_limit, req, next)
         }))
         .layer(middleware::from_fn(http::csrf::layer))
-        .layer(middleware::from_fn_with_state(
-            metrics,
-            http::metrics::layer,
-        ))
+        .layer(middleware::from_fn_with_state(metrics, http::metrics::layer))
         .layer(middleware::from_fn(http::trace::layer))
         .layer(middleware::from_fn(http::headers::layer))
         .layer(middleware::from_fn(http::request_id::layer))
@@ -108,19 +105,13 @@ pub enum StartError {
     #[error("{0}")]
     Store(#[from] telesafe_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up password hashing: {0}")]
     Passwords(String),
 }
 
 fn list(p: &[Problem]) -> String {
-    p.iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    p.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
 }
 
 /// A server ready to run, and what an operator should be told about it.
@@ -136,11 +127,7 @@ pub struct Prepared {
 }
 
 fn certificate_names(listen: SocketAddr) -> Vec<String> {
-    let mut names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     let ip = listen.ip();
     if !ip.is_unspecified() && !ip.is_loopback() {
         names.push(ip.to_string());
@@ -148,9 +135,7 @@ fn certificate_names(listen: SocketAddr) -> Vec<String> {
     if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
         let host = host.trim();
         if !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         {
             names.push(host.to_owned());
         }
@@ -180,11 +165,7 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
                 &certificate_names(config.server.listen),
                 clock.now(),
             )?;
-        (
-            Some(tls::server_config(&cert, &key)?),
-            Some(tls::fingerprint(&cert)?),
-            generated,
-        )
+        (Some(tls::server_config(&cert, &key)?), Some(tls::fingerprint(&cert)?), generated)
     } else {
         tracing::warn!(
             "PLAIN HTTP: TLS is off because server.behind_tls_proxy is set. Only run this way \
@@ -212,12 +193,9 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
         telesafe_store::Backend::Sqlite => None,
     };
 
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let passwords = PasswordChecker::new(workers)
-        .await
-        .map_err(|e| StartError::Passwords(e.to_string()))?;
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let passwords =
+        PasswordChecker::new(workers).await.map_err(|e| StartError::Passwords(e.to_string()))?;
     let posture = Posture {
         transport: match (&tls_config, config.self_signed()) {
             (None, _) => "plain HTTP behind a TLS-terminating proxy".to_owned(),
@@ -241,26 +219,15 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
         assets: Arc::default(),
         metrics: Arc::default(),
         passwords,
-        sessions: SessionPolicy::default(),
+        addresses: Arc::default(),
         posture: Arc::new(posture),
     };
     let server = Server::bind(listen, tls_config, app(state.clone()), grace)
         .await
-        .map_err(|source| StartError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let local_addr = server.local_addr().map_err(|source| StartError::Bind {
-        addr: listen,
-        source,
-    })?;
-    Ok(Prepared {
-        state,
-        server,
-        local_addr,
-        fingerprint,
-        generated_certificate: generated,
-    })
+        .map_err(|source| StartError::Bind { addr: listen, source })?;
+    let local_addr =
+        server.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+    Ok(Prepared { state, server, local_addr, fingerprint, generated_certificate: generated })
 }
 
 /// SQLite creates its files with the process umask; make sure they are private anyway.

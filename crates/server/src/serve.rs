@@ -50,12 +50,7 @@ impl Server {
         grace: Duration,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self {
-            listener,
-            tls,
-            app,
-            grace,
-        })
+        Ok(Self { listener, tls, app, grace })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

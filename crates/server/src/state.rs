@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use telesafe_core::Clock;
-use telesafe_core::identity::{PasswordChecker, SessionPolicy};
+use telesafe_core::identity::PasswordChecker;
+use telesafe_core::identity::throttle::AddressThrottle;
 use telesafe_store::Store;
 
 use crate::assets::Assets;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub assets: Arc<Assets>,
     pub metrics: Arc<Metrics>,
     pub passwords: PasswordChecker,
-    pub sessions: SessionPolicy,
+    /// Per-address sign-in failure counts (in memory, per node).
+    pub addresses: Arc<AddressThrottle>,
     pub posture: Arc<Posture>,
 }

@@ -13,15 +13,9 @@ use telesafe_core::Timestamp;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: String },
     #[error("{path} holds no PEM private key")]
@@ -71,21 +65,15 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConf
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read(path)
+        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })
 }
 
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
-        .collect();
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.display().to_string(),
-        });
+        return Err(TlsError::NoCertificate { path: path.display().to_string() });
     }
     Ok(certs)
 }
@@ -94,9 +82,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
     PrivateKeyDer::from_pem_slice(&pem)
         .ok()
-        .ok_or_else(|| TlsError::NoKey {
-            path: path.display().to_string(),
-        })
+        .ok_or_else(|| TlsError::NoKey { path: path.display().to_string() })
 }
 
 /// Creates a self-signed ECDSA P-256 certificate for `names` valid 397 days from `now`
@@ -112,12 +98,8 @@ pub fn ensure_self_signed(
         return Ok(false);
     }
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Telesafe self-signed");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "Telesafe");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Telesafe self-signed");
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Telesafe");
     let start = time::OffsetDateTime::from_unix_timestamp(now.unix_millis() / 1000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     params.not_before = start - time::Duration::hours(1);
@@ -139,20 +121,14 @@ pub fn create_private_dir(dir: &Path) -> Result<(), TlsError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| TlsError::Write {
-            path: dir.display().to_string(),
-            source,
-        })
+        .map_err(|source| TlsError::Write { path: dir.display().to_string(), source })
 }
 
 /// Writes `bytes` to a new file created with mode 0600 (never briefly readable by others).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| TlsError::Write {
-        path: path.display().to_string(),
-        source,
-    };
+    let err = |source| TlsError::Write { path: path.display().to_string(), source };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -167,10 +143,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
 /// SHA-256 fingerprint of the first certificate in a PEM file.
 pub fn fingerprint(cert_path: &Path) -> Result<String, TlsError> {
     let certs = read_certs(cert_path)?;
-    Ok(certs
-        .first()
-        .map(|c| telesafe_crypto::sha256_fingerprint(c))
-        .unwrap_or_default())
+    Ok(certs.first().map(|c| telesafe_crypto::sha256_fingerprint(c)).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -182,23 +155,13 @@ mod tests {
     fn self_signed_pair_is_private_and_loads() {
         install_default_provider();
         let dir = tempfile::tempdir().unwrap();
-        let (c, k) = (
-            dir.path().join("tls/cert.pem"),
-            dir.path().join("tls/key.pem"),
-        );
+        let (c, k) = (dir.path().join("tls/cert.pem"), dir.path().join("tls/key.pem"));
         let now = Timestamp::from_unix_millis(1_790_000_000_000);
         assert!(ensure_self_signed(&c, &k, &["localhost".into()], now).unwrap());
         assert!(!ensure_self_signed(&c, &k, &["localhost".into()], now).unwrap());
+        assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(
-            std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::metadata(dir.path().join("tls"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
+            std::fs::metadata(dir.path().join("tls")).unwrap().permissions().mode() & 0o777,
             0o700
         );
         server_config(&c, &k).unwrap();
@@ -209,10 +172,7 @@ mod tests {
     fn only_aead_suites_are_offered() {
         for s in provider().cipher_suites {
             let name = format!("{:?}", s.suite());
-            assert!(
-                name.contains("GCM") || name.contains("CHACHA20_POLY1305"),
-                "{name}"
-            );
+            assert!(name.contains("GCM") || name.contains("CHACHA20_POLY1305"), "{name}");
             if name.starts_with("TLS_") && !name.starts_with("TLS13_") {
                 assert!(name.starts_with("TLS_ECDHE_"), "{name}");
             }

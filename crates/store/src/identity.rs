@@ -3,9 +3,9 @@
 use std::str::FromStr;
 
 use telesafe_core::identity::{
-    DisplayName, Email, NewUser, Patient, PatientRepository, Role, Session, SessionRepository,
-    SetupToken, SetupTokenRepository, Tenant, TenantRepository, TenantSlug, User, UserRepository,
-    UserStatus,
+    AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, NewUser, Patient,
+    PatientRepository, Role, Session, SessionRepository, SetupToken, SetupTokenRepository, Tenant,
+    TenantRepository, TenantSlug, User, UserRepository, UserStatus,
 };
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp, UserId};
 use telesafe_crypto::TokenHash;
@@ -51,6 +51,8 @@ struct UserRow {
     status: String,
     password_hash: Option<String>,
     created_at: i64,
+    failed_attempts: i64,
+    last_failed_at: i64,
 }
 
 impl TryFrom<UserRow> for User {
@@ -65,6 +67,8 @@ impl TryFrom<UserRow> for User {
             status: UserStatus::from_str(&r.status).map_err(|_| corrupt("status"))?,
             password_hash: r.password_hash,
             created_at: Timestamp::from_unix_millis(r.created_at),
+            failed_attempts: u32::try_from(r.failed_attempts).unwrap_or(u32::MAX),
+            last_failed_at: Timestamp::from_unix_millis(r.last_failed_at),
         })
     }
 }
@@ -83,11 +87,7 @@ impl TryFrom<PatientRow> for Patient {
         Ok(Patient {
             id: parse::<PatientId>(&r.id, "patient id")?,
             tenant_id: parse(&r.tenant_id, "tenant id")?,
-            user_id: r
-                .user_id
-                .as_deref()
-                .map(|u| parse::<UserId>(u, "user id"))
-                .transpose()?,
+            user_id: r.user_id.as_deref().map(|u| parse::<UserId>(u, "user id")).transpose()?,
             created_at: Timestamp::from_unix_millis(r.created_at),
         })
     }
@@ -101,6 +101,9 @@ struct SessionRow {
     role: String,
     created_at: i64,
     last_seen_at: i64,
+    csrf_token: String,
+    source: String,
+    user_agent: String,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -113,15 +116,27 @@ impl TryFrom<SessionRow> for Session {
             role: Role::from_str(&r.role).map_err(|_| corrupt("role"))?,
             created_at: Timestamp::from_unix_millis(r.created_at),
             last_seen_at: Timestamp::from_unix_millis(r.last_seen_at),
+            csrf_token: r.csrf_token,
+            source: r.source,
+            user_agent: r.user_agent,
         })
     }
+}
+
+/// `SELECT <session columns> FROM sessions `
+macro_rules! select_sessions {
+    () => {
+        "SELECT token_hash, tenant_id, user_id, role, created_at, last_seen_at, csrf_token, \
+         source, user_agent FROM sessions "
+    };
 }
 
 /// `SELECT <user columns> FROM users <tail>`, as one literal (sqlx only accepts literal SQL).
 macro_rules! select_users {
     ($tail:literal) => {
         concat!(
-            "SELECT id, tenant_id, email, display_name, role, status, password_hash, created_at ",
+            "SELECT id, tenant_id, email, display_name, role, status, password_hash, created_at, ",
+            "failed_attempts, last_failed_at ",
             "FROM users ",
             $tail
         )
@@ -222,6 +237,96 @@ impl UserRepository for Store {
         rows.into_iter().map(User::try_from).collect()
     }
 
+    async fn reserve_sign_in_attempt(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        now: Timestamp,
+        window: std::time::Duration,
+        max: u32,
+    ) -> Result<bool, RepoError> {
+        let window_start =
+            now.unix_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        // One conditional UPDATE, so concurrent attempts serialise on the row and can
+        // never together exceed `max`.
+        let n = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE users SET \
+               failed_attempts = CASE WHEN attempt_window_start <= $1 THEN 1 ELSE failed_attempts + 1 END, \
+               attempt_window_start = CASE WHEN attempt_window_start <= $1 THEN $2 ELSE attempt_window_start END \
+             WHERE tenant_id = $3 AND id = $4 AND status = 'active' \
+               AND (attempt_window_start <= $1 OR failed_attempts < $5)")
+            .bind(window_start)
+            .bind(now.unix_millis())
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .bind(i64::from(max))
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn record_sign_in_failure(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        now: Timestamp,
+        max: u32,
+    ) -> Result<bool, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE users SET last_failed_at = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(now.unix_millis())
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        let locked = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE users SET status = 'locked' \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active' AND failed_attempts >= $3")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .bind(i64::from(max))
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(locked == 1)
+    }
+
+    async fn clear_sign_in_failures(&self, tenant: TenantId, id: UserId) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE users SET failed_attempts = 0, attempt_window_start = 0, last_failed_at = 0 \
+             WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
+    async fn set_user_status(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        status: UserStatus,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let n = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE users SET status = $1, failed_attempts = 0, attempt_window_start = 0, last_failed_at = 0 \
+             WHERE tenant_id = $2 AND id = $3")
+            .bind(status.as_str())
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        if n != 1 {
+            return Err(RepoError::NotFound);
+        }
+        tx.commit().await
+    }
+
     async fn set_password_hash(
         &self,
         tenant: TenantId,
@@ -273,14 +378,17 @@ impl SessionRepository for Store {
     async fn create_session(&self, s: &Session) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Tenant(s.tenant_id)).await?;
         on_tx!(&mut tx, c => sqlx::query(
-            "INSERT INTO sessions (token_hash, tenant_id, user_id, role, created_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)")
+            "INSERT INTO sessions (token_hash, tenant_id, user_id, role, created_at, last_seen_at, \
+             csrf_token, source, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(s.token_hash.as_str())
             .bind(s.tenant_id.to_string())
             .bind(s.user_id.to_string())
             .bind(s.role.as_str())
             .bind(s.created_at.unix_millis())
             .bind(s.last_seen_at.unix_millis())
+            .bind(&s.csrf_token)
+            .bind(&s.source)
+            .bind(&s.user_agent)
             .execute(&mut **c).await.map(|_| ()))
         .map_err(repo_err)?;
         tx.commit().await
@@ -289,8 +397,7 @@ impl SessionRepository for Store {
     async fn session_by_hash(&self, hash: &TokenHash) -> Result<Option<Session>, RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
         let row: Option<SessionRow> = on_tx!(&mut tx, c => sqlx::query_as(
-            "SELECT token_hash, tenant_id, user_id, role, created_at, last_seen_at \
-             FROM sessions WHERE token_hash = $1")
+            concat!(select_sessions!(), "WHERE token_hash = $1"))
             .bind(hash.as_str())
             .fetch_optional(&mut **c).await)
         .map_err(repo_err)?;
@@ -315,6 +422,40 @@ impl SessionRepository for Store {
         tx.commit().await
     }
 
+    async fn list_sessions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Vec<Session>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<SessionRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            concat!(select_sessions!(), "WHERE tenant_id = $1 AND user_id = $2 ORDER BY last_seen_at DESC"))
+            .bind(tenant.to_string())
+            .bind(user.to_string())
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(Session::try_from).collect()
+    }
+
+    async fn delete_sessions_of_user(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        keep: Option<&TokenHash>,
+    ) -> Result<u64, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let n = on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM sessions WHERE tenant_id = $1 AND user_id = $2 AND token_hash <> $3")
+            .bind(tenant.to_string())
+            .bind(user.to_string())
+            .bind(keep.map(|k| k.as_str().to_owned()).unwrap_or_default())
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn delete_session(&self, tenant: TenantId, hash: &TokenHash) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         on_tx!(&mut tx, c => sqlx::query(
@@ -324,6 +465,84 @@ impl SessionRepository for Store {
             .execute(&mut **c).await.map(|_| ()))
         .map_err(repo_err)?;
         tx.commit().await
+    }
+}
+
+impl AuthEventRepository for Store {
+    async fn record_auth_event(&self, e: &AuthEvent) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(e.tenant_id)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "INSERT INTO auth_events (id, tenant_id, at, kind, user_id, source, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(e.id.to_string())
+            .bind(e.tenant_id.to_string())
+            .bind(e.at.unix_millis())
+            .bind(e.kind.as_str())
+            .bind(e.user_id.map(|u| u.to_string()))
+            .bind(&e.source)
+            .bind(e.outcome)
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
+    async fn list_auth_events(
+        &self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<AuthEvent>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<AuthEventRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT id, tenant_id, at, kind, user_id, source, outcome FROM auth_events \
+             WHERE tenant_id = $1 AND ($2 = '' OR user_id = $2) ORDER BY at DESC, id DESC LIMIT $3")
+            .bind(tenant.to_string())
+            .bind(user.map(|u| u.to_string()).unwrap_or_default())
+            .bind(i64::from(limit))
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(AuthEvent::try_from).collect()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AuthEventRow {
+    id: String,
+    tenant_id: String,
+    at: i64,
+    kind: String,
+    user_id: Option<String>,
+    source: String,
+    outcome: String,
+}
+
+/// Outcome codes are a closed set written by the domain; reading maps them back to statics.
+const OUTCOMES: &[&str] = &[
+    "ok",
+    "bad_credentials",
+    "backing_off",
+    "attempts_exhausted",
+    "locked",
+    "not_activated",
+    "unknown_account",
+    "too_many_failures",
+    "admin",
+    "user",
+];
+
+impl TryFrom<AuthEventRow> for AuthEvent {
+    type Error = RepoError;
+    fn try_from(r: AuthEventRow) -> Result<Self, RepoError> {
+        Ok(AuthEvent {
+            id: parse(&r.id, "event id")?,
+            tenant_id: parse(&r.tenant_id, "tenant id")?,
+            at: Timestamp::from_unix_millis(r.at),
+            kind: AuthEventKind::parse(&r.kind).ok_or_else(|| corrupt("event kind"))?,
+            user_id: r.user_id.as_deref().map(|u| parse::<UserId>(u, "user id")).transpose()?,
+            source: r.source,
+            outcome: OUTCOMES.iter().find(|o| **o == r.outcome).copied().unwrap_or("other"),
+        })
     }
 }
 

@@ -66,9 +66,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     // The URL can carry a password: never print it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.backend())
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("backend", &self.backend()).finish_non_exhaustive()
     }
 }
 
@@ -105,10 +103,7 @@ impl Store {
                 .connect_with(opts)
                 .await
                 .map_err(StoreError::Connect)?;
-            Ok(Self {
-                pool: Pool::Sqlite(pool),
-                sqlite_path: Some(path),
-            })
+            Ok(Self { pool: Pool::Sqlite(pool), sqlite_path: Some(path) })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
             let pool = PgPoolOptions::new()
@@ -117,10 +112,7 @@ impl Store {
                 .connect_with(opts)
                 .await
                 .map_err(StoreError::Connect)?;
-            Ok(Self {
-                pool: Pool::Postgres(pool),
-                sqlite_path: None,
-            })
+            Ok(Self { pool: Pool::Postgres(pool), sqlite_path: None })
         } else {
             Err(StoreError::UnsupportedUrl)
         }
@@ -162,17 +154,11 @@ impl Store {
             Pool::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
         };
         match applied {
-            Ok(v) => Readiness {
-                reachable: true,
-                migrations_current: v >= latest,
-            },
+            Ok(v) => Readiness { reachable: true, migrations_current: v >= latest },
             Err(e) => {
                 let reachable = matches!(e, sqlx::Error::Database(_));
                 tracing::warn!(error = %e, "readiness check failed");
-                Readiness {
-                    reachable,
-                    migrations_current: false,
-                }
+                Readiness { reachable, migrations_current: false }
             }
         }
     }

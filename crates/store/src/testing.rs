@@ -54,20 +54,14 @@ async fn fresh_sqlite() -> Result<TestDatabase, TestDbError> {
     let dir = tempfile::tempdir().map_err(|e| TestDbError::Setup(e.to_string()))?;
     let url = format!("sqlite://{}", dir.path().join("telesafe.db").display());
     let store = Store::open(&url, 4).await?;
-    Ok(TestDatabase {
-        store,
-        url,
-        _dir: Some(dir),
-    })
+    Ok(TestDatabase { store, url, _dir: Some(dir) })
 }
 
 async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
     let admin_url = std::env::var("TELESAFE_TEST_PG_URL").map_err(|_| TestDbError::NoPostgres)?;
     let setup = |e: sqlx::Error| TestDbError::Setup(e.to_string());
     let admin_opts = PgConnectOptions::from_str(&admin_url).map_err(setup)?;
-    let mut admin = PgConnection::connect_with(&admin_opts)
-        .await
-        .map_err(setup)?;
+    let mut admin = PgConnection::connect_with(&admin_opts).await.map_err(setup)?;
     // Concurrent test processes race to create the role; whoever loses sees it exist.
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DO $$ BEGIN \
@@ -80,12 +74,10 @@ async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
     .await;
     let name = format!("telesafe_t_{}", uuid::Uuid::new_v4().simple());
     // `name` is generated here from a UUID, never from input.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {name} OWNER {PG_APP_ROLE}"
-    )))
-    .execute(&mut admin)
-    .await
-    .map_err(setup)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} OWNER {PG_APP_ROLE}")))
+        .execute(&mut admin)
+        .await
+        .map_err(setup)?;
     admin.close().await.map_err(setup)?;
 
     let host = admin_opts.get_host().to_owned();
@@ -96,11 +88,7 @@ async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
         format!("postgres://{PG_APP_ROLE}:{PG_APP_ROLE}@{host}:{port}/{name}")
     };
     let store = Store::open(&url, 4).await?;
-    Ok(TestDatabase {
-        store,
-        url,
-        _dir: None,
-    })
+    Ok(TestDatabase { store, url, _dir: None })
 }
 
 impl TestDatabase {

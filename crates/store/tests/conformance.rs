@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
+use telesafe_core::identity::throttle::{self, AddressThrottle};
 use telesafe_core::identity::*;
-use telesafe_core::{ManualClock, PatientId, RepoError, TenantId, Timestamp, UserId};
+use telesafe_core::{Clock, ManualClock, PatientId, RepoError, TenantId, Timestamp};
 use telesafe_crypto::OpaqueToken;
 use telesafe_store::Backend;
 use telesafe_store::testing::{TestDatabase, TestDbError, fresh, postgres_required};
@@ -23,10 +24,7 @@ async fn db(backend: Backend) -> Option<TestDatabase> {
     match fresh(backend).await {
         Ok(db) => Some(db),
         Err(TestDbError::NoPostgres) if !postgres_required() => {
-            eprintln!(
-                "SKIPPED on {}: TELESAFE_TEST_PG_URL is not set",
-                backend.as_str()
-            );
+            eprintln!("SKIPPED on {}: TELESAFE_TEST_PG_URL is not set", backend.as_str());
             None
         }
         Err(e) => panic!("{} test database: {e}", backend.as_str()),
@@ -43,19 +41,38 @@ fn tenant(slug: &str) -> Tenant {
 }
 
 fn user(t: &Tenant, email: &str, role: Role, hash: Option<&str>) -> User {
-    User {
-        id: UserId::new_v7(),
-        tenant_id: t.id,
-        email: Email::parse(email).unwrap(),
-        display_name: DisplayName::parse("Test Person").unwrap(),
+    User::new(
+        t.id,
+        Email::parse(email).unwrap(),
+        DisplayName::parse("Test Person").unwrap(),
         role,
-        status: if hash.is_some() {
-            UserStatus::Active
-        } else {
-            UserStatus::Pending
-        },
-        password_hash: hash.map(str::to_owned),
-        created_at: T0,
+        if hash.is_some() { UserStatus::Active } else { UserStatus::Pending },
+        hash.map(str::to_owned),
+        T0,
+    )
+}
+
+fn session(u: &User, token: &OpaqueToken, at: Timestamp) -> Session {
+    Session {
+        token_hash: token.hash(),
+        tenant_id: u.tenant_id,
+        user_id: u.id,
+        role: u.role,
+        created_at: at,
+        last_seen_at: at,
+        csrf_token: "csrf".into(),
+        source: "192.0.2.1".into(),
+        user_agent: "Firefox on Linux".into(),
+    }
+}
+
+fn attempt<'a>(org: &'a str, email: &'a str, password: &str) -> SignInAttempt<'a> {
+    SignInAttempt {
+        organisation: org,
+        email,
+        password: SecretString::from(password.to_owned()),
+        source: Some("192.0.2.7".parse().unwrap()),
+        user_agent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
     }
 }
 
@@ -66,17 +83,9 @@ async fn tenants_round_trip_and_slugs_are_unique(db: TestDatabase) {
     assert_eq!(s.tenant_by_slug(&a.slug).await.unwrap(), Some(a.clone()));
     let mut dup = tenant("alpha");
     dup.id = TenantId::new_v7();
-    assert!(matches!(
-        s.create_tenant(&dup).await,
-        Err(RepoError::Conflict)
-    ));
+    assert!(matches!(s.create_tenant(&dup).await, Err(RepoError::Conflict)));
     assert_eq!(s.list_tenants().await.unwrap(), vec![a]);
-    assert_eq!(
-        s.tenant_by_slug(&TenantSlug::parse("nope").unwrap())
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(s.tenant_by_slug(&TenantSlug::parse("nope").unwrap()).await.unwrap(), None);
 }
 
 async fn users_are_unique_per_tenant_and_invisible_across_tenants(db: TestDatabase) {
@@ -91,24 +100,16 @@ async fn users_are_unique_per_tenant_and_invisible_across_tenants(db: TestDataba
     s.create_user(&ub).await.unwrap();
     // Same email in the same tenant is refused.
     let dup = user(&a, "ana@example.org", Role::Nurse, None);
-    assert!(matches!(
-        s.create_user(&dup).await,
-        Err(RepoError::Conflict)
-    ));
+    assert!(matches!(s.create_user(&dup).await, Err(RepoError::Conflict)));
 
-    assert_eq!(
-        s.user_by_email(a.id, &ua.email).await.unwrap(),
-        Some(ua.clone())
-    );
+    assert_eq!(s.user_by_email(a.id, &ua.email).await.unwrap(), Some(ua.clone()));
     assert_eq!(s.user_by_id(a.id, ua.id).await.unwrap(), Some(ua.clone()));
     // Asking tenant B for tenant A's user id finds nothing.
     assert_eq!(s.user_by_id(b.id, ua.id).await.unwrap(), None);
     assert_eq!(s.list_users(a.id).await.unwrap(), vec![ua.clone()]);
     assert_eq!(s.list_users(b.id).await.unwrap(), vec![ub]);
 
-    s.set_password_hash(a.id, ua.id, "$argon2id$new")
-        .await
-        .unwrap();
+    s.set_password_hash(a.id, ua.id, "$argon2id$new").await.unwrap();
     let again = s.user_by_id(a.id, ua.id).await.unwrap().unwrap();
     assert_eq!(again.password_hash.as_deref(), Some("$argon2id$new"));
     // A cross-tenant update touches nothing.
@@ -143,19 +144,9 @@ async fn sessions_are_found_by_hash_touched_and_deleted(db: TestDatabase) {
     let u = user(&a, "doc@example.org", Role::Clinician, Some("$argon2id$x"));
     s.create_user(&u).await.unwrap();
     let token = OpaqueToken::generate().unwrap();
-    let sess = Session {
-        token_hash: token.hash(),
-        tenant_id: a.id,
-        user_id: u.id,
-        role: u.role,
-        created_at: T0,
-        last_seen_at: T0,
-    };
+    let sess = session(&u, &token, T0);
     s.create_session(&sess).await.unwrap();
-    assert_eq!(
-        s.session_by_hash(&token.hash()).await.unwrap(),
-        Some(sess.clone())
-    );
+    assert_eq!(s.session_by_hash(&token.hash()).await.unwrap(), Some(sess.clone()));
     let later = T0.plus(Duration::from_secs(60));
     s.touch_session(a.id, &token.hash(), later).await.unwrap();
     // Touching with an older time never moves last_seen backwards.
@@ -164,6 +155,111 @@ async fn sessions_are_found_by_hash_touched_and_deleted(db: TestDatabase) {
     assert_eq!(got.last_seen_at, later);
     s.delete_session(a.id, &token.hash()).await.unwrap();
     assert_eq!(s.session_by_hash(&token.hash()).await.unwrap(), None);
+
+    // Several sessions: listed newest activity first; "sign out everywhere else" keeps one.
+    let tokens: Vec<OpaqueToken> = (0..3).map(|_| OpaqueToken::generate().unwrap()).collect();
+    for (i, t) in tokens.iter().enumerate() {
+        s.create_session(&session(&u, t, T0.plus(Duration::from_secs(i as u64)))).await.unwrap();
+    }
+    let listed = s.list_sessions(a.id, u.id).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].token_hash, tokens[2].hash());
+    assert_eq!(listed[0].user_agent, "Firefox on Linux");
+    let ended = s.delete_sessions_of_user(a.id, u.id, Some(&tokens[0].hash())).await.unwrap();
+    assert_eq!(ended, 2);
+    let left = s.list_sessions(a.id, u.id).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].token_hash, tokens[0].hash());
+    assert_eq!(s.delete_sessions_of_user(a.id, u.id, None).await.unwrap(), 1);
+}
+
+async fn sign_in_attempts_are_capped_atomically_and_lock_the_account(db: TestDatabase) {
+    let s = &db.store;
+    let a = tenant("alpha");
+    s.create_tenant(&a).await.unwrap();
+    let u = user(&a, "target@example.org", Role::Patient, Some("$argon2id$x"));
+    s.create_user(&u).await.unwrap();
+    let window = Duration::from_secs(3600);
+    // 150 concurrent reservations: exactly 100 are granted.
+    let mut tasks = Vec::new();
+    for _ in 0..150 {
+        let store = s.clone();
+        let (t, id) = (a.id, u.id);
+        tasks.push(tokio::spawn(async move {
+            store.reserve_sign_in_attempt(t, id, T0, window, 100).await.unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(granted, 100);
+    // The 100th failure locks the account, once.
+    assert!(s.record_sign_in_failure(a.id, u.id, T0, 100).await.unwrap());
+    assert!(!s.record_sign_in_failure(a.id, u.id, T0, 100).await.unwrap());
+    let locked = s.user_by_id(a.id, u.id).await.unwrap().unwrap();
+    assert_eq!(locked.status, UserStatus::Locked);
+    // A locked account gets no attempt, even in a new window.
+    assert!(
+        !s.reserve_sign_in_attempt(a.id, u.id, T0.plus(window * 2), window, 100).await.unwrap()
+    );
+    // Unlocking clears the count.
+    s.set_user_status(a.id, u.id, UserStatus::Active).await.unwrap();
+    let unlocked = s.user_by_id(a.id, u.id).await.unwrap().unwrap();
+    assert_eq!((unlocked.status, unlocked.failed_attempts), (UserStatus::Active, 0));
+    assert!(s.reserve_sign_in_attempt(a.id, u.id, T0, window, 100).await.unwrap());
+    // An old window starts afresh.
+    let other = user(&a, "other@example.org", Role::Patient, Some("$argon2id$x"));
+    s.create_user(&other).await.unwrap();
+    for _ in 0..3 {
+        assert!(s.reserve_sign_in_attempt(a.id, other.id, T0, window, 3).await.unwrap());
+    }
+    assert!(!s.reserve_sign_in_attempt(a.id, other.id, T0, window, 3).await.unwrap());
+    assert!(s.reserve_sign_in_attempt(a.id, other.id, T0.plus(window), window, 3).await.unwrap());
+    assert_eq!(s.user_by_id(a.id, other.id).await.unwrap().unwrap().failed_attempts, 1);
+}
+
+async fn auth_events_are_kept_per_tenant_newest_first(db: TestDatabase) {
+    let s = &db.store;
+    let (a, b) = (tenant("alpha"), tenant("beta"));
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let u = user(&a, "doc@example.org", Role::Clinician, Some("$argon2id$x"));
+    s.create_user(&u).await.unwrap();
+    let e1 = AuthEvent::new(
+        a.id,
+        T0,
+        AuthEventKind::SignInFailed,
+        Some(u.id),
+        "192.0.2.1",
+        "bad_credentials",
+    );
+    let e2 = AuthEvent::new(
+        a.id,
+        T0.plus(Duration::from_secs(1)),
+        AuthEventKind::SignIn,
+        Some(u.id),
+        "192.0.2.1",
+        "ok",
+    );
+    let e3 = AuthEvent::new(
+        a.id,
+        T0.plus(Duration::from_secs(2)),
+        AuthEventKind::SignInFailed,
+        None,
+        "",
+        "unknown_account",
+    );
+    for e in [&e1, &e2, &e3] {
+        s.record_auth_event(e).await.unwrap();
+    }
+    assert_eq!(
+        s.list_auth_events(a.id, None, 10).await.unwrap(),
+        vec![e3.clone(), e2.clone(), e1.clone()]
+    );
+    assert_eq!(s.list_auth_events(a.id, Some(u.id), 10).await.unwrap(), vec![e2.clone(), e1]);
+    assert_eq!(s.list_auth_events(a.id, None, 1).await.unwrap(), vec![e3]);
+    assert!(s.list_auth_events(b.id, None, 10).await.unwrap().is_empty());
 }
 
 async fn setup_tokens_are_single_use_and_expire(db: TestDatabase) {
@@ -176,21 +272,14 @@ async fn setup_tokens_are_single_use_and_expire(db: TestDatabase) {
     };
     s.create_setup_token(&rec).await.unwrap();
     let expired = OpaqueToken::generate().unwrap();
-    s.create_setup_token(&SetupToken {
-        hash: expired.hash(),
-        created_at: T0,
-        expires_at: T0,
-    })
-    .await
-    .unwrap();
+    s.create_setup_token(&SetupToken { hash: expired.hash(), created_at: T0, expires_at: T0 })
+        .await
+        .unwrap();
     assert!(!s.consume_setup_token(&expired.hash(), T0).await.unwrap());
     // Concurrent consumers: exactly one wins.
     let now = T0.plus(Duration::from_secs(1));
     let h = t.hash();
-    let (x, y) = tokio::join!(
-        s.consume_setup_token(&h, now),
-        s.consume_setup_token(&h, now)
-    );
+    let (x, y) = tokio::join!(s.consume_setup_token(&h, now), s.consume_setup_token(&h, now));
     assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|w| **w).count(), 1);
     assert!(!s.consume_setup_token(&t.hash(), now).await.unwrap());
     let unknown = OpaqueToken::generate().unwrap();
@@ -204,31 +293,23 @@ async fn sign_in_opens_a_session_and_hides_which_part_was_wrong(db: TestDatabase
     let a = tenant("alpha");
     s.create_tenant(&a).await.unwrap();
     let pw = "a long and memorable passphrase";
-    let hash = checker
-        .hash(SecretString::from(pw.to_owned()))
-        .await
-        .unwrap();
+    let hash = checker.hash(SecretString::from(pw.to_owned())).await.unwrap();
     let u = user(&a, "doc@example.org", Role::Clinician, Some(&hash));
     s.create_user(&u).await.unwrap();
     let mut locked = user(&a, "locked@example.org", Role::Nurse, Some(&hash));
     locked.status = UserStatus::Locked;
     s.create_user(&locked).await.unwrap();
 
-    let ok = sign_in(
-        s,
-        &checker,
-        &clock,
-        "alpha",
-        "DOC@example.org",
-        SecretString::from(pw.to_owned()),
-    )
-    .await
-    .unwrap();
+    let addresses = AddressThrottle::default();
+    let ok = sign_in(s, &checker, &addresses, &clock, attempt("alpha", "DOC@example.org", pw))
+        .await
+        .unwrap();
     assert_eq!(ok.user.id, u.id);
-    assert_eq!(
-        s.session_by_hash(&ok.token.hash()).await.unwrap(),
-        Some(ok.session)
-    );
+    assert_eq!(s.session_by_hash(&ok.token.hash()).await.unwrap(), Some(ok.session.clone()));
+    assert_eq!(ok.session.user_agent, "Firefox on Linux");
+    assert_eq!(ok.session.source, "192.0.2.7");
+    assert_eq!(ok.session.csrf_token.len(), 43);
+    let evaluated_before = checker.evaluated();
 
     for (org, email, pass) in [
         ("alpha", "doc@example.org", "wrong passphrase entirely"),
@@ -237,39 +318,91 @@ async fn sign_in_opens_a_session_and_hides_which_part_was_wrong(db: TestDatabase
         ("alpha", "locked@example.org", pw),
         ("not a slug!", "not an email", pw),
     ] {
-        let err = sign_in(
-            s,
-            &checker,
-            &clock,
-            org,
-            email,
-            SecretString::from(pass.to_owned()),
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(err, SignInError::InvalidCredentials),
-            "{org} {email}: {err:?}"
-        );
+        let err =
+            sign_in(s, &checker, &addresses, &clock, attempt(org, email, pass)).await.unwrap_err();
+        assert!(matches!(err, SignInError::InvalidCredentials), "{org} {email}: {err:?}");
     }
+    // Only the wrong password for a real, active account was evaluated.
+    assert_eq!(checker.evaluated() - evaluated_before, 1);
+    let kinds: Vec<(AuthEventKind, &str)> = s
+        .list_auth_events(a.id, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.kind, e.outcome))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (AuthEventKind::SignInFailed, "locked"),
+            (AuthEventKind::SignInFailed, "unknown_account"),
+            (AuthEventKind::SignInFailed, "bad_credentials"),
+            (AuthEventKind::SignIn, "ok"),
+        ]
+    );
+}
+
+async fn repeated_failures_back_off_and_lock_at_the_cap(db: TestDatabase) {
+    let s = &db.store;
+    let checker = PasswordChecker::new(2).await.unwrap();
+    let clock = ManualClock::at(T0);
+    let addresses = AddressThrottle::default();
+    let a = tenant("alpha");
+    s.create_tenant(&a).await.unwrap();
+    let pw = "the right passphrase for this test";
+    let hash = checker.hash(SecretString::from(pw.to_owned())).await.unwrap();
+    let u = user(&a, "target@example.org", Role::Patient, Some(&hash));
+    s.create_user(&u).await.unwrap();
+    let wrong = || attempt("alpha", "target@example.org", "a wrong but long passphrase");
+    // Five free failures, then back-off: the sixth, at the same instant, is not evaluated,
+    // and even the right password is refused until the back-off passes.
+    for _ in 0..5 {
+        let r = sign_in(s, &checker, &addresses, &clock, wrong()).await;
+        assert!(matches!(r, Err(SignInError::InvalidCredentials)));
+    }
+    let before = checker.evaluated();
+    assert!(sign_in(s, &checker, &addresses, &clock, wrong()).await.is_err());
+    let right = || attempt("alpha", "target@example.org", pw);
+    assert!(sign_in(s, &checker, &addresses, &clock, right()).await.is_err());
+    assert_eq!(checker.evaluated(), before);
+    clock.advance(Duration::from_secs(1));
+    assert!(sign_in(s, &checker, &addresses, &clock, right()).await.is_ok());
+    // Keep failing, waiting out each back-off, until the cap locks the account.
+    let mut evaluated = 0;
+    for _ in 0..150 {
+        clock.advance(Duration::from_secs(1));
+        let u_now = s.user_by_id(a.id, u.id).await.unwrap().unwrap();
+        let retry = throttle::account_retry_at(u_now.failed_attempts, u_now.last_failed_at);
+        clock.set(retry.max(clock.now()));
+        let before = checker.evaluated();
+        // A fresh address each time: this exercises the per-account defences alone.
+        let fresh = AddressThrottle::default();
+        let _ = sign_in(s, &checker, &fresh, &clock, wrong()).await;
+        evaluated += checker.evaluated() - before;
+    }
+    assert_eq!(evaluated, 100, "exactly the cap was evaluated");
+    assert_eq!(s.user_by_id(a.id, u.id).await.unwrap().unwrap().status, UserStatus::Locked);
+    // Locked: the right password is refused with the same answer.
+    let r = sign_in(s, &checker, &addresses, &clock, right()).await;
+    assert!(matches!(r, Err(SignInError::InvalidCredentials)));
+    let events = s.list_auth_events(a.id, Some(u.id), 500).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == AuthEventKind::AccountLocked).count(), 1);
+    // The documented recovery: an administrator unlocks; the owner signs in.
+    s.set_user_status(a.id, u.id, UserStatus::Active).await.unwrap();
+    assert!(sign_in(s, &checker, &addresses, &clock, right()).await.is_ok());
 }
 
 async fn rows_are_invisible_to_a_query_that_states_no_tenant(db: TestDatabase) {
     let s = &db.store;
     let a = tenant("alpha");
     s.create_tenant(&a).await.unwrap();
-    s.create_user(&user(&a, "x@example.org", Role::Nurse, None))
-        .await
-        .unwrap();
+    s.create_user(&user(&a, "x@example.org", Role::Nurse, None)).await.unwrap();
     let unscoped = db.count_unscoped("users").await.unwrap();
     match s.backend() {
         // Row-level security is the second wall on PostgreSQL.
         Backend::Postgres => {
             assert!(!s.bypasses_row_level_security().await.unwrap());
-            assert_eq!(
-                unscoped, 0,
-                "row-level security let an unscoped query see rows"
-            );
+            assert_eq!(unscoped, 0, "row-level security let an unscoped query see rows");
         }
         // SQLite is one process's file; the application's scoping is the wall.
         Backend::Sqlite => assert_eq!(unscoped, 1),
@@ -303,6 +436,9 @@ conformance!(
     sessions_are_found_by_hash_touched_and_deleted,
     setup_tokens_are_single_use_and_expire,
     sign_in_opens_a_session_and_hides_which_part_was_wrong,
+    sign_in_attempts_are_capped_atomically_and_lock_the_account,
+    repeated_failures_back_off_and_lock_at_the_cap,
+    auth_events_are_kept_per_tenant_newest_first,
     rows_are_invisible_to_a_query_that_states_no_tenant,
     readiness_reports_current_migrations,
 );

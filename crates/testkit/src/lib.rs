@@ -68,27 +68,18 @@ pub async fn start_with(
         Err(e) => panic!("{} test database: {e}", backend.as_str()),
     };
     let data = tempfile::tempdir().expect("temp dir");
-    let mut cfg = Config {
-        data_dir: data.path().join("data"),
-        ..Config::default()
-    };
+    let mut cfg = Config { data_dir: data.path().join("data"), ..Config::default() };
     cfg.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.database.url = Some(db.url.clone());
     cfg.server.shutdown_grace_secs = 5;
     adjust(&mut cfg);
     let (cert_path, _) = cfg.tls_paths();
-    let prepared = telesafe_server::prepare(cfg, clock.clone())
-        .await
-        .expect("server starts");
+    let prepared = telesafe_server::prepare(cfg, clock.clone()).await.expect("server starts");
     let password = demo::generate_password().expect("random");
-    let clinic = demo::seed(
-        &prepared.state.store,
-        &prepared.state.passwords,
-        clock.as_ref(),
-        &password,
-    )
-    .await
-    .expect("demo clinic seeds");
+    let clinic =
+        demo::seed(&prepared.state.store, &prepared.state.passwords, clock.as_ref(), &password)
+            .await
+            .expect("demo clinic seeds");
     let cert_pem = std::fs::read(&cert_path).unwrap_or_default();
     let addr = prepared.local_addr;
     let state = prepared.state.clone();
@@ -159,6 +150,36 @@ impl TestServer {
         c
     }
 
+    /// The session's CSRF token, as the account page embeds it in its forms.
+    pub async fn csrf(&self, client: &reqwest::Client) -> String {
+        let html = client
+            .get(self.url("/account"))
+            .send()
+            .await
+            .expect("account page")
+            .text()
+            .await
+            .expect("body");
+        html.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a csrf field on the account page")
+            .to_owned()
+    }
+
+    /// Like [`TestServer::client`], but connecting from `local` (any 127.0.0.0/8 address
+    /// works on Linux loopback), to appear as a different network source.
+    pub fn client_from(&self, local: std::net::IpAddr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_preconfigured_tls((*self.tls_client_config()).clone())
+            .resolve("localhost", self.addr)
+            .local_address(local)
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .expect("client builds")
+    }
+
     /// Stops accepting, drains, and reports how.
     pub async fn stop(mut self) -> Drained {
         if let Some(tx) = self.stop.take() {
@@ -214,17 +235,12 @@ pub async fn tls_connect(
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake")
+    tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.expect("TLS handshake")
 }
 
 fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect()
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
 }
 
 /// Defines `sqlite::$name` and `postgres::$name` tokio tests from one async fn that takes

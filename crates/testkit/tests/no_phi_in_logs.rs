@@ -39,9 +39,7 @@ async fn patient_data_and_secrets_never_reach_the_log() {
         .with_writer(move || writer.clone())
         .init();
 
-    let s = start(DbBackend::Sqlite, Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let s = start(DbBackend::Sqlite, Arc::new(SystemClock)).await.unwrap();
     let patient_email = "ana.lopez@demo.telesafe.test";
     let c = s.client();
     // A failed and a successful sign-in, a query string carrying personal data, pages that
@@ -57,36 +55,15 @@ async fn patient_data_and_secrets_never_reach_the_log() {
         .await
         .unwrap();
     let signed_in = s.signed_in(patient_email).await;
-    signed_in
-        .get(s.url("/portal?note=Ana+Lopez+diabetes"))
-        .send()
-        .await
-        .unwrap();
+    signed_in.get(s.url("/portal?note=Ana+Lopez+diabetes")).send().await.unwrap();
     signed_in.get(s.url("/api/v1/me")).send().await.unwrap();
-    signed_in
-        .get(s.url("/patients/Walter-Brown"))
-        .send()
-        .await
-        .unwrap();
+    signed_in.get(s.url("/patients/Walter-Brown")).send().await.unwrap();
     let doctor = s.signed_in("dr.rivera@demo.telesafe.test").await;
-    let console = doctor
-        .get(s.url("/console"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        console.contains("Walter Brown"),
-        "the page itself does show names"
-    );
+    let console = doctor.get(s.url("/console")).send().await.unwrap().text().await.unwrap();
+    assert!(console.contains("Walter Brown"), "the page itself does show names");
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        log.contains("\"route\":\"/portal\""),
-        "spans carry the route template"
-    );
+    assert!(log.contains("\"route\":\"/portal\""), "spans carry the route template");
     assert!(log.contains("signed in"), "sign-ins are logged (by id)");
     let password = s.password.expose_secret().to_owned();
     for forbidden in [

@@ -29,22 +29,10 @@ async fn server(backend: DbBackend) -> Option<TestServer> {
 
 fn assert_security_headers(resp: &reqwest::Response, what: &str) {
     let h = resp.headers();
-    let get = |n: &str| {
-        h.get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    assert_eq!(
-        get("strict-transport-security"),
-        "max-age=31536000; includeSubDomains",
-        "{what}"
-    );
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(get("strict-transport-security"), "max-age=31536000; includeSubDomains", "{what}");
     let csp = get("content-security-policy");
-    assert!(
-        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
-        "{what}: {csp}"
-    );
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{what}: {csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
     assert_eq!(get("x-content-type-options"), "nosniff", "{what}");
     assert_eq!(get("referrer-policy"), "no-referrer", "{what}");
@@ -65,22 +53,9 @@ async fn every_response_carries_the_security_headers(backend: DbBackend) {
         assert_eq!(signin.headers()[CACHE_CONTROL], "no-store");
         signin.text().await.unwrap()
     };
-    let css = html
-        .split("href=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let css = html.split("href=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     assert!(css.starts_with("/static/app."), "{css}");
-    for path in [
-        "/healthz",
-        "/readyz",
-        "/api/v1/me",
-        "/nowhere",
-        css.as_str(),
-    ] {
+    for path in ["/healthz", "/readyz", "/api/v1/me", "/nowhere", css.as_str()] {
         let r = c.get(s.url(path)).send().await.unwrap();
         assert_security_headers(&r, path);
         let cache = r.headers()[CACHE_CONTROL].to_str().unwrap().to_owned();
@@ -108,12 +83,7 @@ async fn health_and_readiness_answer(backend: DbBackend) {
     // Metrics answer loopback peers (this client) and count what happened.
     let m = c.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(m.status(), 200);
-    assert!(
-        m.text()
-            .await
-            .unwrap()
-            .contains("route=\"/readyz\",status=\"200\"")
-    );
+    assert!(m.text().await.unwrap().contains("route=\"/readyz\",status=\"200\""));
 }
 
 async fn api_errors_are_json_with_a_stable_code_and_the_request_id(backend: DbBackend) {
@@ -131,27 +101,16 @@ async fn api_errors_are_json_with_a_stable_code_and_the_request_id(backend: DbBa
 
     let r = c.get(s.url("/api/v1/nothing-here")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(
-        r.json::<ErrorBody>().await.unwrap().code,
-        ErrorCode::NotFound
-    );
+    assert_eq!(r.json::<ErrorBody>().await.unwrap().code, ErrorCode::NotFound);
 
     let r = c.delete(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(
-        r.json::<ErrorBody>().await.unwrap().code,
-        ErrorCode::MethodNotAllowed
-    );
+    assert_eq!(r.json::<ErrorBody>().await.unwrap().code, ErrorCode::MethodNotAllowed);
 
     // Pages answer unknown paths with a readable page, not JSON.
     let r = c.get(s.url("/no-such-page")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("<h1 id=\"error-title\">Page not found</h1>")
-    );
+    assert!(r.text().await.unwrap().contains("<h1 id=\"error-title\">Page not found</h1>"));
 
     // A declared body over the limit is refused before a byte of it is read.
     let head = "POST /signin HTTP/1.1\r\nHost: localhost\r\nContent-Type: \
@@ -169,11 +128,7 @@ async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBa
     let r = c
         .post(s.url("/signin"))
         .header("origin", &s.base)
-        .form(&[
-            ("organisation", "demo"),
-            ("email", DR),
-            ("password", "not the password at all"),
-        ])
+        .form(&[("organisation", "demo"), ("email", DR), ("password", "not the password at all")])
         .send()
         .await
         .unwrap();
@@ -185,11 +140,7 @@ async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBa
     let r = c
         .post(s.url("/signin"))
         .header("origin", &s.base)
-        .form(&[
-            ("organisation", "demo"),
-            ("email", DR),
-            ("password", s.password.expose_secret()),
-        ])
+        .form(&[("organisation", "demo"), ("email", DR), ("password", s.password.expose_secret())])
         .send()
         .await
         .unwrap();
@@ -197,13 +148,7 @@ async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBa
     assert_eq!(r.headers()["location"], "/console");
     let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("__Host-telesafe_session="), "{cookie}");
-    for attr in [
-        "; Path=/",
-        "; Secure",
-        "; HttpOnly",
-        "; SameSite=Strict",
-        "; Max-Age=43200",
-    ] {
+    for attr in ["; Path=/", "; Secure", "; HttpOnly", "; SameSite=Strict", "; Max-Age=43200"] {
         assert!(cookie.contains(attr), "{cookie} lacks {attr}");
     }
     assert!(!cookie.contains("Domain="), "{cookie}");
@@ -211,25 +156,19 @@ async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBa
     let page = c.get(s.url("/console")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(
-        html.contains("Ana López") && html.contains("Walter Brown"),
-        "console lists patients"
-    );
+    assert!(html.contains("Ana López") && html.contains("Walter Brown"), "console lists patients");
 
     // Sign out ends the session on the server, not just in the browser.
+    let csrf = s.csrf(&c).await;
     let r = c
         .post(s.url("/signout"))
         .header("origin", &s.base)
+        .form(&[("csrf", csrf)])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    assert!(
-        r.headers()[SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .contains("Max-Age=0")
-    );
+    assert!(r.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
     let me = s
         .client()
         .get(s.url("/api/v1/me"))
@@ -275,29 +214,30 @@ async fn cross_site_posts_are_refused(backend: DbBackend) {
         return;
     };
     let c = s.signed_in(DR).await;
-    let r = c
-        .post(s.url("/signout"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+    let r =
+        c.post(s.url("/signout")).header("origin", "https://evil.example").send().await.unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.json::<ErrorBody>().await.unwrap().code,
-        ErrorCode::CsrfRejected
-    );
-    let r = c
-        .post(s.url("/signout"))
-        .header("sec-fetch-site", "cross-site")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(r.json::<ErrorBody>().await.unwrap().code, ErrorCode::CsrfRejected);
+    let r = c.post(s.url("/signout")).header("sec-fetch-site", "cross-site").send().await.unwrap();
     assert_eq!(r.status(), 403);
+    // Same origin, but without the session's synchronizer token, or with a wrong one.
+    for token in ["", "not-the-token"] {
+        let r = c
+            .post(s.url("/signout"))
+            .header("origin", &s.base)
+            .form(&[("csrf", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "token {token:?}");
+        assert_eq!(r.json::<ErrorBody>().await.unwrap().code, ErrorCode::CsrfRejected);
+    }
+    // A form post with no body at all is a clear JSON error, not a plain-text rejection.
+    let r = c.post(s.url("/signout")).header("origin", &s.base).send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.json::<ErrorBody>().await.unwrap().code, ErrorCode::UnsupportedMediaType);
     // The session survived both attempts.
-    assert_eq!(
-        c.get(s.url("/api/v1/me")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(c.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
 }
 
 async fn sessions_end_after_thirty_idle_minutes(backend: DbBackend) {
@@ -308,19 +248,145 @@ async fn sessions_end_after_thirty_idle_minutes(backend: DbBackend) {
     };
     let c = s.signed_in(NURSE).await;
     clock.advance(Duration::from_secs(29 * 60 + 59));
-    assert_eq!(
-        c.get(s.url("/api/v1/me")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(c.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
     // That request counted as activity; 30:00 of silence from it ends the session.
     clock.advance(Duration::from_secs(30 * 60));
-    assert_eq!(
-        c.get(s.url("/api/v1/me")).send().await.unwrap().status(),
-        401
+    assert_eq!(c.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+}
+
+async fn administrators_idle_out_after_fifteen_minutes(backend: DbBackend) {
+    let clock = ManualClock::at(Timestamp::from_unix_millis(1_790_000_000_000));
+    let Some(s) = start(backend, Arc::new(clock.clone())).await else {
+        return;
+    };
+    let admin = s.signed_in(ADMIN).await;
+    let security = s.signed_in(SECURITY).await;
+    let nurse = s.signed_in(NURSE).await;
+    clock.advance(Duration::from_secs(14 * 60 + 59));
+    for c in [&admin, &security, &nurse] {
+        assert_eq!(c.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+    }
+    clock.advance(Duration::from_secs(15 * 60));
+    assert_eq!(admin.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    assert_eq!(security.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    assert_eq!(nurse.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+}
+
+async fn absolute_limit_holds_despite_activity(backend: DbBackend) {
+    let clock = ManualClock::at(Timestamp::from_unix_millis(1_790_000_000_000));
+    let Some(s) = start(backend, Arc::new(clock.clone())).await else {
+        return;
+    };
+    let c = s.signed_in(DR).await;
+    // Active every 20 minutes for 12 hours: the session still ends at 12:00.
+    for _ in 0..(12 * 3) - 1 {
+        clock.advance(Duration::from_secs(20 * 60));
+        assert_eq!(c.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+    }
+    clock.advance(Duration::from_secs(20 * 60));
+    assert_eq!(c.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+}
+
+async fn my_sessions_can_be_listed_and_ended(backend: DbBackend) {
+    let Some(s) = server(backend).await else {
+        return;
+    };
+    let laptop = s.signed_in(PATIENT).await;
+    let phone = s.signed_in(PATIENT).await;
+    let tablet = s.signed_in(PATIENT).await;
+    let page = laptop.get(s.url("/account")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(page.matches("name=\"session\"").count(), 2, "two other sessions can be ended");
+    assert!(page.contains("(this device)"));
+    // End the first other session listed.
+    let label = page
+        .split("name=\"session\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = s.csrf(&laptop).await;
+    let r = laptop
+        .post(s.url("/account/sessions/revoke"))
+        .header("origin", &s.base)
+        .form(&[("csrf", csrf.as_str()), ("session", label.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let statuses = [
+        phone.get(s.url("/api/v1/me")).send().await.unwrap().status().as_u16(),
+        tablet.get(s.url("/api/v1/me")).send().await.unwrap().status().as_u16(),
+    ];
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 1, "{statuses:?}");
+    // Sign out everywhere else.
+    let r = laptop
+        .post(s.url("/account/sessions/revoke-others"))
+        .header("origin", &s.base)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    for c in [&phone, &tablet] {
+        assert_eq!(c.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    }
+    assert_eq!(laptop.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+    let page = laptop.get(s.url("/account")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Signed out everywhere else")
+            && page.contains("Ended a sign-in on another device")
     );
 }
 
+async fn a_thousand_guesses_from_fifty_connections_evaluate_at_most_a_hundred(backend: DbBackend) {
+    let clock = ManualClock::at(Timestamp::from_unix_millis(1_790_000_000_000));
+    let Some(s) = start(backend, Arc::new(clock.clone())).await else {
+        return;
+    };
+    let before = s.state.passwords.evaluated();
+    let mut tasks = Vec::new();
+    for i in 0..50u8 {
+        let c = s.client_from(std::net::IpAddr::from([127, 0, 0, 2 + i]));
+        let (url, origin) = (s.url("/signin"), s.base.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for n in 0..20 {
+                let r = c
+                    .post(&url)
+                    .header("origin", &origin)
+                    .form(&[
+                        ("organisation", "demo"),
+                        ("email", PATIENT),
+                        ("password", &format!("guess number {i} {n} abcdef")),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status() == 401 || r.status() == 429, "{}", r.status());
+                refused += 1;
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap();
+    }
+    assert_eq!(refused, 1000);
+    let evaluated = s.state.passwords.evaluated() - before;
+    assert!((1..=100).contains(&evaluated), "{evaluated} passwords were evaluated");
+    // The owner, once the back-off has passed, signs in as usual.
+    clock.advance(Duration::from_secs(31));
+    s.signed_in(PATIENT).await;
+}
+
 both_backends!(
+    administrators_idle_out_after_fifteen_minutes,
+    absolute_limit_holds_despite_activity,
+    my_sessions_can_be_listed_and_ended,
+    a_thousand_guesses_from_fifty_connections_evaluate_at_most_a_hundred,
     every_response_carries_the_security_headers,
     health_and_readiness_answer,
     api_errors_are_json_with_a_stable_code_and_the_request_id,

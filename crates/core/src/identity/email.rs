@@ -44,19 +44,8 @@ mod tests {
 
     #[test]
     fn normalises_and_validates() {
-        assert_eq!(
-            Email::parse("  Ana@Clinic.Example ").unwrap().as_str(),
-            "ana@clinic.example"
-        );
-        for bad in [
-            "",
-            "ana",
-            "ana@",
-            "@clinic.example",
-            "ana@clinic",
-            "a b@c.d",
-            "ana@.x",
-        ] {
+        assert_eq!(Email::parse("  Ana@Clinic.Example ").unwrap().as_str(), "ana@clinic.example");
+        for bad in ["", "ana", "ana@", "@clinic.example", "ana@clinic", "a b@c.d", "ana@.x"] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

@@ -22,8 +22,7 @@ impl TenantSlug {
     pub fn parse(raw: &str) -> Result<Self, InvalidSlug> {
         let s = raw.trim().to_lowercase();
         let ok = (2..=40).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if ok { Ok(Self(s)) } else { Err(InvalidSlug) }
@@ -52,11 +51,7 @@ impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, InvalidName> {
         let s = raw.trim();
         let ok = !s.is_empty() && s.chars().count() <= 200 && !s.chars().any(char::is_control);
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(InvalidName)
-        }
+        if ok { Ok(Self(s.to_owned())) } else { Err(InvalidName) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -172,6 +167,37 @@ pub struct User {
     /// Argon2id PHC string; `None` until the owner activates the account.
     pub password_hash: Option<String>,
     pub created_at: Timestamp,
+    /// Failed sign-in attempts counted in the current window (see `throttle`).
+    pub failed_attempts: u32,
+    /// When the last attempt failed (epoch when never).
+    pub last_failed_at: Timestamp,
+}
+
+impl User {
+    /// A new account with no sign-in history.
+    #[allow(clippy::too_many_arguments, reason = "one field each; a builder would add nothing")]
+    pub fn new(
+        tenant_id: TenantId,
+        email: Email,
+        display_name: DisplayName,
+        role: Role,
+        status: UserStatus,
+        password_hash: Option<String>,
+        created_at: Timestamp,
+    ) -> Self {
+        Self {
+            id: UserId::new_v7(),
+            tenant_id,
+            email,
+            display_name,
+            role,
+            status,
+            password_hash,
+            created_at,
+            failed_attempts: 0,
+            last_failed_at: Timestamp::from_unix_millis(0),
+        }
+    }
 }
 
 impl fmt::Debug for User {
@@ -214,10 +240,7 @@ mod tests {
 
     #[test]
     fn slugs() {
-        assert_eq!(
-            TenantSlug::parse(" Demo-Clinic ").unwrap().as_str(),
-            "demo-clinic"
-        );
+        assert_eq!(TenantSlug::parse(" Demo-Clinic ").unwrap().as_str(), "demo-clinic");
         for bad in ["", "a", "-x", "x-", "has space", "ünï", &"a".repeat(41)] {
             assert!(TenantSlug::parse(bad).is_err(), "{bad}");
         }
@@ -243,6 +266,8 @@ mod tests {
             status: UserStatus::Active,
             password_hash: Some("$argon2id$secret".into()),
             created_at: Timestamp::from_unix_millis(0),
+            failed_attempts: 0,
+            last_failed_at: Timestamp::from_unix_millis(0),
         };
         let dbg = format!("{u:?}");
         for leaked in ["ana.patient", "Ana Example", "argon2id"] {

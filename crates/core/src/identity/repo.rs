@@ -40,6 +40,39 @@ pub trait UserRepository: Send + Sync {
         &self,
         tenant: TenantId,
     ) -> impl Future<Output = Result<Vec<User>, RepoError>> + Send;
+    /// Reserves one sign-in attempt for the account, atomically: succeeds only when the
+    /// account is active and has fewer than `max` failures in the window ending at `now`
+    /// (a window older than `window` starts afresh). Returns whether it was granted.
+    fn reserve_sign_in_attempt(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        now: Timestamp,
+        window: std::time::Duration,
+        max: u32,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
+    /// Records that a reserved attempt failed at `now`; locks the account when it has
+    /// reached `max` failures. Returns whether this call locked it.
+    fn record_sign_in_failure(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        now: Timestamp,
+        max: u32,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
+    /// Forgets failures after a successful sign-in.
+    fn clear_sign_in_failures(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// Locks or unlocks an account (unlocking also forgets its failures).
+    fn set_user_status(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        status: super::model::UserStatus,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
     /// Replaces the password hash (activation, change, or a rehash after sign-in).
     fn set_password_hash(
         &self,
@@ -82,6 +115,19 @@ pub trait SessionRepository: Send + Sync {
         tenant: TenantId,
         hash: &TokenHash,
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// The account's sessions, most recently active first.
+    fn list_sessions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> impl Future<Output = Result<Vec<Session>, RepoError>> + Send;
+    /// Ends every session of the account except `keep`; returns how many ended.
+    fn delete_sessions_of_user(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        keep: Option<&TokenHash>,
+    ) -> impl Future<Output = Result<u64, RepoError>> + Send;
 }
 
 pub trait SetupTokenRepository: Send + Sync {

@@ -9,7 +9,7 @@ use crate::clock::Timestamp;
 use crate::ids::{TenantId, UserId};
 
 /// A signed-in browser. The cookie holds a random token; only its hash is stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     pub token_hash: TokenHash,
     pub tenant_id: TenantId,
@@ -17,6 +17,24 @@ pub struct Session {
     pub role: Role,
     pub created_at: Timestamp,
     pub last_seen_at: Timestamp,
+    /// The synchronizer token every state-changing form of this session must carry.
+    pub csrf_token: String,
+    /// The client address at sign-in.
+    pub source: String,
+    /// A short description of the browser (from its User-Agent), for the sessions page.
+    pub user_agent: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("tenant_id", &self.tenant_id)
+            .field("user_id", &self.user_id)
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .field("last_seen_at", &self.last_seen_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How long sessions live. Defaults follow NIST SP 800-63B rev 4 §2.2.3 (AAL2):
@@ -29,10 +47,7 @@ pub struct SessionPolicy {
 
 impl Default for SessionPolicy {
     fn default() -> Self {
-        Self {
-            idle: Duration::from_secs(30 * 60),
-            absolute: Duration::from_secs(12 * 3600),
-        }
+        Self { idle: Duration::from_secs(30 * 60), absolute: Duration::from_secs(12 * 3600) }
     }
 }
 
@@ -44,6 +59,17 @@ pub enum SessionState {
 }
 
 impl SessionPolicy {
+    /// The limits for `role`: administrators and security officers hold the keys to
+    /// everyone else's access, so their idle limit is 15 minutes.
+    pub fn for_role(role: Role) -> Self {
+        match role {
+            Role::TenantAdmin | Role::SecurityOfficer => {
+                Self { idle: Duration::from_secs(15 * 60), ..Self::default() }
+            }
+            _ => Self::default(),
+        }
+    }
+
     /// A session is over once the idle or absolute limit has been reached (not exceeded):
     /// at exactly 30:00 of inactivity it has ended.
     pub fn state(&self, s: &Session, now: Timestamp) -> SessionState {
@@ -69,7 +95,27 @@ mod tests {
             role: Role::Clinician,
             created_at: t,
             last_seen_at: t,
+            csrf_token: String::new(),
+            source: String::new(),
+            user_agent: String::new(),
         }
+    }
+
+    #[test]
+    fn administrators_idle_out_after_fifteen_minutes() {
+        let t0 = Timestamp::from_unix_millis(10_000_000);
+        let s = session_at(t0);
+        let at = t0.plus(Duration::from_secs(15 * 60));
+        assert_eq!(
+            SessionPolicy::for_role(Role::TenantAdmin).state(&s, at),
+            SessionState::IdleExpired
+        );
+        assert_eq!(
+            SessionPolicy::for_role(Role::SecurityOfficer).state(&s, at),
+            SessionState::IdleExpired
+        );
+        assert_eq!(SessionPolicy::for_role(Role::Clinician).state(&s, at), SessionState::Live);
+        assert_eq!(SessionPolicy::for_role(Role::Patient).state(&s, at), SessionState::Live);
     }
 
     #[test]
@@ -77,14 +123,8 @@ mod tests {
         let p = SessionPolicy::default();
         let t0 = Timestamp::from_unix_millis(10_000_000);
         let s = session_at(t0);
-        assert_eq!(
-            p.state(&s, t0.plus(Duration::from_secs(29 * 60 + 59))),
-            SessionState::Live
-        );
-        assert_eq!(
-            p.state(&s, t0.plus(Duration::from_secs(30 * 60))),
-            SessionState::IdleExpired
-        );
+        assert_eq!(p.state(&s, t0.plus(Duration::from_secs(29 * 60 + 59))), SessionState::Live);
+        assert_eq!(p.state(&s, t0.plus(Duration::from_secs(30 * 60))), SessionState::IdleExpired);
     }
 
     #[test]
@@ -94,10 +134,7 @@ mod tests {
         let mut s = session_at(t0);
         let end = t0.plus(Duration::from_secs(12 * 3600));
         s.last_seen_at = end.plus(Duration::from_secs(0)); // active right now
-        assert_eq!(
-            p.state(&s, t0.plus(Duration::from_secs(12 * 3600 - 1))),
-            SessionState::Live
-        );
+        assert_eq!(p.state(&s, t0.plus(Duration::from_secs(12 * 3600 - 1))), SessionState::Live);
         assert_eq!(p.state(&s, end), SessionState::AbsoluteExpired);
     }
 }

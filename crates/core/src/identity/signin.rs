@@ -4,7 +4,9 @@
 //! password was wrong, and takes the same work: an unknown account is checked against a
 //! dummy hash, so neither the reply nor its timing tells an attacker which accounts exist.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use secrecy::SecretString;
 use telesafe_crypto::password::Verification;
@@ -12,17 +14,24 @@ use telesafe_crypto::{OpaqueToken, PasswordHasher};
 use tokio::sync::Semaphore;
 
 use super::email::Email;
+use super::events::{AuthEvent, AuthEventKind, AuthEventRepository};
 use super::model::{TenantSlug, User, UserStatus};
+use super::password::normalise;
 use super::repo::{SessionRepository, TenantRepository, UserRepository};
 use super::session::Session;
+use super::throttle::{self, AddressThrottle};
 use crate::clock::Clock;
 use crate::repo::RepoError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
-    /// Wrong organisation, account, password, or an account that may not sign in.
+    /// Wrong organisation, account, password, or an account that may not sign in (locked,
+    /// not activated, backing off): deliberately one answer for all of them.
     #[error("the organisation, email or password is not right")]
     InvalidCredentials,
+    /// Too many failures from this network address; says nothing about any account.
+    #[error("too many attempts from your network; try again in {} seconds", retry_after.as_secs().max(1))]
+    Throttled { retry_after: std::time::Duration },
     #[error("password checking failed")]
     Hashing,
     #[error(transparent)]
@@ -36,6 +45,7 @@ pub struct PasswordChecker {
     hasher: PasswordHasher,
     permits: Arc<Semaphore>,
     dummy_hash: Arc<str>,
+    evaluated: Arc<AtomicU64>,
 }
 
 impl PasswordChecker {
@@ -44,9 +54,7 @@ impl PasswordChecker {
         let hasher = PasswordHasher::owasp();
         let h = hasher.clone();
         let dummy = tokio::task::spawn_blocking(move || {
-            h.hash(&SecretString::from(
-                "dummy password for timing equalisation".to_owned(),
-            ))
+            h.hash(&SecretString::from("dummy password for timing equalisation".to_owned()))
         })
         .await
         .map_err(|_| SignInError::Hashing)?
@@ -55,16 +63,19 @@ impl PasswordChecker {
             hasher,
             permits: Arc::new(Semaphore::new(permits.max(1))),
             dummy_hash: dummy.into(),
+            evaluated: Arc::default(),
         })
+    }
+
+    /// How many passwords have been checked against a real account's hash (dummy checks
+    /// for unknown, locked or throttled accounts are not counted).
+    pub fn evaluated(&self) -> u64 {
+        self.evaluated.load(Ordering::Relaxed)
     }
 
     /// Hashes a new password.
     pub async fn hash(&self, password: SecretString) -> Result<String, SignInError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| SignInError::Hashing)?;
+        let _permit = self.permits.acquire().await.map_err(|_| SignInError::Hashing)?;
         let h = self.hasher.clone();
         tokio::task::spawn_blocking(move || h.hash(&password))
             .await
@@ -78,13 +89,12 @@ impl PasswordChecker {
         password: SecretString,
         stored: Option<&str>,
     ) -> Result<Verification, SignInError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| SignInError::Hashing)?;
+        let _permit = self.permits.acquire().await.map_err(|_| SignInError::Hashing)?;
         let h = self.hasher.clone();
         let real = stored.is_some();
+        if real {
+            self.evaluated.fetch_add(1, Ordering::Relaxed);
+        }
         let stored: String = stored.unwrap_or(&self.dummy_hash).to_owned();
         let v = tokio::task::spawn_blocking(move || h.verify(&password, &stored))
             .await
@@ -102,38 +112,118 @@ pub struct SignIn {
     pub token: OpaqueToken,
 }
 
-/// Checks a password sign-in and opens a session.
+/// What a client presented.
+#[derive(Debug)]
+pub struct SignInAttempt<'a> {
+    pub organisation: &'a str,
+    pub email: &'a str,
+    pub password: SecretString,
+    pub source: Option<IpAddr>,
+    pub user_agent: &'a str,
+}
+
+/// Checks a password sign-in and opens a session, applying per-address and per-account
+/// throttling and recording an event for every outcome on a known organisation.
 pub async fn sign_in<R>(
     repo: &R,
     checker: &PasswordChecker,
+    addresses: &AddressThrottle,
     clock: &dyn Clock,
-    organisation: &str,
-    email: &str,
-    password: SecretString,
+    attempt: SignInAttempt<'_>,
 ) -> Result<SignIn, SignInError>
 where
-    R: TenantRepository + UserRepository + SessionRepository,
+    R: TenantRepository + UserRepository + SessionRepository + AuthEventRepository,
 {
-    let user = match (TenantSlug::parse(organisation), Email::parse(email)) {
-        (Ok(slug), Ok(email)) => match repo.tenant_by_slug(&slug).await? {
-            Some(tenant) => repo.user_by_email(tenant.id, &email).await?,
-            None => None,
-        },
+    let now = clock.now();
+    if let Some(until) = addresses.blocked_until(attempt.source, now) {
+        return Err(SignInError::Throttled { retry_after: until.since(now) });
+    }
+    let source = attempt.source.map(|a| a.to_string()).unwrap_or_default();
+    let tenant = match TenantSlug::parse(attempt.organisation) {
+        Ok(slug) => repo.tenant_by_slug(&slug).await?,
+        Err(_) => None,
+    };
+    let user = match (&tenant, Email::parse(attempt.email)) {
+        (Some(t), Ok(email)) => repo.user_by_email(t.id, &email).await?,
         _ => None,
     };
-    let usable = user.as_ref().filter(|u| u.status == UserStatus::Active);
-    let stored = usable.and_then(|u| u.password_hash.as_deref());
-    let verdict = checker.verify(password, stored).await?;
-    let user = match (verdict, usable) {
-        (Verification::Match, Some(u)) => u.clone(),
-        (Verification::MatchRehashed(new_hash), Some(u)) => {
-            repo.set_password_hash(u.tenant_id, u.id, &new_hash).await?;
-            u.clone()
-        }
-        _ => return Err(SignInError::InvalidCredentials),
+    let event = |kind, user: Option<&User>, outcome| {
+        tenant
+            .as_ref()
+            .map(|t| AuthEvent::new(t.id, now, kind, user.map(|u| u.id), &source, outcome))
     };
+
+    // Whether the real hash may be evaluated, or why not.
+    let (evaluate, refusal) = match &user {
+        Some(u) if u.status == UserStatus::Active && u.password_hash.is_some() => {
+            if throttle::account_retry_at(u.failed_attempts, u.last_failed_at) > now {
+                (false, "backing_off")
+            } else if repo
+                .reserve_sign_in_attempt(
+                    u.tenant_id,
+                    u.id,
+                    now,
+                    throttle::ACCOUNT_WINDOW,
+                    throttle::ACCOUNT_MAX_FAILURES,
+                )
+                .await?
+            {
+                (true, "bad_credentials")
+            } else {
+                (false, "attempts_exhausted")
+            }
+        }
+        Some(u) if u.status == UserStatus::Locked => (false, "locked"),
+        Some(_) => (false, "not_activated"),
+        None => (false, "unknown_account"),
+    };
+    let stored =
+        if evaluate { user.as_ref().and_then(|u| u.password_hash.as_deref()) } else { None };
+    let verdict = checker.verify(normalise(&attempt.password), stored).await?;
+
+    let user = match (verdict, user) {
+        (Verification::Match, Some(u)) if evaluate => u,
+        (Verification::MatchRehashed(new_hash), Some(u)) if evaluate => {
+            repo.set_password_hash(u.tenant_id, u.id, &new_hash).await?;
+            u
+        }
+        (_, user) => {
+            addresses.record_failure(attempt.source, now);
+            let kind = match refusal {
+                "backing_off" | "attempts_exhausted" => AuthEventKind::SignInThrottled,
+                _ => AuthEventKind::SignInFailed,
+            };
+            if let Some(e) = event(kind, user.as_ref(), refusal) {
+                repo.record_auth_event(&e).await?;
+            }
+            if let (true, Some(u)) = (evaluate, &user) {
+                let locked = repo
+                    .record_sign_in_failure(u.tenant_id, u.id, now, throttle::ACCOUNT_MAX_FAILURES)
+                    .await?;
+                if locked {
+                    tracing::warn!(
+                        security_event = "account_locked",
+                        user = %u.id,
+                        tenant = %u.tenant_id,
+                        "account locked after too many failed sign-ins; an administrator must unlock it"
+                    );
+                    if let Some(e) =
+                        event(AuthEventKind::AccountLocked, Some(u), "too_many_failures")
+                    {
+                        repo.record_auth_event(&e).await?;
+                    }
+                }
+            }
+            return Err(SignInError::InvalidCredentials);
+        }
+    };
+
+    if user.failed_attempts > 0 || evaluate {
+        repo.clear_sign_in_failures(user.tenant_id, user.id).await?;
+    }
+    addresses.record_success(attempt.source);
     let token = OpaqueToken::generate().map_err(|_| SignInError::Hashing)?;
-    let now = clock.now();
+    let csrf = OpaqueToken::generate().map_err(|_| SignInError::Hashing)?;
     let session = Session {
         token_hash: token.hash(),
         tenant_id: user.tenant_id,
@@ -141,11 +231,47 @@ where
         role: user.role,
         created_at: now,
         last_seen_at: now,
+        csrf_token: csrf.reveal().to_owned(),
+        source: source.clone(),
+        user_agent: describe_user_agent(attempt.user_agent),
     };
     repo.create_session(&session).await?;
-    Ok(SignIn {
-        user,
-        session,
-        token,
-    })
+    if let Some(e) = event(AuthEventKind::SignIn, Some(&user), "ok") {
+        repo.record_auth_event(&e).await?;
+    }
+    Ok(SignIn { user, session, token })
+}
+
+/// A short, human description of a browser for the sessions page ("Firefox on Linux"),
+/// keeping nothing else of the User-Agent string.
+pub fn describe_user_agent(ua: &str) -> String {
+    let browser = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    let os = [
+        ("Android", "Android"),
+        ("iPhone", "iPhone"),
+        ("iPad", "iPad"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    match (browser, os) {
+        (Some(b), Some(o)) => format!("{b} on {o}"),
+        (Some(b), None) => b.to_owned(),
+        (None, Some(o)) => format!("a browser on {o}"),
+        (None, None) => "an unknown client".to_owned(),
+    }
 }

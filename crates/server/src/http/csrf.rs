@@ -38,11 +38,7 @@ pub(crate) fn allowed(req: &Request) -> bool {
 }
 
 pub async fn layer(req: Request, next: Next) -> Response {
-    if allowed(&req) {
-        next.run(req).await
-    } else {
-        AppError::CsrfRejected.into_response()
-    }
+    if allowed(&req) { next.run(req).await } else { AppError::CsrfRejected.into_response() }
 }
 
 #[cfg(test)]
@@ -61,35 +57,14 @@ mod tests {
     #[test]
     fn decisions() {
         let host = ("host", "clinic.example:8443");
-        assert!(allowed(&req(
-            Method::GET,
-            &[("sec-fetch-site", "cross-site")]
-        )));
-        assert!(allowed(&req(
-            Method::POST,
-            &[("sec-fetch-site", "same-origin")]
-        )));
-        assert!(!allowed(&req(
-            Method::POST,
-            &[("sec-fetch-site", "cross-site")]
-        )));
-        assert!(!allowed(&req(
-            Method::POST,
-            &[("sec-fetch-site", "same-site")]
-        )));
-        assert!(allowed(&req(
-            Method::POST,
-            &[host, ("origin", "https://clinic.example:8443")]
-        )));
-        assert!(!allowed(&req(
-            Method::POST,
-            &[host, ("origin", "https://evil.example")]
-        )));
+        assert!(allowed(&req(Method::GET, &[("sec-fetch-site", "cross-site")])));
+        assert!(allowed(&req(Method::POST, &[("sec-fetch-site", "same-origin")])));
+        assert!(!allowed(&req(Method::POST, &[("sec-fetch-site", "cross-site")])));
+        assert!(!allowed(&req(Method::POST, &[("sec-fetch-site", "same-site")])));
+        assert!(allowed(&req(Method::POST, &[host, ("origin", "https://clinic.example:8443")])));
+        assert!(!allowed(&req(Method::POST, &[host, ("origin", "https://evil.example")])));
         assert!(!allowed(&req(Method::POST, &[host, ("origin", "null")])));
-        assert!(!allowed(&req(
-            Method::POST,
-            &[host, ("cookie", "__Host-telesafe_session=x")]
-        )));
+        assert!(!allowed(&req(Method::POST, &[host, ("cookie", "__Host-telesafe_session=x")])));
         assert!(allowed(&req(Method::POST, &[host])));
     }
 }

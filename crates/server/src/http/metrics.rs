@@ -45,11 +45,7 @@ impl Default for Metrics {
             "Time to answer HTTP requests",
             latency.clone(),
         );
-        Self {
-            registry,
-            requests,
-            latency,
-        }
+        Self { registry, requests, latency }
     }
 }
 
@@ -73,8 +69,6 @@ pub async fn layer(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
             status: resp.status().as_u16().to_string(),
         })
         .inc();
-    m.latency
-        .get_or_create(&RouteLabels { route })
-        .observe(start.elapsed().as_secs_f64());
+    m.latency.get_or_create(&RouteLabels { route }).observe(start.elapsed().as_secs_f64());
     resp
 }

@@ -2,6 +2,7 @@
 //! tracing spans that carry the route template only, and request metrics.
 
 pub mod csrf;
+pub mod form;
 pub mod headers;
 pub mod metrics;
 pub mod request_id;

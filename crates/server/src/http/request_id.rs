@@ -15,15 +15,12 @@ tokio::task_local! {
 
 /// The current request's id, or `"-"` outside a request.
 pub fn current() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| "-".to_owned())
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
 }
 
 fn acceptable(v: &str) -> bool {
     (8..=64).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {

@@ -21,11 +21,7 @@ pub fn route_of(req: &Request) -> String {
 
 pub async fn layer(req: Request, next: Next) -> Response {
     let route = route_of(&req);
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let span =
         tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id);
     let start = Instant::now();

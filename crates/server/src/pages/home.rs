@@ -6,7 +6,9 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use telesafe_core::identity::{PatientRepository, Role, TenantRepository, UserRepository};
+use telesafe_core::identity::{
+    PatientRepository, Role, SessionPolicy, TenantRepository, UserRepository,
+};
 use telesafe_core::{TenantId, UserId};
 
 use super::{PageError, Shell, home_of, render, require};
@@ -20,12 +22,8 @@ pub async fn root(MaybeUser(me): MaybeUser) -> Response {
     }
 }
 
-async fn organisation(state: &AppState, tenant: TenantId) -> Result<String, PageError> {
-    let tenants = state
-        .store
-        .list_tenants()
-        .await
-        .map_err(|e| PageError::new(state, e))?;
+pub(super) async fn organisation(state: &AppState, tenant: TenantId) -> Result<String, PageError> {
+    let tenants = state.store.list_tenants().await.map_err(|e| PageError::new(state, e))?;
     Ok(tenants
         .into_iter()
         .find(|t| t.id == tenant)
@@ -33,11 +31,11 @@ async fn organisation(state: &AppState, tenant: TenantId) -> Result<String, Page
         .unwrap_or_default())
 }
 
-fn minutes(d: std::time::Duration) -> u64 {
+pub(super) fn minutes(d: std::time::Duration) -> u64 {
     d.as_secs() / 60
 }
 
-fn hours(d: std::time::Duration) -> u64 {
+pub(super) fn hours(d: std::time::Duration) -> u64 {
     d.as_secs() / 3600
 }
 
@@ -65,8 +63,8 @@ pub async fn portal(
         email: me.user.email.as_str().to_owned(),
         organisation: org,
         signed_in: me.session.created_at.to_rfc3339(),
-        idle_minutes: minutes(state.sessions.idle),
-        absolute_hours: hours(state.sessions.absolute),
+        idle_minutes: minutes(SessionPolicy::for_role(me.role()).idle),
+        absolute_hours: hours(SessionPolicy::for_role(me.role()).absolute),
     };
     Ok(render(&page, StatusCode::OK))
 }
@@ -169,6 +167,7 @@ struct SecurityPage {
     shell: Shell,
     posture: Posture,
     idle_minutes: u64,
+    admin_idle_minutes: u64,
     absolute_hours: u64,
     staff_count: usize,
     patient_count: usize,
@@ -180,17 +179,15 @@ pub async fn security(
 ) -> Result<Response, PageError> {
     let me: CurrentUser = require(&state, me, &[Role::SecurityOfficer])?;
     let org = organisation(&state, me.user.tenant_id).await?;
-    let users = state
-        .store
-        .list_users(me.user.tenant_id)
-        .await
-        .map_err(|e| PageError::new(&state, e))?;
+    let users =
+        state.store.list_users(me.user.tenant_id).await.map_err(|e| PageError::new(&state, e))?;
     let staff_count = users.iter().filter(|u| u.role.is_staff()).count();
     let page = SecurityPage {
         shell: Shell::for_user(&state, "Security", &me, &org, "/security"),
         posture: (*state.posture).clone(),
-        idle_minutes: minutes(state.sessions.idle),
-        absolute_hours: hours(state.sessions.absolute),
+        idle_minutes: minutes(SessionPolicy::default().idle),
+        admin_idle_minutes: minutes(SessionPolicy::for_role(Role::TenantAdmin).idle),
+        absolute_hours: hours(SessionPolicy::default().absolute),
         staff_count,
         patient_count: users.len() - staff_count,
     };

@@ -2,6 +2,7 @@
 //! clinician console, administration, security). Handlers stay thin: identity, one domain
 //! call, render.
 
+mod account;
 mod home;
 mod signin;
 
@@ -18,6 +19,7 @@ use crate::error::AppError;
 use crate::http::request_id;
 use crate::state::AppState;
 
+pub use account::{account, revoke_other_sessions, revoke_session};
 pub use home::{admin, console, portal, root, security};
 pub use signin::{show_signin, signin, signout};
 
@@ -45,6 +47,8 @@ pub struct Shell {
     pub js: String,
     pub nav: Vec<NavLink>,
     pub user: Option<ShellUser>,
+    /// The session's synchronizer token, for every form on the page.
+    pub csrf: String,
 }
 
 /// Where each role starts.
@@ -64,11 +68,10 @@ fn nav_for(role: Role, current: &str) -> Vec<NavLink> {
         Role::TenantAdmin => ("/admin", "Administration"),
         Role::SecurityOfficer => ("/security", "Security"),
     };
-    vec![NavLink {
-        href,
-        label,
-        current: href == current,
-    }]
+    vec![
+        NavLink { href, label, current: href == current },
+        NavLink { href: "/account", label: "My account", current: current == "/account" },
+    ]
 }
 
 impl Shell {
@@ -83,6 +86,7 @@ impl Shell {
             js: assets.url("app.js").to_owned(),
             nav: Vec::new(),
             user: None,
+            csrf: String::new(),
         }
     }
 
@@ -100,6 +104,7 @@ impl Shell {
                 role: me.role().label(),
                 organisation: organisation.to_owned(),
             }),
+            csrf: me.session.csrf_token.clone(),
             ..Self::anonymous(state, title)
         }
     }
@@ -132,10 +137,7 @@ pub struct PageError {
 
 impl PageError {
     pub fn new(state: &AppState, err: impl Into<AppError>) -> Self {
-        Self {
-            assets: state.assets.clone(),
-            err: err.into(),
-        }
+        Self { assets: state.assets.clone(), err: err.into() }
     }
 }
 

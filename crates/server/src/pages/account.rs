@@ -1,0 +1,177 @@
+//! "My account": who I am, where I am signed in (with revoke and sign out everywhere
+//! else), and my recent sign-in activity.
+
+use crate::http::form::ValidForm;
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use telesafe_core::identity::{
+    AuthEvent, AuthEventKind, AuthEventRepository, Role, SessionRepository,
+};
+
+use super::home::organisation;
+use super::{PageError, Shell, render, require};
+use crate::auth::{CurrentUser, MaybeUser};
+use crate::state::AppState;
+
+const EVERYONE: &[Role] = &Role::ALL;
+
+struct SessionLine {
+    label: String,
+    device: String,
+    source: String,
+    first_seen: String,
+    last_seen: String,
+    current: bool,
+}
+
+struct ActivityLine {
+    at: String,
+    what: &'static str,
+    source: String,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    shell: Shell,
+    notice: Option<&'static str>,
+    name: String,
+    email: String,
+    role: &'static str,
+    organisation: String,
+    sessions: Vec<SessionLine>,
+    activity: Vec<ActivityLine>,
+}
+
+fn describe(kind: AuthEventKind, outcome: &str) -> &'static str {
+    match (kind, outcome) {
+        (AuthEventKind::SignIn, _) => "Signed in",
+        (AuthEventKind::SignInFailed, "bad_credentials") => "Sign-in failed: wrong password",
+        (AuthEventKind::SignInFailed, "locked") => "Sign-in refused: account locked",
+        (AuthEventKind::SignInFailed, _) => "Sign-in failed",
+        (AuthEventKind::SignInThrottled, _) => "Sign-in refused: too many attempts",
+        (AuthEventKind::AccountLocked, _) => "Account locked after too many failed sign-ins",
+        (AuthEventKind::AccountUnlocked, _) => "Account unlocked by an administrator",
+        (AuthEventKind::SignedOut, _) => "Signed out",
+        (AuthEventKind::SignedOutEverywhere, _) => "Signed out everywhere else",
+        (AuthEventKind::SessionRevoked, _) => "Ended a sign-in on another device",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccountQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+pub async fn account(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    axum::extract::Query(q): axum::extract::Query<AccountQuery>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, EVERYONE)?;
+    let (tenant, user) = (me.user.tenant_id, me.user.id);
+    let fail = |e| PageError::new(&state, e);
+    let org = organisation(&state, tenant).await?;
+    let sessions = state.store.list_sessions(tenant, user).await.map_err(fail)?;
+    let events = state.store.list_auth_events(tenant, Some(user), 20).await.map_err(fail)?;
+    let page = AccountPage {
+        shell: Shell::for_user(&state, "My account", &me, &org, "/account"),
+        notice: match q.done.as_deref() {
+            Some("revoked") => Some("That sign-in has ended."),
+            Some("others") => Some("You are now signed out everywhere else."),
+            _ => None,
+        },
+        name: me.user.display_name.as_str().to_owned(),
+        email: me.user.email.as_str().to_owned(),
+        role: me.role().label(),
+        organisation: org,
+        sessions: sessions
+            .iter()
+            .map(|s| SessionLine {
+                label: CurrentUser::session_label(s),
+                device: s.user_agent.clone(),
+                source: if s.source.is_empty() { "unknown".into() } else { s.source.clone() },
+                first_seen: s.created_at.to_rfc3339(),
+                last_seen: s.last_seen_at.to_rfc3339(),
+                current: s.token_hash == me.session.token_hash,
+            })
+            .collect(),
+        activity: events
+            .iter()
+            .map(|e| ActivityLine {
+                at: e.at.to_rfc3339(),
+                what: describe(e.kind, e.outcome),
+                source: if e.source.is_empty() { "unknown".into() } else { e.source.clone() },
+            })
+            .collect(),
+    };
+    Ok(render(&page, StatusCode::OK))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    session: String,
+}
+
+async fn record(state: &AppState, me: &CurrentUser, kind: AuthEventKind) -> Result<(), PageError> {
+    let e = AuthEvent::new(
+        me.user.tenant_id,
+        state.clock.now(),
+        kind,
+        Some(me.user.id),
+        &me.session.source,
+        "user",
+    );
+    state.store.record_auth_event(&e).await.map_err(|e| PageError::new(state, e))
+}
+
+/// Ends one of my other sessions.
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<RevokeForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, EVERYONE)?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let (tenant, user) = (me.user.tenant_id, me.user.id);
+    let sessions =
+        state.store.list_sessions(tenant, user).await.map_err(|e| PageError::new(&state, e))?;
+    // Only my own sessions can match, so a label guessed for someone else's finds nothing.
+    let target = sessions.iter().find(|s| {
+        s.token_hash != me.session.token_hash && CurrentUser::session_label(s) == form.session
+    });
+    if let Some(target) = target {
+        state
+            .store
+            .delete_session(tenant, &target.token_hash)
+            .await
+            .map_err(|e| PageError::new(&state, e))?;
+        record(&state, &me, AuthEventKind::SessionRevoked).await?;
+    }
+    Ok(Redirect::to("/account?done=revoked").into_response())
+}
+
+/// Ends every session of mine but this one.
+pub async fn revoke_other_sessions(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<RevokeForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, EVERYONE)?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let (tenant, user) = (me.user.tenant_id, me.user.id);
+    state
+        .store
+        .delete_sessions_of_user(tenant, user, Some(&me.session.token_hash))
+        .await
+        .map_err(|e| PageError::new(&state, e))?;
+    record(&state, &me, AuthEventKind::SignedOutEverywhere).await?;
+    Ok(Redirect::to("/account?done=others").into_response())
+}
