@@ -69,7 +69,7 @@ for (const [email, home] of [
     for (const width of [1280, 360]) {
       const ctx = await axeContext(width);
       const page = await ctx.newPage();
-      await signIn(page, demo.url, email, demo.password);
+      await signIn(page, demo.url, email, demo.password, (label) => audit(page, `${label} as ${home} @${width}`));
       assert.equal(new URL(page.url()).pathname, home);
       await audit(page, `${home} @${width}`);
       await page.getByRole('link', { name: 'My account' }).click();

@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHmac } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.TELESAFE_BIN ?? new URL('../../target/debug/telesafe', import.meta.url).pathname;
@@ -55,11 +56,51 @@ export async function launchBrowser() {
   return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
 }
 
-/** Signs in through the real form. */
-export async function signIn(page, base, email, password) {
+/** RFC 6238 TOTP (SHA-1, 6 digits, 30 s), written here independently of the server's. */
+export function totp(base32, step) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const ch of base32.replace(/=+$/, '')) bits += alphabet.indexOf(ch).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  const value = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return String(value).padStart(6, '0');
+}
+
+const secrets = new Map(); // email -> { secret, lastStep }
+const currentStep = () => Math.floor(Date.now() / 30_000);
+
+/**
+ * Signs in through the real forms. Staff enrol an authenticator on first sign-in (the key
+ * is read off the page); enrolled accounts answer the TOTP challenge. `onPage(label)` is
+ * called on each intermediate page so tests can audit it.
+ */
+export async function signIn(page, base, email, password, onPage = async () => {}) {
   await page.goto(`${base}/signin`);
   await page.getByLabel('Organisation code').fill('demo');
   await page.getByLabel('Email address').fill(email);
   await page.getByLabel('Password', { exact: true }).fill(password);
   await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/signin')), page.getByRole('button', { name: 'Sign in' }).click()]);
+  const path = new URL(page.url()).pathname;
+  if (path === '/mfa/enroll') {
+    await onPage('/mfa/enroll');
+    const secret = (await page.locator('#totp-secret').innerText()).replace(/\s+/g, '');
+    const step = currentStep();
+    await page.getByLabel('Enter the 6-digit code the app shows').fill(totp(secret, step));
+    await page.getByRole('button', { name: 'Turn on' }).click();
+    await page.getByRole('heading', { name: 'Your authenticator app is set up' }).waitFor();
+    await onPage('recovery codes');
+    secrets.set(email, { secret, lastStep: step });
+    await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/mfa')), page.getByRole('link', { name: /continue/ }).click()]);
+  } else if (path === '/mfa') {
+    await onPage('/mfa');
+    const known = secrets.get(email);
+    const step = Math.max(currentStep(), known.lastStep + 1);
+    await page.getByLabel('6-digit code from your authenticator app').fill(totp(known.secret, step));
+    await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/mfa')), page.getByRole('button', { name: 'Continue' }).click()]);
+    known.lastStep = step;
+  }
 }

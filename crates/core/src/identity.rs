@@ -3,6 +3,7 @@
 
 mod email;
 pub mod events;
+pub mod mfa;
 mod model;
 pub mod password;
 mod repo;
@@ -19,7 +20,8 @@ pub use model::{
 pub use repo::{
     PatientRepository, SessionRepository, SetupTokenRepository, TenantRepository, UserRepository,
 };
-pub use session::{Session, SessionPolicy, SessionState};
+pub use session::{Session, SessionPolicy, SessionStage, SessionState};
+
 pub use signin::{
     PasswordChecker, SignIn, SignInAttempt, SignInError, describe_user_agent, sign_in,
 };

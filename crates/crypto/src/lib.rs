@@ -5,7 +5,9 @@
 //! This crate must never invent a primitive, log or `Debug`-print secret material, or know
 //! about storage and HTTP. Secret values travel in types whose `Debug` prints `[redacted]`.
 
+pub mod keys;
 pub mod password;
+
 pub mod token;
 
 pub use password::{PasswordError, PasswordHasher, Verification};

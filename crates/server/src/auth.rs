@@ -4,7 +4,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use telesafe_core::identity::{
-    Role, Session, SessionPolicy, SessionRepository, SessionState, User, UserRepository, UserStatus,
+    Role, Session, SessionPolicy, SessionRepository, SessionStage, SessionState, User,
+    UserRepository, UserStatus,
 };
 use telesafe_crypto::OpaqueToken;
 
@@ -102,12 +103,18 @@ pub async fn resolve(state: &AppState, parts: &Parts) -> Result<Option<CurrentUs
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
+    /// Only a fully signed-in session (second factor done where required) counts.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        resolve(state, parts).await?.ok_or(AppError::Unauthenticated)
+        resolve(state, parts)
+            .await?
+            .filter(|me| me.session.stage == SessionStage::Full)
+            .ok_or(AppError::Unauthenticated)
     }
 }
 
-/// The signed-in user, if any (for pages that redirect instead of answering 401).
+/// The session's user at any sign-in stage, if any (for pages that redirect instead of
+/// answering 401, and for the second-factor pages themselves).
+
 #[derive(Debug, Clone)]
 pub struct MaybeUser(pub Option<CurrentUser>);
 

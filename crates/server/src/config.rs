@@ -24,6 +24,16 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub keys: KeysConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// The root key file (32 random bytes, mode 0600). Unset: `<data_dir>/keys/root.key`,
+    /// created on first start. The environment variable `TELESAFE_ROOT_KEY` (base64 of 32
+    /// bytes) takes precedence over any file.
+    pub root_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +167,8 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
 }
 
-const TOP_LEVEL_KEYS: [&str; 6] = ["data_dir", "server", "tls", "database", "log", "metrics"];
+const TOP_LEVEL_KEYS: [&str; 7] =
+    ["data_dir", "server", "tls", "database", "log", "metrics", "keys"];
 
 impl Config {
     /// Reads `file` (if any), applies `env` overrides, and returns the result unvalidated.
@@ -215,6 +226,11 @@ impl Config {
             (Some(c), Some(k)) => (c.clone(), k.clone()),
             _ => (self.data_dir.join("tls/cert.pem"), self.data_dir.join("tls/key.pem")),
         }
+    }
+
+    /// Where the root key is read from (or created).
+    pub fn root_key_path(&self) -> PathBuf {
+        self.keys.root_key_file.clone().unwrap_or_else(|| self.data_dir.join("keys/root.key"))
     }
 
     /// Whether the self-signed certificate is in use.
@@ -276,6 +292,12 @@ impl Config {
         let key_name =
             if self.self_signed() { "tls.key_file (self-signed)" } else { "tls.key_file" };
         check_mode(&mut p, key_name, &key, "chmod 600");
+        let root = self.root_key_path();
+        if let Some(dir) = root.parent().filter(|_| self.keys.root_key_file.is_none()) {
+            check_mode(&mut p, "keys (directory)", dir, "chmod 700");
+        }
+        check_mode(&mut p, "keys.root_key_file", &root, "chmod 600");
+
         if self.database.url.is_none() {
             for suffix in ["", "-wal", "-shm"] {
                 let f = self.data_dir.join(format!("telesafe.db{suffix}"));

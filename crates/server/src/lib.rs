@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod pages;
 pub mod serve;
 pub mod state;
@@ -53,6 +54,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin", get(pages::admin))
         .route("/security", get(pages::security))
         .route("/account", get(pages::account))
+        .route("/mfa", get(pages::show_mfa_challenge).post(pages::mfa_challenge))
+        .route("/mfa/enroll", get(pages::show_enroll).post(pages::enroll))
         .route("/account/sessions/revoke", post(pages::revoke_session))
         .route("/account/sessions/revoke-others", post(pages::revoke_other_sessions))
         .route("/static/{name}", get(assets::serve))
@@ -108,6 +111,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up password hashing: {0}")]
     Passwords(String),
+    #[error("{0}")]
+    Keys(#[from] keys::KeyLoadError),
 }
 
 fn list(p: &[Problem]) -> String {
@@ -174,6 +179,7 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
         (None, None, false)
     };
 
+    let (root_key, _) = keys::load_root_key(&config)?;
     let store = Store::open(&config.database_url(), config.database.max_connections).await?;
     if let Some(path) = store.sqlite_path() {
         restrict_sqlite_files(path);
@@ -220,6 +226,7 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
         metrics: Arc::default(),
         passwords,
         addresses: Arc::default(),
+        mfa_keys: keys::mfa_keys(&root_key),
         posture: Arc::new(posture),
     };
     let server = Server::bind(listen, tls_config, app(state.clone()), grace)

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use telesafe_core::Clock;
 use telesafe_core::identity::PasswordChecker;
+use telesafe_core::identity::mfa::MfaKeys;
+
 use telesafe_core::identity::throttle::AddressThrottle;
 use telesafe_store::Store;
 
@@ -34,5 +36,7 @@ pub struct AppState {
     pub passwords: PasswordChecker,
     /// Per-address sign-in failure counts (in memory, per node).
     pub addresses: Arc<AddressThrottle>,
+    /// Keys for TOTP seeds and recovery codes.
+    pub mfa_keys: MfaKeys,
     pub posture: Arc<Posture>,
 }

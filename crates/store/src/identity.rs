@@ -4,8 +4,8 @@ use std::str::FromStr;
 
 use telesafe_core::identity::{
     AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, NewUser, Patient,
-    PatientRepository, Role, Session, SessionRepository, SetupToken, SetupTokenRepository, Tenant,
-    TenantRepository, TenantSlug, User, UserRepository, UserStatus,
+    PatientRepository, Role, Session, SessionRepository, SessionStage, SetupToken,
+    SetupTokenRepository, Tenant, TenantRepository, TenantSlug, User, UserRepository, UserStatus,
 };
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp, UserId};
 use telesafe_crypto::TokenHash;
@@ -104,6 +104,8 @@ struct SessionRow {
     csrf_token: String,
     source: String,
     user_agent: String,
+    stage: String,
+    mfa_at: Option<i64>,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -116,6 +118,8 @@ impl TryFrom<SessionRow> for Session {
             role: Role::from_str(&r.role).map_err(|_| corrupt("role"))?,
             created_at: Timestamp::from_unix_millis(r.created_at),
             last_seen_at: Timestamp::from_unix_millis(r.last_seen_at),
+            stage: SessionStage::parse(&r.stage).ok_or_else(|| corrupt("session stage"))?,
+            mfa_at: r.mfa_at.map(Timestamp::from_unix_millis),
             csrf_token: r.csrf_token,
             source: r.source,
             user_agent: r.user_agent,
@@ -127,7 +131,7 @@ impl TryFrom<SessionRow> for Session {
 macro_rules! select_sessions {
     () => {
         "SELECT token_hash, tenant_id, user_id, role, created_at, last_seen_at, csrf_token, \
-         source, user_agent FROM sessions "
+         source, user_agent, stage, mfa_at FROM sessions "
     };
 }
 
@@ -379,7 +383,8 @@ impl SessionRepository for Store {
         let mut tx = self.begin(Scope::Tenant(s.tenant_id)).await?;
         on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO sessions (token_hash, tenant_id, user_id, role, created_at, last_seen_at, \
-             csrf_token, source, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+             csrf_token, source, user_agent, stage, mfa_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
             .bind(s.token_hash.as_str())
             .bind(s.tenant_id.to_string())
             .bind(s.user_id.to_string())
@@ -389,6 +394,8 @@ impl SessionRepository for Store {
             .bind(&s.csrf_token)
             .bind(&s.source)
             .bind(&s.user_agent)
+            .bind(s.stage.as_str())
+            .bind(s.mfa_at.map(Timestamp::unix_millis))
             .execute(&mut **c).await.map(|_| ()))
         .map_err(repo_err)?;
         tx.commit().await
@@ -521,6 +528,11 @@ struct AuthEventRow {
 const OUTCOMES: &[&str] = &[
     "ok",
     "bad_credentials",
+    "wrong_code",
+    "replayed",
+    "enrolled",
+    "verified",
+    "recovery_code",
     "backing_off",
     "attempts_exhausted",
     "locked",

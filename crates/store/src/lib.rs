@@ -9,6 +9,8 @@
 //! row contents.
 
 mod identity;
+mod mfa;
+
 pub mod testing;
 mod tx;
 

@@ -63,6 +63,8 @@ fn session(u: &User, token: &OpaqueToken, at: Timestamp) -> Session {
         csrf_token: "csrf".into(),
         source: "192.0.2.1".into(),
         user_agent: "Firefox on Linux".into(),
+        stage: SessionStage::MfaPending,
+        mfa_at: Some(at),
     }
 }
 
@@ -262,6 +264,51 @@ async fn auth_events_are_kept_per_tenant_newest_first(db: TestDatabase) {
     assert!(s.list_auth_events(b.id, None, 10).await.unwrap().is_empty());
 }
 
+async fn second_factors_are_single_use(db: TestDatabase) {
+    use telesafe_core::identity::mfa::{MfaRepository, TotpRecord};
+    let s = &db.store;
+    let a = tenant("alpha");
+    s.create_tenant(&a).await.unwrap();
+    let u = user(&a, "doc@example.org", Role::Clinician, Some("$argon2id$x"));
+    s.create_user(&u).await.unwrap();
+    assert_eq!(s.totp_for(a.id, u.id).await.unwrap(), None);
+    let pending = |seed: &[u8]| TotpRecord {
+        tenant_id: a.id,
+        user_id: u.id,
+        sealed_seed: seed.to_vec(),
+        confirmed: false,
+        last_step: 0,
+        created_at: T0,
+    };
+    s.save_pending_totp(&pending(b"first")).await.unwrap();
+    s.save_pending_totp(&pending(b"second")).await.unwrap();
+    assert_eq!(s.totp_for(a.id, u.id).await.unwrap().unwrap().sealed_seed, b"second");
+    // A step cannot be used before confirmation.
+    assert!(!s.use_totp_step(a.id, u.id, 10).await.unwrap());
+    assert!(s.confirm_totp(a.id, u.id, 10).await.unwrap());
+    assert!(!s.confirm_totp(a.id, u.id, 11).await.unwrap());
+    // A confirmed authenticator is never replaced by a pending one.
+    assert!(s.save_pending_totp(&pending(b"third")).await.is_err());
+    let got = s.totp_for(a.id, u.id).await.unwrap().unwrap();
+    assert!(got.confirmed && got.sealed_seed == b"second" && got.last_step == 10);
+    // Replay guard: the same step twice (concurrently) succeeds once; older steps never.
+    let (x, y) = tokio::join!(s.use_totp_step(a.id, u.id, 11), s.use_totp_step(a.id, u.id, 11));
+    assert_eq!(u8::from(x.unwrap()) + u8::from(y.unwrap()), 1);
+    assert!(!s.use_totp_step(a.id, u.id, 10).await.unwrap());
+    assert!(s.use_totp_step(a.id, u.id, 12).await.unwrap());
+    // Recovery codes: each once; replacing voids the old set.
+    let hashes: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
+    s.replace_recovery_codes(a.id, u.id, &hashes, T0).await.unwrap();
+    assert_eq!(s.unused_recovery_codes(a.id, u.id).await.unwrap(), 10);
+    assert!(s.consume_recovery_code(a.id, u.id, "h3", T0).await.unwrap());
+    assert!(!s.consume_recovery_code(a.id, u.id, "h3", T0).await.unwrap());
+    assert!(!s.consume_recovery_code(a.id, u.id, "nope", T0).await.unwrap());
+    assert_eq!(s.unused_recovery_codes(a.id, u.id).await.unwrap(), 9);
+    s.replace_recovery_codes(a.id, u.id, &["n1".to_owned()], T0).await.unwrap();
+    assert!(!s.consume_recovery_code(a.id, u.id, "h4", T0).await.unwrap());
+    assert_eq!(s.unused_recovery_codes(a.id, u.id).await.unwrap(), 1);
+}
+
 async fn setup_tokens_are_single_use_and_expire(db: TestDatabase) {
     let s = &db.store;
     let t = OpaqueToken::generate().unwrap();
@@ -439,6 +486,7 @@ conformance!(
     sign_in_attempts_are_capped_atomically_and_lock_the_account,
     repeated_failures_back_off_and_lock_at_the_cap,
     auth_events_are_kept_per_tenant_newest_first,
+    second_factors_are_single_use,
     rows_are_invisible_to_a_query_that_states_no_tenant,
     readiness_reports_current_migrations,
 );

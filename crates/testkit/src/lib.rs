@@ -40,6 +40,8 @@ pub struct TestServer {
     /// The demo accounts' password.
     pub password: SecretString,
     cert_pem: Vec<u8>,
+    /// TOTP secrets (base32) of the demo accounts that enrolled, and the last step used.
+    totp: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Drained>>,
     _data: tempfile::TempDir,
@@ -94,6 +96,7 @@ pub async fn start_with(
         clinic,
         password,
         cert_pem,
+        totp: Default::default(),
         stop: Some(tx),
         handle: Some(handle),
         _data: data,
@@ -131,8 +134,10 @@ impl TestServer {
         raw_exchange(self.addr, self.tls_client_config(), request).await
     }
 
-    /// Signs in as the demo account with `email` through the real form; returns the
-    /// client holding the session cookie.
+    /// Signs in as the demo account with `email` through the real forms, completing the
+    /// second factor as a person would: staff enrol an authenticator on first sign-in
+    /// (reading the key off the page), and enrolled accounts answer the TOTP challenge.
+    /// Returns the client holding the fully signed-in session cookie.
     pub async fn signed_in(&self, email: &str) -> reqwest::Client {
         let c = self.client();
         let resp = c
@@ -147,24 +152,82 @@ impl TestServer {
             .await
             .expect("sign-in request");
         assert_eq!(resp.status(), 303, "sign-in as {email} failed");
+        let next = resp.headers()["location"].to_str().expect("location").to_owned();
+        match next.as_str() {
+            "/mfa/enroll" => {
+                let secret = self.enroll_totp(&c).await;
+                self.totp
+                    .lock()
+                    .expect("lock")
+                    .insert(email.to_owned(), (secret, self.current_step()));
+            }
+            "/mfa" => {
+                let (secret, last) = self
+                    .totp
+                    .lock()
+                    .expect("lock")
+                    .get(email)
+                    .cloned()
+                    .expect("an enrolled secret");
+                // One code per time step: if this step was used, the next step's code is
+                // accepted too (RFC 6238 drift window).
+                let step = self.current_step().max(last + 1);
+                let code = totp_code(&secret, step);
+                let csrf = self.page_csrf(&c, "/mfa").await;
+                let r = c
+                    .post(self.url("/mfa"))
+                    .header("origin", &self.base)
+                    .form(&[("csrf", csrf.as_str()), ("code", code.as_str())])
+                    .send()
+                    .await
+                    .expect("mfa request");
+                assert_eq!(r.status(), 303, "TOTP challenge for {email} failed");
+                self.totp.lock().expect("lock").insert(email.to_owned(), (secret, step));
+            }
+            _ => {}
+        }
         c
+    }
+
+    /// The current RFC 6238 time step by the server's clock.
+    pub fn current_step(&self) -> i64 {
+        self.state.clock.now().unix_millis().div_euclid(30_000)
+    }
+
+    /// Completes enrolment on a session at `/mfa/enroll`; returns the base32 secret.
+    pub async fn enroll_totp(&self, c: &reqwest::Client) -> String {
+        let page = c
+            .get(self.url("/mfa/enroll"))
+            .send()
+            .await
+            .expect("enrol page")
+            .text()
+            .await
+            .expect("body");
+        let secret = secret_on_page(&page);
+        let csrf = field_value(&page, "csrf");
+        let code = totp_code(&secret, self.current_step());
+        let r = c
+            .post(self.url("/mfa/enroll"))
+            .header("origin", &self.base)
+            .form(&[("csrf", csrf.as_str()), ("code", code.as_str())])
+            .send()
+            .await
+            .expect("enrol request");
+        assert_eq!(r.status(), 200, "enrolment failed");
+        secret
+    }
+
+    /// The CSRF token embedded in the page at `path`.
+    pub async fn page_csrf(&self, client: &reqwest::Client, path: &str) -> String {
+        let html =
+            client.get(self.url(path)).send().await.expect("page").text().await.expect("body");
+        field_value(&html, "csrf")
     }
 
     /// The session's CSRF token, as the account page embeds it in its forms.
     pub async fn csrf(&self, client: &reqwest::Client) -> String {
-        let html = client
-            .get(self.url("/account"))
-            .send()
-            .await
-            .expect("account page")
-            .text()
-            .await
-            .expect("body");
-        html.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("a csrf field on the account page")
-            .to_owned()
+        self.page_csrf(client, "/account").await
     }
 
     /// Like [`TestServer::client`], but connecting from `local` (any 127.0.0.0/8 address
@@ -190,6 +253,33 @@ impl TestServer {
             None => Drained::Clean,
         }
     }
+}
+
+/// The value of the first form field named `name` on a page.
+pub fn field_value(html: &str, name: &str) -> String {
+    html.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no {name} field on the page"))
+        .to_owned()
+}
+
+/// The TOTP key an enrolment page shows for manual entry (spaces removed).
+pub fn secret_on_page(html: &str) -> String {
+    html.split("id=\"totp-secret\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the enrolment page shows the key")
+        .split_whitespace()
+        .collect()
+}
+
+/// The 6-digit RFC 6238 code for `secret` (base32) at time step `step`.
+pub fn totp_code(secret: &str, step: i64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().expect("base32 secret");
+    let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, "t".into())
+        .expect("valid TOTP parameters");
+    totp.generate(u64::try_from(step * 30).expect("positive time"))
 }
 
 /// Client TLS settings that trust exactly the certificates in `cert_pem`.

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CACHE_CONTROL, SET_COOKIE};
-use telesafe_core::{ManualClock, SystemClock, Timestamp};
+use telesafe_core::identity::{AuthEventKind, AuthEventRepository};
+use telesafe_core::{Clock, ManualClock, SystemClock, Timestamp};
 use telesafe_proto::{ErrorBody, ErrorCode};
 use telesafe_server::serve::Drained;
 use telesafe_testkit::{DbBackend, TestServer, both_backends, start};
@@ -128,7 +129,11 @@ async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBa
     let r = c
         .post(s.url("/signin"))
         .header("origin", &s.base)
-        .form(&[("organisation", "demo"), ("email", DR), ("password", "not the password at all")])
+        .form(&[
+            ("organisation", "demo"),
+            ("email", PATIENT),
+            ("password", "not the password at all"),
+        ])
         .send()
         .await
         .unwrap();
@@ -140,12 +145,16 @@ async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBa
     let r = c
         .post(s.url("/signin"))
         .header("origin", &s.base)
-        .form(&[("organisation", "demo"), ("email", DR), ("password", s.password.expose_secret())])
+        .form(&[
+            ("organisation", "demo"),
+            ("email", PATIENT),
+            ("password", s.password.expose_secret()),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/console");
+    assert_eq!(r.headers()["location"], "/portal");
     let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("__Host-telesafe_session="), "{cookie}");
     for attr in ["; Path=/", "; Secure", "; HttpOnly", "; SameSite=Strict", "; Max-Age=43200"] {
@@ -153,10 +162,10 @@ async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBa
     }
     assert!(!cookie.contains("Domain="), "{cookie}");
 
-    let page = c.get(s.url("/console")).send().await.unwrap();
+    let page = c.get(s.url("/portal")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("Ana López") && html.contains("Walter Brown"), "console lists patients");
+    assert!(html.contains("Welcome, Ana López"), "the portal greets its patient");
 
     // Sign out ends the session on the server, not just in the browser.
     let csrf = s.csrf(&c).await;
@@ -177,6 +186,14 @@ async fn sign_in_sets_a_hardened_cookie_and_lands_on_the_role_home(backend: DbBa
         .await
         .unwrap();
     assert_eq!(me.status(), 401);
+}
+
+async fn the_console_lists_the_clinics_patients(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let c = s.signed_in(DR).await;
+    let html = c.get(s.url("/console")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("Ana López") && html.contains("Walter Brown"), "console lists patients");
+    assert!(html.contains("Patient without a portal account"));
 }
 
 async fn each_role_reaches_only_its_own_console(backend: DbBackend) {
@@ -382,7 +399,131 @@ async fn a_thousand_guesses_from_fifty_connections_evaluate_at_most_a_hundred(ba
     s.signed_in(PATIENT).await;
 }
 
+/// RFC 6238 code from oathtool (an independent implementation), at `at`.
+fn oathtool(secret: &str, at: Timestamp) -> String {
+    let out = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", secret, "--now", &format!("@{}", at.unix_millis() / 1000)])
+        .output()
+        .expect("oathtool is installed (scripts/test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn password_sign_in(s: &TestServer, email: &str) -> (reqwest::Client, String) {
+    use secrecy::ExposeSecret;
+    let c = s.client();
+    let r = c
+        .post(s.url("/signin"))
+        .header("origin", &s.base)
+        .form(&[
+            ("organisation", "demo"),
+            ("email", email),
+            ("password", s.password.expose_secret()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let next = r.headers()["location"].to_str().unwrap().to_owned();
+    (c, next)
+}
+
+async fn post_form(
+    s: &TestServer,
+    c: &reqwest::Client,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    c.post(s.url(path)).header("origin", &s.base).form(fields).send().await.unwrap()
+}
+
+async fn totp_from_an_independent_implementation_is_accepted_once(backend: DbBackend) {
+    let t0 = Timestamp::from_unix_millis(1_790_000_000_000);
+    let clock = ManualClock::at(t0);
+    let Some(s) = start(backend, Arc::new(clock.clone())).await else { return };
+    // A patient opts in from their account page.
+    let c = s.signed_in(PATIENT).await;
+    let page = c.get(s.url("/mfa/enroll")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<svg"), "the QR code is inline SVG");
+    let secret = telesafe_testkit::secret_on_page(&page);
+    let csrf = telesafe_testkit::field_value(&page, "csrf");
+    let wrong = post_form(&s, &c, "/mfa/enroll", &[("csrf", &csrf), ("code", "000000")]).await;
+    assert_eq!(wrong.status(), 422);
+    let done =
+        post_form(&s, &c, "/mfa/enroll", &[("csrf", &csrf), ("code", &oathtool(&secret, t0))])
+            .await;
+    assert_eq!(done.status(), 200);
+    assert!(
+        done.headers()[SET_COOKIE].to_str().unwrap().starts_with("__Host-telesafe_session="),
+        "a new session id"
+    );
+    let codes_page = done.text().await.unwrap();
+    let recovery: Vec<String> = codes_page
+        .split("<li><code>")
+        .skip(1)
+        .map(|x| x.split('<').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    // Next sign-in asks for the code; oathtool's code for the current step works.
+    clock.advance(Duration::from_secs(30));
+    let (c2, next) = password_sign_in(&s, PATIENT).await;
+    assert_eq!(next, "/mfa");
+    // Until the second step is done, nothing else is reachable.
+    assert_eq!(c2.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    assert_eq!(c2.get(s.url("/portal")).send().await.unwrap().headers()["location"], "/mfa");
+    let code = oathtool(&secret, clock.now());
+    let csrf2 = s.page_csrf(&c2, "/mfa").await;
+    let ok = post_form(&s, &c2, "/mfa", &[("csrf", &csrf2), ("code", &code)]).await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(c2.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+
+    // The same code a second time is refused, and recorded.
+    let (c3, _) = password_sign_in(&s, PATIENT).await;
+    let csrf3 = s.page_csrf(&c3, "/mfa").await;
+    let replay = post_form(&s, &c3, "/mfa", &[("csrf", &csrf3), ("code", &code)]).await;
+    assert_eq!(replay.status(), 401);
+    assert!(replay.text().await.unwrap().contains("already been used"));
+    let tenant = s.clinic.tenant.id;
+    let events = s.state.store.list_auth_events(tenant, None, 50).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == AuthEventKind::MfaReplayed));
+
+    // A recovery code works once.
+    let used = post_form(
+        &s,
+        &c3,
+        "/mfa",
+        &[("csrf", &csrf3), ("recovery_code", &recovery[0].to_lowercase())],
+    )
+    .await;
+    assert_eq!(used.status(), 303);
+    let (c4, _) = password_sign_in(&s, PATIENT).await;
+    let csrf4 = s.page_csrf(&c4, "/mfa").await;
+    let again =
+        post_form(&s, &c4, "/mfa", &[("csrf", &csrf4), ("recovery_code", &recovery[0])]).await;
+    assert_eq!(again.status(), 401);
+}
+
+async fn staff_must_enrol_before_doing_anything_else(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let (c, next) = password_sign_in(&s, FRONT_DESK).await;
+    assert_eq!(next, "/mfa/enroll");
+    for page in ["/console", "/account", "/portal", "/mfa"] {
+        let r = c.get(s.url(page)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{page}");
+        assert_eq!(r.headers()["location"], "/mfa/enroll", "{page}");
+    }
+    assert_eq!(c.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    let page = c.get(s.url("/mfa/enroll")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Staff accounts protect patient information"));
+    s.enroll_totp(&c).await;
+    assert_eq!(c.get(s.url("/console")).send().await.unwrap().status(), 200);
+}
+
 both_backends!(
+    the_console_lists_the_clinics_patients,
+    totp_from_an_independent_implementation_is_accepted_once,
+    staff_must_enrol_before_doing_anything_else,
     administrators_idle_out_after_fifteen_minutes,
     absolute_limit_holds_despite_activity,
     my_sessions_can_be_listed_and_ended,

@@ -18,6 +18,11 @@ pub enum AuthEventKind {
     SignedOut,
     SignedOutEverywhere,
     SessionRevoked,
+    MfaEnrolled,
+    MfaVerified,
+    MfaFailed,
+    MfaReplayed,
+    RecoveryCodeUsed,
 }
 
 impl AuthEventKind {
@@ -31,6 +36,11 @@ impl AuthEventKind {
             Self::SignedOut => "signed_out",
             Self::SignedOutEverywhere => "signed_out_everywhere",
             Self::SessionRevoked => "session_revoked",
+            Self::MfaEnrolled => "mfa_enrolled",
+            Self::MfaVerified => "mfa_verified",
+            Self::MfaFailed => "mfa_failed",
+            Self::MfaReplayed => "mfa_replayed",
+            Self::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 
@@ -44,6 +54,11 @@ impl AuthEventKind {
             Self::SignedOut,
             Self::SignedOutEverywhere,
             Self::SessionRevoked,
+            Self::MfaEnrolled,
+            Self::MfaVerified,
+            Self::MfaFailed,
+            Self::MfaReplayed,
+            Self::RecoveryCodeUsed,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -51,7 +66,14 @@ impl AuthEventKind {
 
     /// Whether a security officer should look at it.
     pub const fn is_security_event(self) -> bool {
-        matches!(self, Self::AccountLocked | Self::AccountUnlocked | Self::SignInThrottled)
+        matches!(
+            self,
+            Self::AccountLocked
+                | Self::AccountUnlocked
+                | Self::SignInThrottled
+                | Self::MfaReplayed
+                | Self::RecoveryCodeUsed
+        )
     }
 }
 

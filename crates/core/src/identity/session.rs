@@ -8,9 +8,38 @@ use super::model::Role;
 use crate::clock::Timestamp;
 use crate::ids::{TenantId, UserId};
 
+/// How far a session has got through sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStage {
+    /// Fully signed in.
+    Full,
+    /// Password accepted; the second factor is still to come.
+    MfaPending,
+    /// Password accepted, but this (staff) account must enrol a second factor before it
+    /// can do anything else.
+    EnrollRequired,
+}
+
+impl SessionStage {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::MfaPending => "mfa_pending",
+            Self::EnrollRequired => "enroll_required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Full, Self::MfaPending, Self::EnrollRequired].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
 /// A signed-in browser. The cookie holds a random token; only its hash is stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Session {
+    pub stage: SessionStage,
+    /// When a second factor was last verified in this session (for step-up).
+    pub mfa_at: Option<Timestamp>,
     pub token_hash: TokenHash,
     pub tenant_id: TenantId,
     pub user_id: UserId,
@@ -31,6 +60,7 @@ impl std::fmt::Debug for Session {
             .field("tenant_id", &self.tenant_id)
             .field("user_id", &self.user_id)
             .field("role", &self.role)
+            .field("stage", &self.stage)
             .field("created_at", &self.created_at)
             .field("last_seen_at", &self.last_seen_at)
             .finish_non_exhaustive()
@@ -98,6 +128,8 @@ mod tests {
             csrf_token: String::new(),
             source: String::new(),
             user_agent: String::new(),
+            stage: SessionStage::Full,
+            mfa_at: None,
         }
     }
 

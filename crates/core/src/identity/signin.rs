@@ -15,10 +15,12 @@ use tokio::sync::Semaphore;
 
 use super::email::Email;
 use super::events::{AuthEvent, AuthEventKind, AuthEventRepository};
+use super::mfa::{self, MfaRepository};
 use super::model::{TenantSlug, User, UserStatus};
 use super::password::normalise;
 use super::repo::{SessionRepository, TenantRepository, UserRepository};
-use super::session::Session;
+use super::session::{Session, SessionStage};
+
 use super::throttle::{self, AddressThrottle};
 use crate::clock::Clock;
 use crate::repo::RepoError;
@@ -132,7 +134,7 @@ pub async fn sign_in<R>(
     attempt: SignInAttempt<'_>,
 ) -> Result<SignIn, SignInError>
 where
-    R: TenantRepository + UserRepository + SessionRepository + AuthEventRepository,
+    R: TenantRepository + UserRepository + SessionRepository + AuthEventRepository + MfaRepository,
 {
     let now = clock.now();
     if let Some(until) = addresses.blocked_until(attempt.source, now) {
@@ -224,7 +226,15 @@ where
     addresses.record_success(attempt.source);
     let token = OpaqueToken::generate().map_err(|_| SignInError::Hashing)?;
     let csrf = OpaqueToken::generate().map_err(|_| SignInError::Hashing)?;
+    let has_mfa = mfa::has_mfa(repo, &user).await?;
+    let stage = match (has_mfa, user.role.is_staff()) {
+        (true, _) => SessionStage::MfaPending,
+        (false, true) => SessionStage::EnrollRequired,
+        (false, false) => SessionStage::Full,
+    };
     let session = Session {
+        stage,
+        mfa_at: None,
         token_hash: token.hash(),
         tenant_id: user.tenant_id,
         user_id: user.id,

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use telesafe_core::identity::mfa::{self, MfaRepository};
 use telesafe_core::identity::{
     AuthEvent, AuthEventKind, AuthEventRepository, Role, SessionRepository,
 };
@@ -44,6 +45,8 @@ struct AccountPage {
     organisation: String,
     sessions: Vec<SessionLine>,
     activity: Vec<ActivityLine>,
+    has_totp: bool,
+    recovery_left: u32,
 }
 
 fn describe(kind: AuthEventKind, outcome: &str) -> &'static str {
@@ -58,6 +61,11 @@ fn describe(kind: AuthEventKind, outcome: &str) -> &'static str {
         (AuthEventKind::SignedOut, _) => "Signed out",
         (AuthEventKind::SignedOutEverywhere, _) => "Signed out everywhere else",
         (AuthEventKind::SessionRevoked, _) => "Ended a sign-in on another device",
+        (AuthEventKind::MfaEnrolled, _) => "Set up an authenticator app",
+        (AuthEventKind::MfaVerified, _) => "Confirmed sign-in with the authenticator app",
+        (AuthEventKind::MfaFailed, _) => "Wrong authenticator code entered",
+        (AuthEventKind::MfaReplayed, _) => "An authenticator code was used a second time (refused)",
+        (AuthEventKind::RecoveryCodeUsed, _) => "Signed in with a recovery code",
     }
 }
 
@@ -78,6 +86,8 @@ pub async fn account(
     let org = organisation(&state, tenant).await?;
     let sessions = state.store.list_sessions(tenant, user).await.map_err(fail)?;
     let events = state.store.list_auth_events(tenant, Some(user), 20).await.map_err(fail)?;
+    let has_totp = mfa::has_mfa(&state.store, &me.user).await.map_err(fail)?;
+    let recovery_left = state.store.unused_recovery_codes(tenant, user).await.map_err(fail)?;
     let page = AccountPage {
         shell: Shell::for_user(&state, "My account", &me, &org, "/account"),
         notice: match q.done.as_deref() {
@@ -88,6 +98,8 @@ pub async fn account(
         name: me.user.display_name.as_str().to_owned(),
         email: me.user.email.as_str().to_owned(),
         role: me.role().label(),
+        has_totp,
+        recovery_left,
         organisation: org,
         sessions: sessions
             .iter()

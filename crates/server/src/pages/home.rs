@@ -11,13 +11,13 @@ use telesafe_core::identity::{
 };
 use telesafe_core::{TenantId, UserId};
 
-use super::{PageError, Shell, home_of, render, require};
+use super::{PageError, Shell, render, require};
 use crate::auth::{CurrentUser, MaybeUser};
 use crate::state::{AppState, Posture};
 
 pub async fn root(MaybeUser(me): MaybeUser) -> Response {
     match me {
-        Some(me) => Redirect::to(home_of(me.role())).into_response(),
+        Some(me) => Redirect::to(super::next_page(&me)).into_response(),
         None => Redirect::to("/signin").into_response(),
     }
 }

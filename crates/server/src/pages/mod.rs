@@ -4,6 +4,7 @@
 
 mod account;
 mod home;
+mod mfa;
 mod signin;
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use telesafe_core::identity::Role;
+use telesafe_core::identity::{Role, SessionStage};
 
 use crate::assets::Assets;
 use crate::auth::CurrentUser;
@@ -21,6 +22,7 @@ use crate::state::AppState;
 
 pub use account::{account, revoke_other_sessions, revoke_session};
 pub use home::{admin, console, portal, root, security};
+pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge};
 pub use signin::{show_signin, signin, signout};
 
 /// A navigation entry.
@@ -79,6 +81,11 @@ impl Shell {
         Self::with_assets(&state.assets, title)
     }
 
+    /// For a session still signing in: no navigation, but its forms carry the CSRF token.
+    pub fn signing_in(state: &AppState, title: &str, me: &CurrentUser) -> Self {
+        Self { csrf: me.session.csrf_token.clone(), ..Self::anonymous(state, title) }
+    }
+
     fn with_assets(assets: &Assets, title: &str) -> Self {
         Self {
             title: title.to_owned(),
@@ -130,20 +137,27 @@ pub fn render(t: &impl Template, status: StatusCode) -> Response {
 /// An error on a page: shown as a readable page, not JSON. Unauthenticated visitors are
 /// sent to sign in instead.
 #[derive(Debug)]
-pub struct PageError {
-    assets: Arc<Assets>,
-    err: AppError,
+pub enum PageError {
+    Failed {
+        assets: Arc<Assets>,
+        err: AppError,
+    },
+    /// The visitor belongs elsewhere (for example, mid-way through signing in).
+    Redirect(&'static str),
 }
 
 impl PageError {
     pub fn new(state: &AppState, err: impl Into<AppError>) -> Self {
-        Self { assets: state.assets.clone(), err: err.into() }
+        Self::Failed { assets: state.assets.clone(), err: err.into() }
     }
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let PageError { assets, err } = self;
+        let (assets, err) = match self {
+            PageError::Redirect(to) => return Redirect::to(to).into_response(),
+            PageError::Failed { assets, err } => (assets, err),
+        };
         if matches!(err, AppError::Unauthenticated) {
             return Redirect::to("/signin").into_response();
         }
@@ -165,7 +179,27 @@ impl IntoResponse for PageError {
     }
 }
 
-/// Requires a signed-in user with one of `roles`.
+/// `map_err` adapter: any error becomes an error page.
+pub fn failed<E: Into<AppError>>(state: &AppState) -> impl Fn(E) -> PageError + '_ {
+    move |e| PageError::new(state, e)
+}
+
+/// Where a session at `stage` must go before anything else.
+pub fn stage_page(stage: SessionStage) -> Option<&'static str> {
+    match stage {
+        SessionStage::Full => None,
+        SessionStage::MfaPending => Some("/mfa"),
+        SessionStage::EnrollRequired => Some("/mfa/enroll"),
+    }
+}
+
+/// Where a signed-in user goes next: their home, or the second-factor step they owe.
+pub fn next_page(me: &CurrentUser) -> &'static str {
+    stage_page(me.session.stage).unwrap_or_else(|| home_of(me.role()))
+}
+
+/// Requires a fully signed-in user with one of `roles`. A session still owing its second
+/// factor is sent to that step and can reach nothing else.
 pub fn require(
     state: &AppState,
     me: Option<CurrentUser>,
@@ -173,8 +207,11 @@ pub fn require(
 ) -> Result<CurrentUser, PageError> {
     match me {
         None => Err(PageError::new(state, AppError::Unauthenticated)),
-        Some(me) if roles.contains(&me.role()) => Ok(me),
-        Some(_) => Err(PageError::new(state, AppError::Forbidden)),
+        Some(me) => match stage_page(me.session.stage) {
+            Some(step) => Err(PageError::Redirect(step)),
+            None if roles.contains(&me.role()) => Ok(me),
+            None => Err(PageError::new(state, AppError::Forbidden)),
+        },
     }
 }
 

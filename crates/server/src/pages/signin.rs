@@ -32,7 +32,7 @@ struct SignInPage {
 
 pub async fn show_signin(State(state): State<AppState>, MaybeUser(me): MaybeUser) -> Response {
     if let Some(me) = me {
-        return Redirect::to(home_of(me.role())).into_response();
+        return Redirect::to(super::next_page(&me)).into_response();
     }
     let page = SignInPage {
         shell: Shell::anonymous(&state, "Sign in"),
@@ -79,7 +79,9 @@ pub async fn signin(
             tracing::info!(user = %done.user.id, tenant = %done.user.tenant_id, "signed in");
             let policy = SessionPolicy::for_role(done.user.role);
             let cookie = session_cookie(&done.token, policy.absolute.as_secs());
-            let mut resp = Redirect::to(home_of(done.user.role)).into_response();
+            let next =
+                super::stage_page(done.session.stage).unwrap_or_else(|| home_of(done.user.role));
+            let mut resp = Redirect::to(next).into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);
             }

@@ -1,0 +1,260 @@
+//! Second-factor pages: the challenge after a password (TOTP code or recovery code), and
+//! authenticator enrolment (QR code, manual key, first code, recovery codes shown once).
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use telesafe_core::identity::mfa::{self, MfaError};
+use telesafe_core::identity::{AuthEventKind, SessionPolicy, SessionRepository, SessionStage};
+
+use super::home::organisation;
+use super::{PageError, Shell, failed, home_of, render};
+use crate::auth::{CurrentUser, MaybeUser, session_cookie};
+use crate::error::AppError;
+use crate::http::form::ValidForm;
+use crate::state::AppState;
+
+/// What a stage-limited page needs: a session at one of `stages`, else where to go.
+fn at_stage(me: Option<CurrentUser>, stages: &[SessionStage]) -> Result<CurrentUser, PageError> {
+    match me {
+        None => Err(PageError::Redirect("/signin")),
+        Some(me) if stages.contains(&me.session.stage) => Ok(me),
+        Some(me) => Err(PageError::Redirect(super::next_page(&me))),
+    }
+}
+
+fn with_cookie(
+    mut resp: Response,
+    token: &telesafe_crypto::OpaqueToken,
+    me: &CurrentUser,
+) -> Response {
+    let max_age = SessionPolicy::for_role(me.role()).absolute.as_secs();
+    if let Ok(v) = HeaderValue::from_str(&session_cookie(token, max_age)) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+#[derive(Template)]
+#[template(path = "mfa_challenge.html")]
+struct ChallengePage {
+    shell: Shell,
+    error: Option<String>,
+}
+
+pub async fn show_mfa_challenge(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+) -> Result<Response, PageError> {
+    let me = at_stage(me, &[SessionStage::MfaPending])?;
+    let page =
+        ChallengePage { shell: Shell::signing_in(&state, "Confirm it is you", &me), error: None };
+    Ok(render(&page, StatusCode::OK))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChallengeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    recovery_code: String,
+}
+
+pub async fn mfa_challenge(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<ChallengeForm>,
+) -> Result<Response, PageError> {
+    let me = at_stage(me, &[SessionStage::MfaPending])?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let now = state.clock.now();
+    let (result, kind_ok) = if form.recovery_code.trim().is_empty() {
+        (
+            mfa::verify_totp(&state.store, &state.mfa_keys, &me.user, &form.code, now).await,
+            AuthEventKind::MfaVerified,
+        )
+    } else {
+        (
+            mfa::use_recovery_code(
+                &state.store,
+                &state.mfa_keys,
+                &me.user,
+                &form.recovery_code,
+                now,
+            )
+            .await,
+            AuthEventKind::RecoveryCodeUsed,
+        )
+    };
+    match result {
+        Ok(()) => {
+            mfa::record(&state.store, &me.session, now, kind_ok, "verified")
+                .await
+                .map_err(failed(&state))?;
+            let (_, token) = mfa::complete_session(&state.store, &me.session, now, true)
+                .await
+                .map_err(failed(&state))?;
+            Ok(with_cookie(Redirect::to(home_of(me.role())).into_response(), &token, &me))
+        }
+        Err(e @ (MfaError::WrongCode | MfaError::Replayed)) => {
+            let (kind, outcome) = match e {
+                MfaError::Replayed => (AuthEventKind::MfaReplayed, "replayed"),
+                _ => (AuthEventKind::MfaFailed, "wrong_code"),
+            };
+            mfa::record(&state.store, &me.session, now, kind, outcome)
+                .await
+                .map_err(failed(&state))?;
+            let page = ChallengePage {
+                shell: Shell::signing_in(&state, "Confirm it is you", &me),
+                error: Some(e.to_string()),
+            };
+            Ok(render(&page, StatusCode::UNAUTHORIZED))
+        }
+        Err(MfaError::Repo(e)) => Err(PageError::new(&state, e)),
+        Err(e) => Err(PageError::new(&state, AppError::internal(e))),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mfa_enroll.html")]
+struct EnrollPage {
+    shell: Shell,
+    required: bool,
+    error: Option<String>,
+    qr_svg: String,
+    secret_groups: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "mfa_recovery_codes.html")]
+struct RecoveryCodesPage {
+    shell: Shell,
+    codes: Vec<String>,
+    next: &'static str,
+}
+
+/// A QR code of `text` as inline SVG (no image request, so nothing to cache or leak).
+fn qr_svg(text: &str) -> Result<String, AppError> {
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(AppError::internal)?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(220, 220)
+        .dark_color(qrcode::render::svg::Color("#000000"))
+        .light_color(qrcode::render::svg::Color("#ffffff"))
+        .build();
+    // Drop the XML declaration; the element is embedded in HTML.
+    Ok(svg.find("<svg").map(|i| svg[i..].to_owned()).unwrap_or(svg))
+}
+
+async fn enroll_page(
+    state: &AppState,
+    me: &CurrentUser,
+    error: Option<String>,
+) -> Result<Response, PageError> {
+    let now = state.clock.now();
+    let seed = match mfa::pending_seed(&state.store, &state.mfa_keys, &me.user).await {
+        Ok(Some(seed)) => seed,
+        Ok(None) => mfa::begin_totp_enrollment(&state.store, &state.mfa_keys, &me.user, now)
+            .await
+            .map_err(|e| PageError::new(state, AppError::internal(e)))?,
+        Err(e) => return Err(PageError::new(state, AppError::internal(e))),
+    };
+    let org = organisation(state, me.user.tenant_id).await?;
+    let issuer = format!("Telesafe {org}");
+    let url = seed
+        .otpauth_url(&issuer, me.user.email.as_str())
+        .map_err(|e| PageError::new(state, AppError::internal(e)))?;
+    let base32 = seed.base32();
+    let page = EnrollPage {
+        shell: match me.session.stage {
+            SessionStage::Full => {
+                Shell::for_user(state, "Set up an authenticator app", me, &org, "/account")
+            }
+            _ => Shell::signing_in(state, "Set up an authenticator app", me),
+        },
+        required: me.session.stage == SessionStage::EnrollRequired,
+        error: error.clone(),
+        qr_svg: qr_svg(&url).map_err(failed(state))?,
+        secret_groups: base32
+            .as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect(),
+    };
+    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let mut resp = render(&page, status);
+    // The page shows a secret: never cache it, anywhere.
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+pub async fn show_enroll(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+) -> Result<Response, PageError> {
+    let me = at_stage(me, &[SessionStage::EnrollRequired, SessionStage::Full])?;
+    if mfa::has_mfa(&state.store, &me.user).await.map_err(|e| PageError::new(&state, e))? {
+        return Err(PageError::Redirect("/account"));
+    }
+    enroll_page(&state, &me, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EnrollForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+}
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<EnrollForm>,
+) -> Result<Response, PageError> {
+    let me = at_stage(me, &[SessionStage::EnrollRequired, SessionStage::Full])?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let now = state.clock.now();
+    let codes = match mfa::confirm_totp_enrollment(
+        &state.store,
+        &state.mfa_keys,
+        &me.user,
+        &form.code,
+        now,
+    )
+    .await
+    {
+        Ok(codes) => codes,
+        Err(e @ (MfaError::WrongCode | MfaError::NoEnrollment)) => {
+            return enroll_page(&state, &me, Some(e.to_string())).await;
+        }
+        Err(MfaError::Repo(e)) => return Err(PageError::new(&state, e)),
+        Err(e) => return Err(PageError::new(&state, AppError::internal(e))),
+    };
+    mfa::record(&state.store, &me.session, now, AuthEventKind::MfaEnrolled, "enrolled")
+        .await
+        .map_err(failed(&state))?;
+    // A new session id at the privilege change; every other session of this account ends.
+    let (session, token) = mfa::complete_session(&state.store, &me.session, now, true)
+        .await
+        .map_err(failed(&state))?;
+    state
+        .store
+        .delete_sessions_of_user(me.user.tenant_id, me.user.id, Some(&session.token_hash))
+        .await
+        .map_err(failed(&state))?;
+    let me = CurrentUser { user: me.user, session };
+    let org = organisation(&state, me.user.tenant_id).await?;
+    let page = RecoveryCodesPage {
+        shell: Shell::for_user(&state, "Your recovery codes", &me, &org, "/account"),
+        codes,
+        next: home_of(me.role()),
+    };
+    let mut resp = render(&page, StatusCode::OK);
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(with_cookie(resp, &token, &me))
+}
