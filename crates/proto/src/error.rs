@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     BadRequest,
     Unauthenticated,
+    InvalidToken,
     Forbidden,
     NotFound,
     MethodNotAllowed,
@@ -30,6 +31,7 @@ impl ErrorCode {
         match self {
             Self::BadRequest => "bad_request",
             Self::Unauthenticated => "unauthenticated",
+            Self::InvalidToken => "invalid_token",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -61,6 +63,7 @@ mod tests {
         let all = [
             (ErrorCode::BadRequest, "bad_request"),
             (ErrorCode::Unauthenticated, "unauthenticated"),
+            (ErrorCode::InvalidToken, "invalid_token"),
             (ErrorCode::Forbidden, "forbidden"),
             (ErrorCode::NotFound, "not_found"),
             (ErrorCode::MethodNotAllowed, "method_not_allowed"),

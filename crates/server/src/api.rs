@@ -8,7 +8,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::auth::CurrentUser;
+use crate::auth::Caller;
+
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -58,18 +59,25 @@ pub async fn metrics(
     Ok(resp)
 }
 
+/// Who the caller is: ids, role or scopes only.
 #[derive(Debug, Serialize)]
-pub struct Me {
-    pub id: String,
-    pub tenant_id: String,
-    pub role: &'static str,
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Me {
+    User { id: String, tenant_id: String, role: &'static str },
+    Client { client_id: String, tenant_id: String, scopes: Vec<String> },
 }
 
-/// Who the caller is: ids and role only.
-pub async fn me(me: CurrentUser) -> Json<Me> {
-    Json(Me {
-        id: me.user.id.to_string(),
-        tenant_id: me.user.tenant_id.to_string(),
-        role: me.role().as_str(),
+pub async fn me(caller: Caller) -> Json<Me> {
+    Json(match caller {
+        Caller::User(me) => Me::User {
+            id: me.user.id.to_string(),
+            tenant_id: me.user.tenant_id.to_string(),
+            role: me.role().as_str(),
+        },
+        Caller::Client(t) => Me::Client {
+            client_id: t.client_id,
+            tenant_id: t.tenant_id.to_string(),
+            scopes: t.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+        },
     })
 }

@@ -125,3 +125,23 @@ impl FromRequestParts<AppState> for MaybeUser {
         resolve(state, parts).await.map(MaybeUser)
     }
 }
+
+/// Whoever is calling an API: a signed-in user (session cookie) or an integration (OAuth
+/// bearer token). A bearer token that is present but not live is refused outright, never
+/// treated as "no token".
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(CurrentUser),
+    Client(telesafe_core::identity::clients::AccessToken),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        if let Some(token) = crate::oauth::bearer(state, &parts.headers).await? {
+            return Ok(Caller::Client(token));
+        }
+        CurrentUser::from_request_parts(parts, state).await.map(Caller::User)
+    }
+}

@@ -16,6 +16,9 @@ pub enum AppError {
     BadRequest(String),
     #[error("sign in to continue")]
     Unauthenticated,
+    /// A bearer token was presented but is unknown, expired or revoked (RFC 6750 §3.1).
+    #[error("the access token is invalid, expired or revoked")]
+    InvalidToken,
     #[error("you do not have access to this")]
     Forbidden,
     #[error("not found")]
@@ -48,7 +51,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::CsrfRejected => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -65,6 +68,7 @@ impl AppError {
         match self {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::InvalidToken => ErrorCode::InvalidToken,
             Self::Forbidden => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
@@ -118,11 +122,16 @@ impl IntoResponse for AppError {
             request_id: request_id::current(),
         };
         let mut resp = (self.status(), Json(body)).into_response();
-        if matches!(self, Self::Unauthenticated) {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"telesafe\""),
-            );
+        let challenge = match self {
+            Self::Unauthenticated => Some("Bearer realm=\"telesafe\""),
+            Self::InvalidToken => Some(
+                "Bearer realm=\"telesafe\", error=\"invalid_token\", \
+                 error_description=\"the access token is invalid, expired or revoked\"",
+            ),
+            _ => None,
+        };
+        if let Some(c) = challenge {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         resp
     }
@@ -137,6 +146,7 @@ mod tests {
         let table = [
             (AppError::BadRequest("x".into()), 400, "bad_request"),
             (AppError::Unauthenticated, 401, "unauthenticated"),
+            (AppError::InvalidToken, 401, "invalid_token"),
             (AppError::Forbidden, 403, "forbidden"),
             (AppError::CsrfRejected, 403, "csrf_rejected"),
             (AppError::NotFound, 404, "not_found"),

@@ -8,7 +8,9 @@
 //! crate must never decide who may see what (that is the domain's job) and must never log
 //! row contents.
 
+mod clients;
 mod identity;
+
 mod mfa;
 
 pub mod testing;

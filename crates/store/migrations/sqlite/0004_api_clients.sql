@@ -1,0 +1,24 @@
+-- OAuth 2.0 clients (client credentials) and the access tokens issued to them. Secrets and
+-- tokens are stored only as SHA-256 hashes.
+
+CREATE TABLE api_clients (
+    client_id    TEXT PRIMARY KEY NOT NULL,
+    tenant_id    TEXT NOT NULL REFERENCES tenants(id),
+    name         TEXT NOT NULL,
+    secret_hash  TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER
+);
+CREATE INDEX api_clients_tenant ON api_clients (tenant_id);
+
+CREATE TABLE access_tokens (
+    token_hash  TEXT PRIMARY KEY NOT NULL,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    client_id   TEXT NOT NULL REFERENCES api_clients(client_id),
+    scopes      TEXT NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE INDEX access_tokens_expiry ON access_tokens (expires_at);
