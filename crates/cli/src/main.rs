@@ -5,6 +5,7 @@
 //! never hold business rules, and never print a secret except the one-time values it was
 //! asked to create (a setup token, a demo password), each printed once to stdout.
 
+mod admin;
 mod demo;
 mod init;
 mod logging;
@@ -41,6 +42,15 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Create and list tenants.
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
+    /// Create, list, lock and unlock accounts.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Register, list and revoke API clients.
+    #[command(subcommand)]
+    Client(admin::ClientCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -143,6 +153,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args.listen, args.data_dir).await,
         Command::Init(args) => init::run(args.data_dir, args.listen, args.database_url).await,
         Command::Config(ConfigCommand::Check(args)) => check(&args.overrides),
+        Command::Tenant(cmd) => admin::tenant(cmd).await,
+        Command::User(cmd) => admin::user(cmd).await,
+        Command::Client(cmd) => admin::client(cmd).await,
     }
 }
 

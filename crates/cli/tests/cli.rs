@@ -269,3 +269,137 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
     assert_eq!(status.code(), Some(0));
     assert!(signalled.elapsed() < Duration::from_secs(10), "exit took {:?}", signalled.elapsed());
 }
+
+/// Runs `telesafe` with `args` against the database at `db_url`; returns parsed JSON.
+async fn admin_json(data: &Path, db_url: &str, args: &[&str]) -> serde_json::Value {
+    let out = telesafe()
+        .args(args)
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(data)
+        .env("TELESAFE_DATABASE__URL", db_url)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automation_cli_manages_a_running_servers_tenants_users_and_clients() {
+    let Some(s) = telesafe_testkit::start(
+        telesafe_testkit::DbBackend::Sqlite,
+        Arc::new(telesafe_core::SystemClock),
+    )
+    .await
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = private_dir(tmp.path());
+    let db = s.database_url().to_owned();
+
+    let t = admin_json(
+        &data,
+        &db,
+        &["tenant", "create", "--slug", "hill-clinic", "--name", "Hill Clinic"],
+    )
+    .await;
+    assert_eq!(t["slug"], "hill-clinic");
+    let list = admin_json(&data, &db, &["tenant", "list"]).await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+
+    let u = admin_json(
+        &data,
+        &db,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "hill-clinic",
+            "--role",
+            "nurse",
+            "--email",
+            "nia@hill.example",
+            "--name",
+            "Nia",
+        ],
+    )
+    .await;
+    let link = u["activation_link"].as_str().unwrap();
+    assert!(link.starts_with("https://localhost:8443/activate/") && link.len() > 40, "{link}");
+    let users = admin_json(&data, &db, &["user", "list", "--tenant", "hill-clinic"]).await;
+    assert_eq!(users[0]["status"], "pending");
+
+    // A client created while the server runs can get a token from it at once.
+    let c = admin_json(
+        &data,
+        &db,
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "demo",
+            "--name",
+            "Lab",
+            "--scope",
+            "system/Patient.read",
+        ],
+    )
+    .await;
+    let (id, secret) = (c["client_id"].as_str().unwrap(), c["client_secret"].as_str().unwrap());
+    let http = s.client();
+    let token = http
+        .post(s.url("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 200);
+    let clients = admin_json(&data, &db, &["client", "list", "--tenant", "demo"]).await;
+    assert_eq!(clients[0]["revoked"], false);
+    admin_json(&data, &db, &["client", "revoke", "--tenant", "demo", "--client-id", id]).await;
+    let again = http
+        .post(s.url("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401);
+
+    // Lock ends the account's sessions at once; unlock lets it sign in again.
+    let patient = "walter.brown@demo.telesafe.test";
+    let browser = s.signed_in(patient).await;
+    assert_eq!(browser.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+    let locked =
+        admin_json(&data, &db, &["user", "lock", "--tenant", "demo", "--email", patient]).await;
+    assert_eq!(locked["status"], "locked");
+    assert_eq!(browser.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    admin_json(&data, &db, &["user", "unlock", "--tenant", "demo", "--email", patient]).await;
+    s.signed_in(patient).await;
+
+    // Bad input is a clear error naming what is wrong.
+    let out = telesafe()
+        .args([
+            "user",
+            "create",
+            "--tenant",
+            "demo",
+            "--role",
+            "surgeon",
+            "--email",
+            "x@y.example",
+            "--name",
+            "X",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("TELESAFE_DATABASE__URL", &db)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+}

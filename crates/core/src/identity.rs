@@ -1,7 +1,9 @@
 //! Identity: tenants, accounts and their roles, sessions, sign-in, and the one-time setup
 //! token that creates a deployment's first administrator.
 
+pub mod activation;
 pub mod clients;
+
 mod email;
 
 pub mod events;

@@ -40,6 +40,9 @@ pub struct KeysConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The address people reach this server at (`https://telehealth.clinic.example`), used
+    /// in links it sends. Unset: `https://localhost:<port>`.
+    pub public_url: Option<String>,
     /// Set only when a TLS-terminating reverse proxy forwards plain HTTP to Telesafe.
     pub behind_tls_proxy: bool,
     /// How long in-flight requests may run after SIGTERM before the process exits.
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: None,
             behind_tls_proxy: false,
             shutdown_grace_secs: 30,
             body_limit_bytes: 1024 * 1024,
@@ -233,7 +237,16 @@ impl Config {
         self.keys.root_key_file.clone().unwrap_or_else(|| self.data_dir.join("keys/root.key"))
     }
 
+    /// The base for links this server sends, without a trailing slash.
+    pub fn public_base(&self) -> String {
+        match &self.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("https://localhost:{}", self.server.listen.port()),
+        }
+    }
+
     /// Whether the self-signed certificate is in use.
+
     pub fn self_signed(&self) -> bool {
         self.tls.cert_file.is_none() && self.tls.key_file.is_none()
     }
@@ -262,6 +275,15 @@ impl Config {
                     "database.url",
                     "sslmode=disable sends patient data unencrypted to a remote database; \
                      use sslmode=verify-full",
+                ));
+            }
+        }
+        if let Some(url) = &self.server.public_url {
+            let host = url.strip_prefix("https://").unwrap_or("");
+            if host.is_empty() || host.contains(['?', '#', ' ']) {
+                p.push(problem(
+                    "server.public_url",
+                    "must be an https:// address without a query, such as https://telehealth.clinic.example",
                 ));
             }
         }

@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/security", get(pages::security))
         .route("/account", get(pages::account))
         .route("/mfa", get(pages::show_mfa_challenge).post(pages::mfa_challenge))
+        .route("/activate/{token}", get(pages::show_activate).post(pages::activate))
         .route("/mfa/enroll", get(pages::show_enroll).post(pages::enroll))
         .route("/account/sessions/revoke", post(pages::revoke_session))
         .route("/account/sessions/revoke-others", post(pages::revoke_other_sessions))

@@ -1,6 +1,8 @@
 //! API clients and access tokens.
 
+use telesafe_core::identity::activation::{Activation, ActivationRepository};
 use telesafe_core::identity::clients::{AccessToken, ApiClient, ClientRepository, Scope};
+
 use telesafe_core::{RepoError, TenantId, Timestamp};
 use telesafe_crypto::TokenHash;
 
@@ -170,6 +172,67 @@ impl ClientRepository for Store {
             .bind(at.unix_millis())
             .bind(tenant.to_string())
             .bind(hash.as_str())
+            .execute(&mut **x).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ActivationRow {
+    token_hash: String,
+    tenant_id: String,
+    user_id: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl ActivationRepository for Store {
+    async fn create_activation(&self, a: &Activation) -> Result<(), RepoError> {
+        let mut tx = self.begin(TxScope::Tenant(a.tenant_id)).await?;
+        on_tx!(&mut tx, x => sqlx::query(
+            "INSERT INTO activations (token_hash, tenant_id, user_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)")
+            .bind(a.token_hash.as_str())
+            .bind(a.tenant_id.to_string())
+            .bind(a.user_id.to_string())
+            .bind(a.created_at.unix_millis())
+            .bind(a.expires_at.unix_millis())
+            .execute(&mut **x).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
+    async fn activation(&self, hash: &TokenHash) -> Result<Option<Activation>, RepoError> {
+        let mut tx = self.begin(TxScope::Platform).await?;
+        let row: Option<ActivationRow> = on_tx!(&mut tx, x => sqlx::query_as(
+            "SELECT token_hash, tenant_id, user_id, created_at, expires_at FROM activations \
+             WHERE token_hash = $1 AND used_at IS NULL")
+            .bind(hash.as_str())
+            .fetch_optional(&mut **x).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        let bad = |_| RepoError::Backend("stored activation failed to parse".into());
+        row.map(|r| {
+            Ok(Activation {
+                token_hash: TokenHash::from_stored(r.token_hash),
+                tenant_id: r.tenant_id.parse().map_err(bad)?,
+                user_id: r.user_id.parse().map_err(bad)?,
+                created_at: Timestamp::from_unix_millis(r.created_at),
+                expires_at: Timestamp::from_unix_millis(r.expires_at),
+            })
+        })
+        .transpose()
+    }
+
+    async fn use_activation(&self, a: &Activation, at: Timestamp) -> Result<bool, RepoError> {
+        let mut tx = self.begin(TxScope::Tenant(a.tenant_id)).await?;
+        let n = on_tx!(&mut tx, x => sqlx::query(
+            "UPDATE activations SET used_at = $1 WHERE token_hash = $2 AND tenant_id = $3 AND used_at IS NULL")
+            .bind(at.unix_millis())
+            .bind(a.token_hash.as_str())
+            .bind(a.tenant_id.to_string())
             .execute(&mut **x).await.map(|r| r.rows_affected()))
         .map_err(repo_err)?;
         tx.commit().await?;

@@ -533,6 +533,7 @@ const OUTCOMES: &[&str] = &[
     "enrolled",
     "verified",
     "recovery_code",
+    "activated",
     "backing_off",
     "attempts_exhausted",
     "locked",

@@ -105,7 +105,13 @@ pub async fn start_with(
 }
 
 impl TestServer {
+    /// The database URL the server uses (for running the CLI against the same data).
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// `base` + `path`.
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

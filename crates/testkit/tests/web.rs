@@ -630,7 +630,91 @@ async fn oauth_client_credentials_reach_the_api_until_expired_or_revoked(backend
     assert_eq!(r.status(), 401);
 }
 
+async fn an_activation_link_sets_a_password_once(backend: DbBackend) {
+    use telesafe_core::identity::{
+        DisplayName, Email, User, UserRepository, UserStatus, activation,
+    };
+    let Some(s) = server(backend).await else { return };
+    let now = s.state.clock.now();
+    let tenant = s.clinic.tenant.id;
+    let user = User::new(
+        tenant,
+        Email::parse("new.patient@demo.telesafe.test").unwrap(),
+        DisplayName::parse("Nora Newman").unwrap(),
+        telesafe_core::identity::Role::Patient,
+        UserStatus::Pending,
+        None,
+        now,
+    );
+    s.state.store.create_user(&user).await.unwrap();
+    let token = activation::issue(&s.state.store, &user, now).await.unwrap();
+    let path = format!("/activate/{}", token.reveal());
+    let c = s.client();
+    let page = c.get(s.url(&path)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("at least 15 characters"));
+    for (pw, confirm, says) in [
+        ("short one", "short one", "at least 15 characters"),
+        ("correct horse battery staple", "correct horse battery stapler", "not the same"),
+        (
+            "nora newman forever and ever",
+            "nora newman forever and ever",
+            "must not contain your email address or name",
+        ),
+        ("1qaz2wsx3edc4rfv", "1qaz2wsx3edc4rfv", "too common"),
+    ] {
+        let r = c
+            .post(s.url(&path))
+            .header("origin", &s.base)
+            .form(&[("password", pw), ("confirm", confirm)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{pw}");
+        assert!(r.text().await.unwrap().contains(says), "{pw}: expected {says}");
+    }
+    let good = "plum kettle orbit seventeen";
+    let r = c
+        .post(s.url(&path))
+        .header("origin", &s.base)
+        .form(&[("password", good), ("confirm", good)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Your account is ready"));
+    // The link works once.
+    assert_eq!(c.get(s.url(&path)).send().await.unwrap().status(), 404);
+    let r = c
+        .post(s.url(&path))
+        .header("origin", &s.base)
+        .form(&[("password", good), ("confirm", good)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // And the new password signs in.
+    let r = c
+        .post(s.url("/signin"))
+        .header("origin", &s.base)
+        .form(&[
+            ("organisation", "demo"),
+            ("email", "new.patient@demo.telesafe.test"),
+            ("password", good),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        s.state.store.user_by_id(tenant, user.id).await.unwrap().unwrap().status,
+        UserStatus::Active
+    );
+    assert_eq!(c.get(s.url("/activate/not-a-real-token")).send().await.unwrap().status(), 404);
+}
+
 both_backends!(
+    an_activation_link_sets_a_password_once,
     oauth_client_credentials_reach_the_api_until_expired_or_revoked,
     the_console_lists_the_clinics_patients,
     totp_from_an_independent_implementation_is_accepted_once,

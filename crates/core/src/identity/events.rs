@@ -23,6 +23,7 @@ pub enum AuthEventKind {
     MfaFailed,
     MfaReplayed,
     RecoveryCodeUsed,
+    PasswordSet,
 }
 
 impl AuthEventKind {
@@ -41,6 +42,7 @@ impl AuthEventKind {
             Self::MfaFailed => "mfa_failed",
             Self::MfaReplayed => "mfa_replayed",
             Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::PasswordSet => "password_set",
         }
     }
 
@@ -59,6 +61,7 @@ impl AuthEventKind {
             Self::MfaFailed,
             Self::MfaReplayed,
             Self::RecoveryCodeUsed,
+            Self::PasswordSet,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

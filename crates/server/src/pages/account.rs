@@ -66,6 +66,7 @@ fn describe(kind: AuthEventKind, outcome: &str) -> &'static str {
         (AuthEventKind::MfaFailed, _) => "Wrong authenticator code entered",
         (AuthEventKind::MfaReplayed, _) => "An authenticator code was used a second time (refused)",
         (AuthEventKind::RecoveryCodeUsed, _) => "Signed in with a recovery code",
+        (AuthEventKind::PasswordSet, _) => "Password set",
     }
 }
 

@@ -3,6 +3,7 @@
 //! call, render.
 
 mod account;
+mod activate;
 mod home;
 mod mfa;
 mod signin;
@@ -21,6 +22,8 @@ use crate::http::request_id;
 use crate::state::AppState;
 
 pub use account::{account, revoke_other_sessions, revoke_session};
+pub use activate::{activate, show_activate};
+
 pub use home::{admin, console, portal, root, security};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge};
 pub use signin::{show_signin, signin, signout};
