@@ -246,7 +246,6 @@ impl Config {
     }
 
     /// Whether the self-signed certificate is in use.
-
     pub fn self_signed(&self) -> bool {
         self.tls.cert_file.is_none() && self.tls.key_file.is_none()
     }
