@@ -111,7 +111,6 @@ impl TestServer {
     }
 
     /// `base` + `path`.
-
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
