@@ -67,7 +67,11 @@ pub async fn run(
     println!("  Config:  {}", config_path.display());
     println!("  Start:   telesafe serve --config {}", config_path.display());
     println!();
-    println!("One-time setup token for the first administrator (shown only now, valid 24 hours):");
+    println!(
+        "Then open {}/setup to create your organisation and its first administrator,",
+        cfg.public_base()
+    );
+    println!("with this one-time setup token (shown only now, valid 24 hours):");
     println!("  {}", token.reveal());
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ mod model;
 pub mod password;
 mod repo;
 mod session;
+pub mod setup;
 mod signin;
 pub mod throttle;
 

@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route("/account", get(pages::account))
         .route("/mfa", get(pages::show_mfa_challenge).post(pages::mfa_challenge))
         .route("/activate/{token}", get(pages::show_activate).post(pages::activate))
+        .route("/setup", get(pages::show_setup).post(pages::setup))
         .route("/mfa/enroll", get(pages::show_enroll).post(pages::enroll))
         .route("/account/sessions/revoke", post(pages::revoke_session))
         .route("/account/sessions/revoke-others", post(pages::revoke_other_sessions))
@@ -204,9 +205,12 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
         telesafe_store::Backend::Sqlite => None,
     };
 
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let passwords =
-        PasswordChecker::new(workers).await.map_err(|e| StartError::Passwords(e.to_string()))?;
+    // Argon2id may use at most half the cores, so a sign-in storm queues behind itself
+    // while other requests keep the rest (measured in BENCHMARKS.md).
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let passwords = PasswordChecker::new((cores / 2).max(1))
+        .await
+        .map_err(|e| StartError::Passwords(e.to_string()))?;
     let posture = Posture {
         transport: match (&tls_config, config.self_signed()) {
             (None, _) => "plain HTTP behind a TLS-terminating proxy".to_owned(),

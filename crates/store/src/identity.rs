@@ -560,6 +560,22 @@ impl TryFrom<AuthEventRow> for AuthEvent {
 }
 
 impl SetupTokenRepository for Store {
+    async fn setup_token_usable(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let n: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM setup_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2")
+            .bind(hash.as_str())
+            .bind(now.unix_millis())
+            .fetch_one(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     async fn create_setup_token(&self, t: &SetupToken) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
         on_tx!(&mut tx, c => sqlx::query(

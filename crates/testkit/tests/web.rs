@@ -713,7 +713,68 @@ async fn an_activation_link_sets_a_password_once(backend: DbBackend) {
     assert_eq!(c.get(s.url("/activate/not-a-real-token")).send().await.unwrap().status(), 404);
 }
 
+async fn the_setup_token_creates_the_first_administrator_once(backend: DbBackend) {
+    use telesafe_core::identity::{SetupToken, SetupTokenRepository};
+    let Some(s) = server(backend).await else { return };
+    let now = s.state.clock.now();
+    let token = telesafe_crypto::OpaqueToken::generate().unwrap();
+    s.state
+        .store
+        .create_setup_token(&SetupToken {
+            hash: token.hash(),
+            created_at: now,
+            expires_at: now.plus(Duration::from_secs(3600)),
+        })
+        .await
+        .unwrap();
+    let c = s.client();
+    assert_eq!(c.get(s.url("/setup")).send().await.unwrap().status(), 200);
+    let form = |tok: &str, code: &str| {
+        vec![
+            ("token", tok.to_owned()),
+            ("organisation_code", code.to_owned()),
+            ("organisation_name", "Hilltop Health".to_owned()),
+            ("name", "Harriet Admin".to_owned()),
+            ("email", "harriet@hilltop.example".to_owned()),
+            ("password", "granite lantern meadow".to_owned()),
+        ]
+    };
+    let post = |f: Vec<(&'static str, String)>| {
+        c.post(s.url("/setup")).header("origin", &s.base).form(&f).send()
+    };
+    let r = post(form(&"x".repeat(43), "hilltop")).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = post(form(token.reveal(), "Not A Code!")).await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("organisation code is 2 to 40"));
+    let r = post(form(token.reveal(), "demo")).await.unwrap();
+    assert_eq!(r.status(), 422, "an existing code is refused and the token survives");
+    let r = post(form(token.reveal(), "hilltop")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Your organisation is ready"));
+    let r = post(form(token.reveal(), "hilltop-two")).await.unwrap();
+    assert_eq!(r.status(), 403, "the token works once");
+    let r = c
+        .post(s.url("/signin"))
+        .header("origin", &s.base)
+        .form(&[
+            ("organisation", "hilltop"),
+            ("email", "harriet@hilltop.example"),
+            ("password", "granite lantern meadow"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/mfa/enroll",
+        "the new administrator must enrol a second factor"
+    );
+}
+
 both_backends!(
+    the_setup_token_creates_the_first_administrator_once,
     an_activation_link_sets_a_password_once,
     oauth_client_credentials_reach_the_api_until_expired_or_revoked,
     the_console_lists_the_clinics_patients,

@@ -135,6 +135,12 @@ pub trait SetupTokenRepository: Send + Sync {
         &self,
         token: &SetupToken,
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// Whether the token exists, is unused and has not expired at `now` (without using it).
+    fn setup_token_usable(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
     /// Marks the token used if it exists, is unused and has not expired at `now`; returns
     /// whether it did. Atomic: two concurrent calls never both succeed.
     fn consume_setup_token(

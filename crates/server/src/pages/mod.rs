@@ -6,6 +6,7 @@ mod account;
 mod activate;
 mod home;
 mod mfa;
+mod setup;
 mod signin;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use activate::{activate, show_activate};
 
 pub use home::{admin, console, portal, root, security};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge};
+pub use setup::{setup, show_setup};
 pub use signin::{show_signin, signin, signout};
 
 /// A navigation entry.
