@@ -77,9 +77,17 @@ impl CurrentUser {
 
 /// Resolves the session cookie, ending expired sessions on the way.
 pub async fn resolve(state: &AppState, parts: &Parts) -> Result<Option<CurrentUser>, AppError> {
-    let Some(token) = presented_token(parts) else {
-        return Ok(None);
-    };
+    match presented_token(parts) {
+        Some(token) => resolve_token(state, &token).await,
+        None => Ok(None),
+    }
+}
+
+/// Resolves a session token (from the cookie, or a native app's bearer header).
+pub async fn resolve_token(
+    state: &AppState,
+    token: &OpaqueToken,
+) -> Result<Option<CurrentUser>, AppError> {
     let hash = token.hash();
     let Some(session) = state.store.session_by_hash(&hash).await? else {
         return Ok(None);
@@ -139,9 +147,13 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        if let Some(token) = crate::oauth::bearer(state, &parts.headers).await? {
-            return Ok(Caller::Client(token));
+        match crate::oauth::bearer(state, &parts.headers).await? {
+            Some(crate::oauth::Bearer::Client(token)) => Ok(Caller::Client(token)),
+            Some(crate::oauth::Bearer::Session(me)) if me.session.stage == SessionStage::Full => {
+                Ok(Caller::User(*me))
+            }
+            Some(crate::oauth::Bearer::Session(_)) => Err(AppError::InvalidToken),
+            None => CurrentUser::from_request_parts(parts, state).await.map(Caller::User),
         }
-        CurrentUser::from_request_parts(parts, state).await.map(Caller::User)
     }
 }

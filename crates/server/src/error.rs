@@ -19,6 +19,9 @@ pub enum AppError {
     /// A bearer token was presented but is unknown, expired or revoked (RFC 6750 §3.1).
     #[error("the access token is invalid, expired or revoked")]
     InvalidToken,
+    /// A sign-in or second-factor check failed (deliberately not saying which part).
+    #[error("{0}")]
+    InvalidCredentials(String),
     #[error("you do not have access to this")]
     Forbidden,
     #[error("not found")]
@@ -51,7 +54,9 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated | Self::InvalidToken | Self::InvalidCredentials(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Forbidden | Self::CsrfRejected => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -69,6 +74,7 @@ impl AppError {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::InvalidToken => ErrorCode::InvalidToken,
+            Self::InvalidCredentials(_) => ErrorCode::InvalidCredentials,
             Self::Forbidden => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
@@ -147,6 +153,7 @@ mod tests {
             (AppError::BadRequest("x".into()), 400, "bad_request"),
             (AppError::Unauthenticated, 401, "unauthenticated"),
             (AppError::InvalidToken, 401, "invalid_token"),
+            (AppError::InvalidCredentials("x".into()), 401, "invalid_credentials"),
             (AppError::Forbidden, 403, "forbidden"),
             (AppError::CsrfRejected, 403, "csrf_rejected"),
             (AppError::NotFound, 404, "not_found"),

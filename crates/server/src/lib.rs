@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod native;
 pub mod oauth;
 pub mod pages;
 pub mod serve;
@@ -66,6 +67,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/me", get(api::me))
+        .route("/api/v1/sessions", post(native::create_session))
+        .route("/api/v1/sessions/mfa", post(native::complete_mfa))
+        .route("/api/v1/sessions/current", axum::routing::delete(native::delete_session))
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))

@@ -262,20 +262,32 @@ pub async fn revoke(
     Ok(StatusCode::OK)
 }
 
+/// What a live bearer token stands for.
+#[derive(Debug)]
+pub enum Bearer {
+    /// An OAuth access token of an API client.
+    Client(clients::AccessToken),
+    /// A native app's session token (from `POST /api/v1/sessions`), at any stage.
+    Session(Box<crate::auth::CurrentUser>),
+}
+
 /// Reads `Authorization: Bearer <token>`: `None` without one, an error when it is
-/// present but not live.
-pub async fn bearer(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<clients::AccessToken>, AppError> {
+/// present but not live. Access tokens and session tokens are both 256-bit randoms,
+/// looked up by hash in their own tables.
+pub async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Option<Bearer>, AppError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let presented = value
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
         .ok_or(AppError::InvalidToken)?;
-    clients::active_token(&state.store, presented.trim(), state.clock.now())
-        .await?
-        .map(Some)
-        .ok_or(AppError::InvalidToken)
+    if let Some(t) = clients::active_token(&state.store, presented, state.clock.now()).await? {
+        return Ok(Some(Bearer::Client(t)));
+    }
+    let session = match OpaqueToken::parse(presented) {
+        Some(token) => crate::auth::resolve_token(state, &token).await?,
+        None => None,
+    };
+    session.map(|me| Some(Bearer::Session(Box::new(me)))).ok_or(AppError::InvalidToken)
 }

@@ -194,6 +194,16 @@ impl TestServer {
         c
     }
 
+    /// A TOTP code for an enrolled demo account that has not been used yet (the current
+    /// step, or the next one if the current was used), and records it as used.
+    pub fn next_totp_code(&self, email: &str) -> String {
+        let mut map = self.totp.lock().expect("lock");
+        let (secret, last) = map.get(email).cloned().expect("an enrolled secret");
+        let step = self.current_step().max(last + 1);
+        map.insert(email.to_owned(), (secret.clone(), step));
+        totp_code(&secret, step)
+    }
+
     /// The current RFC 6238 time step by the server's clock.
     pub fn current_step(&self) -> i64 {
         self.state.clock.now().unix_millis().div_euclid(30_000)

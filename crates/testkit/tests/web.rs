@@ -773,7 +773,156 @@ async fn the_setup_token_creates_the_first_administrator_once(backend: DbBackend
     );
 }
 
+async fn native_apps_sign_in_with_json_under_the_same_rules(backend: DbBackend) {
+    use secrecy::ExposeSecret;
+    use serde_json::json;
+    let Some(s) = server(backend).await else { return };
+    let c = s.client();
+    let pw = s.password.expose_secret().to_owned();
+    let signin = |email: &str, password: &str| {
+        c.post(s.url("/api/v1/sessions"))
+            .json(&json!({"organisation": "demo", "email": email, "password": password}))
+            .send()
+    };
+    let r = signin(PATIENT, &pw).await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().get(SET_COOKIE).is_none(), "native sessions use no cookie");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["stage"], "full");
+    let token = body["session_token"].as_str().unwrap().to_owned();
+    let me: serde_json::Value =
+        c.get(s.url("/api/v1/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["kind"], "user");
+    assert_eq!(me["role"], "patient");
+
+    let r = signin(PATIENT, "a wrong but long passphrase").await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<ErrorBody>().await.unwrap().code, ErrorCode::InvalidCredentials);
+    let r = c.post(s.url("/api/v1/sessions")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    let r = c
+        .post(s.url("/api/v1/sessions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<ErrorBody>().await.unwrap().code, ErrorCode::BadRequest);
+
+    // Staff with an authenticator: the session owes its second factor first.
+    s.signed_in(NURSE).await; // enrols on the web
+    let body: serde_json::Value = signin(NURSE, &pw).await.unwrap().json().await.unwrap();
+    assert_eq!(body["stage"], "mfa_pending");
+    let pending = body["session_token"].as_str().unwrap().to_owned();
+    let r = c.get(s.url("/api/v1/me")).bearer_auth(&pending).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let wrong = c
+        .post(s.url("/api/v1/sessions/mfa"))
+        .bearer_auth(&pending)
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let code = s.next_totp_code(NURSE);
+    let ok = c
+        .post(s.url("/api/v1/sessions/mfa"))
+        .bearer_auth(&pending)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let full: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(full["stage"], "full");
+    let full = full["session_token"].as_str().unwrap().to_owned();
+    assert_ne!(full, pending, "a new session id after the second factor");
+    assert_eq!(
+        c.get(s.url("/api/v1/me")).bearer_auth(&pending).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(c.get(s.url("/api/v1/me")).bearer_auth(&full).send().await.unwrap().status(), 200);
+    let r = c.delete(s.url("/api/v1/sessions/current")).bearer_auth(&full).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(c.get(s.url("/api/v1/me")).bearer_auth(&full).send().await.unwrap().status(), 401);
+
+    // Staff without one are told to enrol (on the web).
+    let body: serde_json::Value = signin(FRONT_DESK, &pw).await.unwrap().json().await.unwrap();
+    assert_eq!(body["stage"], "enroll_required");
+}
+
+/// Every response that sets a cookie, across every flow that can: the session cookie is
+/// always `__Host-` prefixed, Secure, HttpOnly, SameSite=Strict, Path=/, without Domain.
+async fn every_set_cookie_carries_the_required_attributes(backend: DbBackend) {
+    use secrecy::ExposeSecret;
+    let Some(s) = server(backend).await else { return };
+    let mut seen = Vec::new();
+    let c = s.client();
+    // Pages and APIs that must not set cookies at all.
+    for path in ["/", "/signin", "/healthz", "/readyz", "/api/v1/me", "/setup", "/nowhere"] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert!(r.headers().get(SET_COOKIE).is_none(), "{path} set a cookie");
+    }
+    // Sign-in (to enrolment), enrolment, sign-out, sign-in (to challenge), challenge.
+    let signin = |c: &reqwest::Client| {
+        c.post(s.url("/signin"))
+            .header("origin", &s.base)
+            .form(&[
+                ("organisation", "demo"),
+                ("email", ADMIN),
+                ("password", s.password.expose_secret()),
+            ])
+            .send()
+    };
+    let r = signin(&c).await.unwrap();
+    seen.extend(r.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()));
+    let page = c.get(s.url("/mfa/enroll")).send().await.unwrap().text().await.unwrap();
+    let secret = telesafe_testkit::secret_on_page(&page);
+    let csrf = telesafe_testkit::field_value(&page, "csrf");
+    let step = s.current_step();
+    let r = post_form(
+        &s,
+        &c,
+        "/mfa/enroll",
+        &[("csrf", &csrf), ("code", &telesafe_testkit::totp_code(&secret, step))],
+    )
+    .await;
+    seen.extend(r.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()));
+    let csrf = s.csrf(&c).await;
+    let r = post_form(&s, &c, "/signout", &[("csrf", &csrf)]).await;
+    seen.extend(r.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()));
+    let c2 = s.client();
+    let r = signin(&c2).await.unwrap();
+    seen.extend(r.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()));
+    let csrf = s.page_csrf(&c2, "/mfa").await;
+    let r = post_form(
+        &s,
+        &c2,
+        "/mfa",
+        &[("csrf", &csrf), ("code", &telesafe_testkit::totp_code(&secret, step + 1))],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    seen.extend(r.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()));
+
+    assert_eq!(seen.len(), 5, "{seen:#?}");
+    for cookie in &seen {
+        let mut parts = cookie.split("; ");
+        let (name, _) = parts.next().unwrap().split_once('=').unwrap();
+        assert_eq!(name, "__Host-telesafe_session", "{cookie}");
+        let attrs: Vec<&str> = parts.collect();
+        for required in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+            assert!(attrs.contains(&required), "{cookie} lacks {required}");
+        }
+        assert!(attrs.iter().any(|a| a.starts_with("Max-Age=")), "{cookie}");
+        assert!(!attrs.iter().any(|a| a.to_ascii_lowercase().starts_with("domain=")), "{cookie}");
+    }
+}
+
 both_backends!(
+    native_apps_sign_in_with_json_under_the_same_rules,
+    every_set_cookie_carries_the_required_attributes,
     the_setup_token_creates_the_first_administrator_once,
     an_activation_link_sets_a_password_once,
     oauth_client_credentials_reach_the_api_until_expired_or_revoked,

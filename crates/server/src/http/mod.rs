@@ -4,6 +4,7 @@
 pub mod csrf;
 pub mod form;
 pub mod headers;
+pub mod json;
 pub mod metrics;
 pub mod request_id;
 pub mod trace;
