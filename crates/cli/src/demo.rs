@@ -39,6 +39,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
         }
     };
     let state = &prepared.state;
+    telesafe_server::mail::spawn_delivery(state.clone());
     demo::seed(&state.store, &state.passwords, clock.as_ref(), &password).await?;
 
     let url = telesafe_server::local_url(prepared.local_addr, true);

@@ -9,11 +9,13 @@ mod email;
 pub mod events;
 pub mod mfa;
 mod model;
+pub mod outbox;
 pub mod password;
 mod repo;
 mod session;
 pub mod setup;
 mod signin;
+pub mod stepup;
 pub mod throttle;
 
 pub use email::{Email, InvalidEmail};

@@ -50,6 +50,11 @@ pub fn load_root_key(config: &Config) -> Result<(SecretKey, bool), KeyLoadError>
     }
 }
 
+/// The key sealing queued message bodies (they hold one-time links).
+pub fn outbox_key(root: &SecretKey) -> SealingKey {
+    SealingKey::new(root.derive("telesafe/v1/outbox"), 1)
+}
+
 /// The keys for second factors, derived from the root key.
 pub fn mfa_keys(root: &SecretKey) -> MfaKeys {
     MfaKeys {

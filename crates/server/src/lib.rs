@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod mail;
 pub mod native;
 pub mod oauth;
 pub mod pages;
@@ -54,6 +55,8 @@ pub fn app(state: AppState) -> Router {
         .route("/portal", get(pages::portal))
         .route("/console", get(pages::console))
         .route("/admin", get(pages::admin))
+        .route("/admin/people", post(pages::add_person))
+        .route("/mfa/step-up", get(pages::show_step_up).post(pages::step_up))
         .route("/security", get(pages::security))
         .route("/account", get(pages::account))
         .route("/mfa", get(pages::show_mfa_challenge).post(pages::mfa_challenge))
@@ -240,6 +243,7 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
         passwords,
         addresses: Arc::default(),
         mfa_keys: keys::mfa_keys(&root_key),
+        outbox_key: keys::outbox_key(&root_key),
         posture: Arc::new(posture),
     };
     let server = Server::bind(listen, tls_config, app(state.clone()), grace)

@@ -38,5 +38,7 @@ pub struct AppState {
     pub addresses: Arc<AddressThrottle>,
     /// Keys for TOTP seeds and recovery codes.
     pub mfa_keys: MfaKeys,
+    /// Seals queued message bodies.
+    pub outbox_key: telesafe_crypto::keys::SealingKey,
     pub posture: Arc<Posture>,
 }

@@ -12,6 +12,7 @@ mod clients;
 mod identity;
 
 mod mfa;
+mod outbox;
 
 pub mod testing;
 mod tx;

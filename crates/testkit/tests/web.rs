@@ -920,7 +920,93 @@ async fn every_set_cookie_carries_the_required_attributes(backend: DbBackend) {
     }
 }
 
+async fn administrators_add_people_after_a_fresh_second_factor(backend: DbBackend) {
+    use telesafe_core::identity::outbox::{self, OutboxRepository};
+    let t0 = Timestamp::from_unix_millis(1_790_000_000_000);
+    let clock = ManualClock::at(t0);
+    let Some(s) = start(backend, Arc::new(clock.clone())).await else { return };
+    let c = s.signed_in(ADMIN).await;
+    // Enrolment just verified a second factor, so adding someone now needs no step-up.
+    let csrf = s.page_csrf(&c, "/admin").await;
+    let add = |csrf: String, email: &'static str| {
+        let c = c.clone();
+        let url = s.url("/admin/people");
+        let origin = s.base.clone();
+        async move {
+            c.post(url)
+                .header("origin", origin)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("role", "nurse"),
+                    ("name", "Nell Newhire"),
+                    ("email", email),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = add(csrf, "nell@demo.telesafe.test").await;
+    assert_eq!(r.headers()["location"], "/admin?done=added");
+
+    // Six minutes later it does: the form sends the administrator to confirm it is them.
+    clock.advance(Duration::from_secs(6 * 60));
+    let csrf = s.page_csrf(&c, "/admin").await;
+    let r = add(csrf.clone(), "otto@demo.telesafe.test").await;
+    assert_eq!(r.headers()["location"], "/mfa/step-up?return=/admin");
+    assert_eq!(
+        c.get(s.url("/mfa/step-up?return=https://evil.example")).send().await.unwrap().status(),
+        200
+    );
+    let code = s.next_totp_code(ADMIN);
+    let r = post_form(
+        &s,
+        &c,
+        "/mfa/step-up",
+        &[("csrf", &csrf), ("code", &code), ("return", "https://evil.example/")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/account", "an unknown return address is never followed");
+    let csrf = s.page_csrf(&c, "/admin").await;
+    let r = add(csrf, "otto@demo.telesafe.test").await;
+    assert_eq!(r.headers()["location"], "/admin?done=added");
+
+    // The queued messages carry only a greeting and a link, sealed at rest.
+    let due = s.state.store.due_messages(10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    let body = outbox::open_body(&s.state.outbox_key, &due[0]).unwrap();
+    assert!(body.contains("/activate/"));
+    assert!(!body.contains("Nell") && !body.contains("nell@"), "{body}");
+    assert!(!String::from_utf8_lossy(&due[0].sealed_body).contains("/activate/"));
+    let link = body.lines().find(|l| l.contains("/activate/")).unwrap().trim().to_owned();
+    telesafe_server::mail::deliver_due(&s.state, telesafe_server::mail::Transport::Log).await;
+    assert!(s.state.store.due_messages(10).await.unwrap().is_empty());
+    // The link works for the new person.
+    let path = link.split_once("/activate/").map(|(_, t)| format!("/activate/{t}")).unwrap();
+    assert_eq!(s.client().get(s.url(&path)).send().await.unwrap().status(), 200);
+    let page = c.get(s.url("/admin")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("nell@demo.telesafe.test") && page.contains("pending"));
+    // Nobody but an administrator can add people.
+    let nurse = s.signed_in(NURSE).await;
+    let csrf = s.csrf(&nurse).await;
+    let r = nurse
+        .post(s.url("/admin/people"))
+        .header("origin", &s.base)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("role", "tenant-admin"),
+            ("name", "Mallory"),
+            ("email", "m@x.example"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
 both_backends!(
+    administrators_add_people_after_a_fresh_second_factor,
     native_apps_sign_in_with_json_under_the_same_rules,
     every_set_cookie_carries_the_required_attributes,
     the_setup_token_creates_the_first_administrator_once,

@@ -119,48 +119,6 @@ pub async fn console(
     Ok(render(&page, StatusCode::OK))
 }
 
-struct UserLine {
-    name: String,
-    email: String,
-    role: &'static str,
-    status: &'static str,
-}
-
-#[derive(Template)]
-#[template(path = "admin.html")]
-struct AdminPage {
-    shell: Shell,
-    organisation: String,
-    users: Vec<UserLine>,
-}
-
-pub async fn admin(
-    State(state): State<AppState>,
-    MaybeUser(me): MaybeUser,
-) -> Result<Response, PageError> {
-    let me = require(&state, me, &[Role::TenantAdmin])?;
-    let org = organisation(&state, me.user.tenant_id).await?;
-    let users = state
-        .store
-        .list_users(me.user.tenant_id)
-        .await
-        .map_err(|e| PageError::new(&state, e))?
-        .into_iter()
-        .map(|u| UserLine {
-            name: u.display_name.as_str().to_owned(),
-            email: u.email.as_str().to_owned(),
-            role: u.role.label(),
-            status: u.status.as_str(),
-        })
-        .collect();
-    let page = AdminPage {
-        shell: Shell::for_user(&state, "Administration", &me, &org, "/admin"),
-        organisation: org,
-        users,
-    };
-    Ok(render(&page, StatusCode::OK))
-}
-
 #[derive(Template)]
 #[template(path = "security.html")]
 struct SecurityPage {

@@ -42,6 +42,23 @@ fn with_cookie(
 struct ChallengePage {
     shell: Shell,
     error: Option<String>,
+    heading: &'static str,
+    reason: Option<&'static str>,
+    action: &'static str,
+    return_to: Option<&'static str>,
+}
+
+impl ChallengePage {
+    fn sign_in(shell: Shell, error: Option<String>) -> Self {
+        Self {
+            shell,
+            error,
+            heading: "Confirm it is you",
+            reason: None,
+            action: "/mfa",
+            return_to: None,
+        }
+    }
 }
 
 pub async fn show_mfa_challenge(
@@ -49,8 +66,7 @@ pub async fn show_mfa_challenge(
     MaybeUser(me): MaybeUser,
 ) -> Result<Response, PageError> {
     let me = at_stage(me, &[SessionStage::MfaPending])?;
-    let page =
-        ChallengePage { shell: Shell::signing_in(&state, "Confirm it is you", &me), error: None };
+    let page = ChallengePage::sign_in(Shell::signing_in(&state, "Confirm it is you", &me), None);
     Ok(render(&page, StatusCode::OK))
 }
 
@@ -108,10 +124,10 @@ pub async fn mfa_challenge(
             mfa::record(&state.store, &me.session, now, kind, outcome)
                 .await
                 .map_err(failed(&state))?;
-            let page = ChallengePage {
-                shell: Shell::signing_in(&state, "Confirm it is you", &me),
-                error: Some(e.to_string()),
-            };
+            let page = ChallengePage::sign_in(
+                Shell::signing_in(&state, "Confirm it is you", &me),
+                Some(e.to_string()),
+            );
             Ok(render(&page, StatusCode::UNAUTHORIZED))
         }
         Err(MfaError::Repo(e)) => Err(PageError::new(&state, e)),
@@ -257,4 +273,111 @@ pub async fn enroll(
     let mut resp = render(&page, StatusCode::OK);
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(with_cookie(resp, &token, &me))
+}
+
+/// Where a step-up may return to: an allowlist, so the parameter cannot redirect anywhere
+/// else (no open redirect).
+fn safe_return(r: Option<&str>) -> &'static str {
+    match r {
+        Some("/admin") => "/admin",
+        _ => "/account",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StepUpQuery {
+    #[serde(default, rename = "return")]
+    return_to: Option<String>,
+}
+
+fn step_up_page(
+    state: &AppState,
+    me: &CurrentUser,
+    org: &str,
+    ret: &'static str,
+    error: Option<String>,
+) -> ChallengePage {
+    ChallengePage {
+        shell: Shell::for_user(state, "Confirm it is you", me, org, ret),
+        error,
+        heading: "Confirm it is you",
+        reason: Some(
+            "This action changes who can see patient information, so it needs your authenticator code from the last five minutes.",
+        ),
+        action: "/mfa/step-up",
+        return_to: Some(ret),
+    }
+}
+
+pub async fn show_step_up(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    axum::extract::Query(q): axum::extract::Query<StepUpQuery>,
+) -> Result<Response, PageError> {
+    let me = at_stage(me, &[SessionStage::Full])?;
+    if !mfa::has_mfa(&state.store, &me.user).await.map_err(failed(&state))? {
+        return Err(PageError::Redirect("/mfa/enroll"));
+    }
+    let org = organisation(&state, me.user.tenant_id).await?;
+    Ok(render(
+        &step_up_page(&state, &me, &org, safe_return(q.return_to.as_deref()), None),
+        StatusCode::OK,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StepUpForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    recovery_code: String,
+    #[serde(default, rename = "return")]
+    return_to: Option<String>,
+}
+
+pub async fn step_up(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<StepUpForm>,
+) -> Result<Response, PageError> {
+    let me = at_stage(me, &[SessionStage::Full])?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let ret = safe_return(form.return_to.as_deref());
+    let now = state.clock.now();
+    let result = if form.recovery_code.trim().is_empty() {
+        mfa::verify_totp(&state.store, &state.mfa_keys, &me.user, &form.code, now).await
+    } else {
+        mfa::use_recovery_code(&state.store, &state.mfa_keys, &me.user, &form.recovery_code, now)
+            .await
+    };
+    match result {
+        Ok(()) => {
+            mfa::record(&state.store, &me.session, now, AuthEventKind::MfaVerified, "verified")
+                .await
+                .map_err(failed(&state))?;
+            let (_, token) = mfa::complete_session(&state.store, &me.session, now, true)
+                .await
+                .map_err(failed(&state))?;
+            Ok(with_cookie(Redirect::to(ret).into_response(), &token, &me))
+        }
+        Err(e @ (MfaError::WrongCode | MfaError::Replayed)) => {
+            let kind = if matches!(e, MfaError::Replayed) {
+                AuthEventKind::MfaReplayed
+            } else {
+                AuthEventKind::MfaFailed
+            };
+            mfa::record(&state.store, &me.session, now, kind, "wrong_code")
+                .await
+                .map_err(failed(&state))?;
+            let org = organisation(&state, me.user.tenant_id).await?;
+            Ok(render(
+                &step_up_page(&state, &me, &org, ret, Some(e.to_string())),
+                StatusCode::UNAUTHORIZED,
+            ))
+        }
+        Err(MfaError::Repo(e)) => Err(PageError::new(&state, e)),
+        Err(e) => Err(PageError::new(&state, AppError::internal(e))),
+    }
 }

@@ -4,6 +4,7 @@
 
 mod account;
 mod activate;
+mod admin;
 mod home;
 mod mfa;
 mod setup;
@@ -25,8 +26,9 @@ use crate::state::AppState;
 pub use account::{account, revoke_other_sessions, revoke_session};
 pub use activate::{activate, show_activate};
 
-pub use home::{admin, console, portal, root, security};
-pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge};
+pub use admin::{add_person, admin};
+pub use home::{console, portal, root, security};
+pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
 pub use setup::{setup, show_setup};
 pub use signin::{show_signin, signin, signout};
 

@@ -1,0 +1,172 @@
+//! Administration: the people with access to the organisation, and adding staff and
+//! patients (each gets a one-time activation link through the outbox). Adding people is
+//! a sensitive action and needs a recent second factor (step-up).
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use telesafe_core::identity::{
+    DisplayName, Email, Patient, PatientRepository, Role, User, UserRepository, UserStatus,
+    activation, outbox, stepup,
+};
+use telesafe_core::{PatientId, RepoError};
+
+use super::home::organisation;
+use super::{PageError, Shell, failed, render, require};
+use crate::auth::MaybeUser;
+use crate::http::form::ValidForm;
+use crate::state::AppState;
+
+struct UserLine {
+    name: String,
+    email: String,
+    role: &'static str,
+    status: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    shell: Shell,
+    organisation: String,
+    users: Vec<UserLine>,
+    notice: Option<&'static str>,
+    error: Option<String>,
+    staff_roles: Vec<(&'static str, &'static str)>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AdminQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn page(
+    state: &AppState,
+    me: &crate::auth::CurrentUser,
+    notice: Option<&'static str>,
+    error: Option<String>,
+) -> Result<AdminPage, PageError> {
+    let org = organisation(state, me.user.tenant_id).await?;
+    let users = state
+        .store
+        .list_users(me.user.tenant_id)
+        .await
+        .map_err(failed(state))?
+        .into_iter()
+        .map(|u| UserLine {
+            name: u.display_name.as_str().to_owned(),
+            email: u.email.as_str().to_owned(),
+            role: u.role.label(),
+            status: u.status.as_str(),
+        })
+        .collect();
+    Ok(AdminPage {
+        shell: Shell::for_user(state, "Administration", me, &org, "/admin"),
+        organisation: org,
+        users,
+        notice,
+        error,
+        staff_roles: Role::ALL
+            .iter()
+            .filter(|r| r.is_staff())
+            .map(|r| (r.as_str(), r.label()))
+            .collect(),
+    })
+}
+
+pub async fn admin(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    Query(q): Query<AdminQuery>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::TenantAdmin])?;
+    let notice = match q.done.as_deref() {
+        Some("added") => {
+            Some("Done. An activation link is on its way to them; it works once, within 72 hours.")
+        }
+        _ => None,
+    };
+    Ok(render(&page(&state, &me, notice, None).await?, StatusCode::OK))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PersonForm {
+    #[serde(default)]
+    csrf: String,
+    /// A staff role, or `patient`.
+    role: String,
+    name: String,
+    email: String,
+}
+
+/// Adds a staff member or a patient and queues their activation link.
+pub async fn add_person(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<PersonForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::TenantAdmin])?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let now = state.clock.now();
+    if !stepup::is_fresh(&me.session, now) {
+        return Ok(Redirect::to("/mfa/step-up?return=/admin").into_response());
+    }
+    let invalid = |msg: String| async {
+        Ok::<Response, PageError>(render(
+            &page(&state, &me, None, Some(msg)).await?,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ))
+    };
+    let Ok(role) = form.role.parse::<Role>() else {
+        return invalid("Choose a role.".into()).await;
+    };
+    let name = match DisplayName::parse(&form.name) {
+        Ok(n) => n,
+        Err(e) => return invalid(format!("Name: {e}.")).await,
+    };
+    let email = match Email::parse(&form.email) {
+        Ok(e) => e,
+        Err(e) => return invalid(format!("Email: {e}.")).await,
+    };
+    let tenant = me.user.tenant_id;
+    let user = User::new(tenant, email, name, role, UserStatus::Pending, None, now);
+    match state.store.create_user(&user).await {
+        Ok(()) => {}
+        Err(RepoError::Conflict) => {
+            return invalid("Someone with that email already has an account here.".into()).await;
+        }
+        Err(e) => return Err(PageError::new(&state, e)),
+    }
+    if role == Role::Patient {
+        let p = Patient {
+            id: PatientId::new_v7(),
+            tenant_id: tenant,
+            user_id: Some(user.id),
+            created_at: now,
+        };
+        state.store.create_patient(&p).await.map_err(failed(&state))?;
+    }
+    let token = activation::issue(&state.store, &user, now).await.map_err(failed(&state))?;
+    let link = format!("{}/activate/{}", state.config.public_base(), token.reveal());
+    // Nothing but a greeting and the link: no names, no clinical information.
+    let body = format!(
+        "Hello,\n\nAn account has been created for you on Telesafe. Open this link within 72 hours \
+         to choose your password:\n\n{link}\n\nIf you did not expect this, ignore this message."
+    );
+    outbox::enqueue(
+        &state.store,
+        &state.outbox_key,
+        tenant,
+        user.id,
+        "Your Telesafe account",
+        &body,
+        now,
+    )
+    .await
+    .map_err(failed(&state))?;
+    tracing::info!(admin = %me.user.id, user = %user.id, role = role.as_str(), "account created; activation queued");
+    Ok(Redirect::to("/admin?done=added").into_response())
+}
