@@ -8,11 +8,10 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use telesafe_core::identity::clients::{self, ClientRepository, Scope};
 use telesafe_core::identity::{
-    AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, Patient, PatientRepository,
-    Role, SessionRepository, Tenant, TenantRepository, TenantSlug, User, UserRepository,
-    UserStatus, activation,
+    AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, Role, SessionRepository,
+    Tenant, TenantRepository, TenantSlug, UserRepository, UserStatus, activation,
 };
-use telesafe_core::{Clock, PatientId, SystemClock, TenantId};
+use telesafe_core::{Clock, SystemClock, TenantId};
 use telesafe_store::Store;
 
 use crate::Overrides;
@@ -208,31 +207,21 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("unknown role; use patient, clinician, nurse, front-desk, security-officer or tenant-admin")
             })?;
             let now = SystemClock.now();
-            let user = User::new(
+            let (user, token) = activation::create_pending_account(
+                &store,
                 tenant,
-                Email::parse(&email)?,
-                DisplayName::parse(&name)?,
                 role,
-                UserStatus::Pending,
-                None,
+                DisplayName::parse(&name)?,
+                Email::parse(&email)?,
                 now,
-            );
-            store.create_user(&user).await.map_err(|e| match e {
+            )
+            .await
+            .map_err(|e| match e {
                 telesafe_core::RepoError::Conflict => {
                     anyhow::anyhow!("an account with that email already exists")
                 }
                 e => e.into(),
             })?;
-            if role == Role::Patient {
-                let p = Patient {
-                    id: PatientId::new_v7(),
-                    tenant_id: tenant,
-                    user_id: Some(user.id),
-                    created_at: now,
-                };
-                store.create_patient(&p).await?;
-            }
-            let token = activation::issue(&store, &user, now).await?;
             let link = format!("{}/activate/{}", cfg.public_base(), token.reveal());
             print(
                 &out,

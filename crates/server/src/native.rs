@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use telesafe_core::identity::mfa::{self, MfaError};
+use telesafe_core::identity::mfa;
 use telesafe_core::identity::{
     AuthEventKind, SessionPolicy, SessionRepository, SessionStage, SignInAttempt, SignInError,
     sign_in,
@@ -130,34 +130,15 @@ pub async fn complete_mfa(
         return Err(AppError::Conflict("this session does not owe a second factor".into()));
     }
     let now = state.clock.now();
-    let (result, ok_kind) = match (req.code.as_deref(), req.recovery_code.as_deref()) {
-        (Some(code), None) => (
-            mfa::verify_totp(&state.store, &state.mfa_keys, &me.user, code, now).await,
-            AuthEventKind::MfaVerified,
-        ),
-        (None, Some(rc)) => (
-            mfa::use_recovery_code(&state.store, &state.mfa_keys, &me.user, rc, now).await,
-            AuthEventKind::RecoveryCodeUsed,
-        ),
+    let (code, recovery) = match (req.code.as_deref(), req.recovery_code.as_deref()) {
+        (Some(code), None) => (code, ""),
+        (None, Some(rc)) => ("", rc),
         _ => return Err(AppError::BadRequest("send exactly one of code or recovery_code".into())),
     };
-    match result {
-        Ok(()) => {
-            mfa::record(&state.store, &me.session, now, ok_kind, "verified").await?;
-            let (session, token) =
-                mfa::complete_session(&state.store, &me.session, now, true).await?;
-            Ok(Json(session_response(&token, me.role(), session.stage)))
-        }
-        Err(e @ (MfaError::WrongCode | MfaError::Replayed)) => {
-            let (kind, outcome) = match e {
-                MfaError::Replayed => (AuthEventKind::MfaReplayed, "replayed"),
-                _ => (AuthEventKind::MfaFailed, "wrong_code"),
-            };
-            mfa::record(&state.store, &me.session, now, kind, outcome).await?;
-            Err(AppError::InvalidCredentials(e.to_string()))
-        }
-        Err(MfaError::Repo(e)) => Err(e.into()),
-        Err(e) => Err(AppError::internal(e)),
+    match crate::pages::second_factor(&state, &me, code, recovery, now).await {
+        Ok(token) => Ok(Json(session_response(&token, me.role(), SessionStage::Full))),
+        Err(crate::pages::Refusal::Wrong(msg)) => Err(AppError::InvalidCredentials(msg)),
+        Err(crate::pages::Refusal::Failed(e)) => Err(e),
     }
 }
 

@@ -80,6 +80,35 @@ pub async fn issue<R: ActivationRepository>(
     Ok(token)
 }
 
+/// Creates an account awaiting activation (and, for a patient, their patient record), and
+/// the activation token that goes into their link. The one path for the admin page and the
+/// command line.
+pub async fn create_pending_account<R>(
+    repo: &R,
+    tenant: TenantId,
+    role: super::model::Role,
+    name: super::model::DisplayName,
+    email: super::email::Email,
+    now: Timestamp,
+) -> Result<(User, OpaqueToken), RepoError>
+where
+    R: ActivationRepository + UserRepository + super::repo::PatientRepository,
+{
+    let user = User::new(tenant, email, name, role, UserStatus::Pending, None, now);
+    repo.create_user(&user).await?;
+    if role == super::model::Role::Patient {
+        let patient = super::model::Patient {
+            id: crate::ids::PatientId::new_v7(),
+            tenant_id: tenant,
+            user_id: Some(user.id),
+            created_at: now,
+        };
+        repo.create_patient(&patient).await?;
+    }
+    let token = issue(repo, &user, now).await?;
+    Ok((user, token))
+}
+
 /// The account a presented link is for, if it is live.
 pub async fn lookup<R>(
     repo: &R,

@@ -320,6 +320,36 @@ pub async fn use_recovery_code<R: MfaRepository>(
     }
 }
 
+/// Checks a second factor presented as a TOTP `code` or, when `recovery_code` is not
+/// blank, a recovery code. Returns the event to record for success.
+pub async fn verify_any<R: MfaRepository>(
+    repo: &R,
+    keys: &MfaKeys,
+    user: &User,
+    code: &str,
+    recovery_code: &str,
+    now: Timestamp,
+) -> Result<AuthEventKind, MfaError> {
+    if recovery_code.trim().is_empty() {
+        verify_totp(repo, keys, user, code, now).await.map(|()| AuthEventKind::MfaVerified)
+    } else {
+        use_recovery_code(repo, keys, user, recovery_code, now)
+            .await
+            .map(|()| AuthEventKind::RecoveryCodeUsed)
+    }
+}
+
+impl MfaError {
+    /// The event and outcome to record for a refused code, if this is a refusal.
+    pub fn refusal_event(&self) -> Option<(AuthEventKind, &'static str)> {
+        match self {
+            MfaError::WrongCode => Some((AuthEventKind::MfaFailed, "wrong_code")),
+            MfaError::Replayed => Some((AuthEventKind::MfaReplayed, "replayed")),
+            _ => None,
+        }
+    }
+}
+
 fn new_recovery_codes() -> Result<Vec<String>, MfaError> {
     (0..RECOVERY_CODES)
         .map(|_| {

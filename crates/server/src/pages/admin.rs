@@ -7,11 +7,10 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use telesafe_core::RepoError;
 use telesafe_core::identity::{
-    DisplayName, Email, Patient, PatientRepository, Role, User, UserRepository, UserStatus,
-    activation, outbox, stepup,
+    DisplayName, Email, Role, UserRepository, activation, outbox, stepup,
 };
-use telesafe_core::{PatientId, RepoError};
 
 use super::home::organisation;
 use super::{PageError, Shell, failed, render, require};
@@ -132,24 +131,22 @@ pub async fn add_person(
         Err(e) => return invalid(format!("Email: {e}.")).await,
     };
     let tenant = me.user.tenant_id;
-    let user = User::new(tenant, email, name, role, UserStatus::Pending, None, now);
-    match state.store.create_user(&user).await {
-        Ok(()) => {}
+    let (user, token) = match activation::create_pending_account(
+        &state.store,
+        tenant,
+        role,
+        name,
+        email,
+        now,
+    )
+    .await
+    {
+        Ok(done) => done,
         Err(RepoError::Conflict) => {
             return invalid("Someone with that email already has an account here.".into()).await;
         }
         Err(e) => return Err(PageError::new(&state, e)),
-    }
-    if role == Role::Patient {
-        let p = Patient {
-            id: PatientId::new_v7(),
-            tenant_id: tenant,
-            user_id: Some(user.id),
-            created_at: now,
-        };
-        state.store.create_patient(&p).await.map_err(failed(&state))?;
-    }
-    let token = activation::issue(&state.store, &user, now).await.map_err(failed(&state))?;
+    };
     let link = format!("{}/activate/{}", state.config.public_base(), token.reveal());
     // Nothing but a greeting and the link: no names, no clinical information.
     let body = format!(

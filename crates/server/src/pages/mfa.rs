@@ -16,6 +16,45 @@ use crate::error::AppError;
 use crate::http::form::ValidForm;
 use crate::state::AppState;
 
+/// Why a second factor was not accepted.
+pub(crate) enum Refusal {
+    /// A wrong or reused code: the message is for the person.
+    Wrong(String),
+    Failed(AppError),
+}
+
+/// Checks a TOTP or recovery code for `me`, records the outcome, and on success replaces
+/// the session with a fully signed-in one (new id, second factor fresh for step-up).
+/// The one path for the sign-in challenge, step-up and the native API.
+pub(crate) async fn second_factor(
+    state: &AppState,
+    me: &CurrentUser,
+    code: &str,
+    recovery_code: &str,
+    now: telesafe_core::Timestamp,
+) -> Result<telesafe_crypto::OpaqueToken, Refusal> {
+    let failed = |e: telesafe_core::RepoError| Refusal::Failed(e.into());
+    match mfa::verify_any(&state.store, &state.mfa_keys, &me.user, code, recovery_code, now).await {
+        Ok(kind) => {
+            mfa::record(&state.store, &me.session, now, kind, "verified").await.map_err(failed)?;
+            let (_, token) = mfa::complete_session(&state.store, &me.session, now, true)
+                .await
+                .map_err(failed)?;
+            Ok(token)
+        }
+        Err(e) => match e.refusal_event() {
+            Some((kind, outcome)) => {
+                mfa::record(&state.store, &me.session, now, kind, outcome).await.map_err(failed)?;
+                Err(Refusal::Wrong(e.to_string()))
+            }
+            None => Err(Refusal::Failed(match e {
+                MfaError::Repo(r) => r.into(),
+                other => AppError::internal(other),
+            })),
+        },
+    }
+}
+
 /// What a stage-limited page needs: a session at one of `stages`, else where to go.
 fn at_stage(me: Option<CurrentUser>, stages: &[SessionStage]) -> Result<CurrentUser, PageError> {
     match me {
@@ -88,50 +127,16 @@ pub async fn mfa_challenge(
     let me = at_stage(me, &[SessionStage::MfaPending])?;
     me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
     let now = state.clock.now();
-    let (result, kind_ok) = if form.recovery_code.trim().is_empty() {
-        (
-            mfa::verify_totp(&state.store, &state.mfa_keys, &me.user, &form.code, now).await,
-            AuthEventKind::MfaVerified,
-        )
-    } else {
-        (
-            mfa::use_recovery_code(
-                &state.store,
-                &state.mfa_keys,
-                &me.user,
-                &form.recovery_code,
-                now,
-            )
-            .await,
-            AuthEventKind::RecoveryCodeUsed,
-        )
-    };
-    match result {
-        Ok(()) => {
-            mfa::record(&state.store, &me.session, now, kind_ok, "verified")
-                .await
-                .map_err(failed(&state))?;
-            let (_, token) = mfa::complete_session(&state.store, &me.session, now, true)
-                .await
-                .map_err(failed(&state))?;
-            Ok(with_cookie(Redirect::to(home_of(me.role())).into_response(), &token, &me))
-        }
-        Err(e @ (MfaError::WrongCode | MfaError::Replayed)) => {
-            let (kind, outcome) = match e {
-                MfaError::Replayed => (AuthEventKind::MfaReplayed, "replayed"),
-                _ => (AuthEventKind::MfaFailed, "wrong_code"),
-            };
-            mfa::record(&state.store, &me.session, now, kind, outcome)
-                .await
-                .map_err(failed(&state))?;
+    match second_factor(&state, &me, &form.code, &form.recovery_code, now).await {
+        Ok(token) => Ok(with_cookie(Redirect::to(home_of(me.role())).into_response(), &token, &me)),
+        Err(Refusal::Wrong(msg)) => {
             let page = ChallengePage::sign_in(
                 Shell::signing_in(&state, "Confirm it is you", &me),
-                Some(e.to_string()),
+                Some(msg),
             );
             Ok(render(&page, StatusCode::UNAUTHORIZED))
         }
-        Err(MfaError::Repo(e)) => Err(PageError::new(&state, e)),
-        Err(e) => Err(PageError::new(&state, AppError::internal(e))),
+        Err(Refusal::Failed(e)) => Err(PageError::new(&state, e)),
     }
 }
 
@@ -346,38 +351,12 @@ pub async fn step_up(
     me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
     let ret = safe_return(form.return_to.as_deref());
     let now = state.clock.now();
-    let result = if form.recovery_code.trim().is_empty() {
-        mfa::verify_totp(&state.store, &state.mfa_keys, &me.user, &form.code, now).await
-    } else {
-        mfa::use_recovery_code(&state.store, &state.mfa_keys, &me.user, &form.recovery_code, now)
-            .await
-    };
-    match result {
-        Ok(()) => {
-            mfa::record(&state.store, &me.session, now, AuthEventKind::MfaVerified, "verified")
-                .await
-                .map_err(failed(&state))?;
-            let (_, token) = mfa::complete_session(&state.store, &me.session, now, true)
-                .await
-                .map_err(failed(&state))?;
-            Ok(with_cookie(Redirect::to(ret).into_response(), &token, &me))
-        }
-        Err(e @ (MfaError::WrongCode | MfaError::Replayed)) => {
-            let kind = if matches!(e, MfaError::Replayed) {
-                AuthEventKind::MfaReplayed
-            } else {
-                AuthEventKind::MfaFailed
-            };
-            mfa::record(&state.store, &me.session, now, kind, "wrong_code")
-                .await
-                .map_err(failed(&state))?;
+    match second_factor(&state, &me, &form.code, &form.recovery_code, now).await {
+        Ok(token) => Ok(with_cookie(Redirect::to(ret).into_response(), &token, &me)),
+        Err(Refusal::Wrong(msg)) => {
             let org = organisation(&state, me.user.tenant_id).await?;
-            Ok(render(
-                &step_up_page(&state, &me, &org, ret, Some(e.to_string())),
-                StatusCode::UNAUTHORIZED,
-            ))
+            Ok(render(&step_up_page(&state, &me, &org, ret, Some(msg)), StatusCode::UNAUTHORIZED))
         }
-        Err(MfaError::Repo(e)) => Err(PageError::new(&state, e)),
-        Err(e) => Err(PageError::new(&state, AppError::internal(e))),
+        Err(Refusal::Failed(e)) => Err(PageError::new(&state, e)),
     }
 }

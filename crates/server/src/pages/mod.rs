@@ -28,6 +28,7 @@ pub use activate::{activate, show_activate};
 
 pub use admin::{add_person, admin};
 pub use home::{console, portal, root, security};
+pub(crate) use mfa::{Refusal, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
 pub use setup::{setup, show_setup};
 pub use signin::{show_signin, signin, signout};
