@@ -63,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .route("/activate/{token}", get(pages::show_activate).post(pages::activate))
         .route("/setup", get(pages::show_setup).post(pages::setup))
         .route("/mfa/enroll", get(pages::show_enroll).post(pages::enroll))
+        .route("/account/password", post(pages::change_password))
         .route("/account/sessions/revoke", post(pages::revoke_session))
         .route("/account/sessions/revoke-others", post(pages::revoke_other_sessions))
         .route("/static/{name}", get(assets::serve))

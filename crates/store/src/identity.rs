@@ -534,6 +534,7 @@ const OUTCOMES: &[&str] = &[
     "verified",
     "recovery_code",
     "activated",
+    "changed",
     "backing_off",
     "attempts_exhausted",
     "locked",

@@ -1005,7 +1005,68 @@ async fn administrators_add_people_after_a_fresh_second_factor(backend: DbBacken
     assert_eq!(r.status(), 403);
 }
 
+async fn changing_the_password_ends_every_other_session(backend: DbBackend) {
+    use secrecy::ExposeSecret;
+    let Some(s) = server(backend).await else { return };
+    let laptop = s.signed_in(PATIENT).await;
+    let phone = s.signed_in(PATIENT).await;
+    let old = s.password.expose_secret().to_owned();
+    let csrf = s.csrf(&laptop).await;
+    let change = |current: &str, new: &str, confirm: &str| {
+        let form = [
+            ("csrf", csrf.clone()),
+            ("current", current.to_owned()),
+            ("new", new.to_owned()),
+            ("confirm", confirm.to_owned()),
+        ];
+        laptop.post(s.url("/account/password")).header("origin", &s.base).form(&form).send()
+    };
+    let fresh = "walnut harbour violin sunrise";
+    for (cur, new, conf, says) in [
+        ("not my password at all", fresh, fresh, "current password is not right"),
+        (old.as_str(), fresh, "something else entirely", "not the same"),
+        (old.as_str(), "too short pw", "too short pw", "at least 15 characters"),
+    ] {
+        let r = change(cur, new, conf).await.unwrap();
+        assert_eq!(r.status(), 422, "{says}");
+        assert!(r.text().await.unwrap().contains(says), "{says}");
+    }
+    assert_eq!(
+        phone.get(s.url("/api/v1/me")).send().await.unwrap().status(),
+        200,
+        "refusals change nothing"
+    );
+    let r = change(&old, fresh, fresh).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()[SET_COOKIE].to_str().unwrap().starts_with("__Host-telesafe_session="));
+    assert_eq!(laptop.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+    assert_eq!(phone.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    let (_, next) = {
+        let c = s.client();
+        let r = c
+            .post(s.url("/signin"))
+            .header("origin", &s.base)
+            .form(&[("organisation", "demo"), ("email", PATIENT), ("password", fresh)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        (c, r.headers()["location"].to_str().unwrap().to_owned())
+    };
+    assert_eq!(next, "/portal");
+    let r = s
+        .client()
+        .post(s.url("/signin"))
+        .header("origin", &s.base)
+        .form(&[("organisation", "demo"), ("email", PATIENT), ("password", old.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
 both_backends!(
+    changing_the_password_ends_every_other_session,
     administrators_add_people_after_a_fresh_second_factor,
     native_apps_sign_in_with_json_under_the_same_rules,
     every_set_cookie_carries_the_required_attributes,

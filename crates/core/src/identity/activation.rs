@@ -174,3 +174,63 @@ where
     .await?;
     Ok(User { status: UserStatus::Active, ..user })
 }
+
+/// Why a password change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("your current password is not right")]
+    WrongCurrent,
+    #[error("{0}")]
+    Password(#[from] PasswordProblem),
+    #[error("the two new passwords are not the same")]
+    Mismatch,
+    #[error("password processing failed")]
+    Hashing,
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// Changes a signed-in person's password after checking the current one. Every other
+/// session of the account ends; the caller replaces the current one with a new id.
+#[allow(clippy::too_many_arguments, reason = "each is a distinct input of the change")]
+pub async fn change_password<R>(
+    repo: &R,
+    checker: &PasswordChecker,
+    user: &User,
+    keep: &TokenHash,
+    current: SecretString,
+    new: SecretString,
+    confirm: SecretString,
+    has_mfa: bool,
+    now: Timestamp,
+) -> Result<(), ChangeError>
+where
+    R: UserRepository + SessionRepository + AuthEventRepository,
+{
+    use secrecy::ExposeSecret;
+    let verdict = checker
+        .verify(super::password::normalise(&current), user.password_hash.as_deref())
+        .await
+        .map_err(|_| ChangeError::Hashing)?;
+    if matches!(verdict, telesafe_crypto::Verification::Mismatch) {
+        return Err(ChangeError::WrongCurrent);
+    }
+    if new.expose_secret() != confirm.expose_secret() {
+        return Err(ChangeError::Mismatch);
+    }
+    let ctx = PasswordContext { email: &user.email, name: &user.display_name, has_mfa };
+    let accepted = check_new(&new, ctx)?;
+    let hash = checker.hash(accepted.into_secret()).await.map_err(|_| ChangeError::Hashing)?;
+    repo.set_password_hash(user.tenant_id, user.id, &hash).await?;
+    repo.delete_sessions_of_user(user.tenant_id, user.id, Some(keep)).await?;
+    repo.record_auth_event(&AuthEvent::new(
+        user.tenant_id,
+        now,
+        AuthEventKind::PasswordSet,
+        Some(user.id),
+        "",
+        "changed",
+    ))
+    .await?;
+    Ok(())
+}

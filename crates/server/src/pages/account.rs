@@ -5,16 +5,21 @@ use crate::http::form::ValidForm;
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use secrecy::SecretString;
 use serde::Deserialize;
+use telesafe_core::identity::SessionPolicy;
+use telesafe_core::identity::activation::{self, ChangeError};
 use telesafe_core::identity::mfa::{self, MfaRepository};
+use telesafe_core::identity::password::{MIN_SINGLE_FACTOR, MIN_WITH_MFA};
 use telesafe_core::identity::{
     AuthEvent, AuthEventKind, AuthEventRepository, Role, SessionRepository,
 };
 
 use super::home::organisation;
 use super::{PageError, Shell, render, require};
-use crate::auth::{CurrentUser, MaybeUser};
+use crate::auth::{CurrentUser, MaybeUser, session_cookie};
 use crate::state::AppState;
 
 const EVERYONE: &[Role] = &Role::ALL;
@@ -47,6 +52,8 @@ struct AccountPage {
     activity: Vec<ActivityLine>,
     has_totp: bool,
     recovery_left: u32,
+    password_error: Option<String>,
+    min_length: usize,
 }
 
 fn describe(kind: AuthEventKind, outcome: &str) -> &'static str {
@@ -82,6 +89,23 @@ pub async fn account(
     axum::extract::Query(q): axum::extract::Query<AccountQuery>,
 ) -> Result<Response, PageError> {
     let me = require(&state, me, EVERYONE)?;
+    let notice = match q.done.as_deref() {
+        Some("revoked") => Some("That sign-in has ended."),
+        Some("others") => Some("You are now signed out everywhere else."),
+        Some("password") => {
+            Some("Your password has been changed, and you are signed out everywhere else.")
+        }
+        _ => None,
+    };
+    Ok(render(&account_page(&state, &me, notice, None).await?, StatusCode::OK))
+}
+
+async fn account_page(
+    state: &AppState,
+    me: &CurrentUser,
+    notice: Option<&'static str>,
+    password_error: Option<String>,
+) -> Result<AccountPage, PageError> {
     let (tenant, user) = (me.user.tenant_id, me.user.id);
     let fail = |e| PageError::new(&state, e);
     let org = organisation(&state, tenant).await?;
@@ -89,13 +113,11 @@ pub async fn account(
     let events = state.store.list_auth_events(tenant, Some(user), 20).await.map_err(fail)?;
     let has_totp = mfa::has_mfa(&state.store, &me.user).await.map_err(fail)?;
     let recovery_left = state.store.unused_recovery_codes(tenant, user).await.map_err(fail)?;
-    let page = AccountPage {
-        shell: Shell::for_user(&state, "My account", &me, &org, "/account"),
-        notice: match q.done.as_deref() {
-            Some("revoked") => Some("That sign-in has ended."),
-            Some("others") => Some("You are now signed out everywhere else."),
-            _ => None,
-        },
+    Ok(AccountPage {
+        shell: Shell::for_user(state, "My account", me, &org, "/account"),
+        notice,
+        password_error,
+        min_length: if has_totp { MIN_WITH_MFA } else { MIN_SINGLE_FACTOR },
         name: me.user.display_name.as_str().to_owned(),
         email: me.user.email.as_str().to_owned(),
         role: me.role().label(),
@@ -121,8 +143,7 @@ pub async fn account(
                 source: if e.source.is_empty() { "unknown".into() } else { e.source.clone() },
             })
             .collect(),
-    };
-    Ok(render(&page, StatusCode::OK))
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,4 +208,69 @@ pub async fn revoke_other_sessions(
         .map_err(|e| PageError::new(&state, e))?;
     record(&state, &me, AuthEventKind::SignedOutEverywhere).await?;
     Ok(Redirect::to("/account?done=others").into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    current: SecretString,
+    new: SecretString,
+    confirm: SecretString,
+}
+
+impl std::fmt::Debug for PasswordForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordForm").finish_non_exhaustive()
+    }
+}
+
+/// Changes my password: every other session ends, and this one gets a new id.
+pub async fn change_password(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<PasswordForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, EVERYONE)?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let now = state.clock.now();
+    let has_totp =
+        mfa::has_mfa(&state.store, &me.user).await.map_err(|e| PageError::new(&state, e))?;
+    let result = activation::change_password(
+        &state.store,
+        &state.passwords,
+        &me.user,
+        &me.session.token_hash,
+        form.current,
+        form.new,
+        form.confirm,
+        has_totp,
+        now,
+    )
+    .await;
+    match result {
+        Ok(()) => {
+            let (_, token) = mfa::complete_session(&state.store, &me.session, now, false)
+                .await
+                .map_err(|e| PageError::new(&state, e))?;
+            let mut resp = Redirect::to("/account?done=password").into_response();
+            let max_age = SessionPolicy::for_role(me.role()).absolute.as_secs();
+            if let Ok(v) = HeaderValue::from_str(&session_cookie(&token, max_age)) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            Ok(resp)
+        }
+        Err(ChangeError::Repo(e)) => Err(PageError::new(&state, e)),
+        Err(ChangeError::Hashing) => {
+            Err(PageError::new(&state, crate::error::AppError::internal("hashing")))
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let msg = format!("{}{}.", msg[..1].to_uppercase(), &msg[1..]);
+            Ok(render(
+                &account_page(&state, &me, None, Some(msg)).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ))
+        }
+    }
 }

@@ -23,7 +23,7 @@ use crate::error::AppError;
 use crate::http::request_id;
 use crate::state::AppState;
 
-pub use account::{account, revoke_other_sessions, revoke_session};
+pub use account::{account, change_password, revoke_other_sessions, revoke_session};
 pub use activate::{activate, show_activate};
 
 pub use admin::{add_person, admin};
