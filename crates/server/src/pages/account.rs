@@ -107,8 +107,8 @@ async fn account_page(
     password_error: Option<String>,
 ) -> Result<AccountPage, PageError> {
     let (tenant, user) = (me.user.tenant_id, me.user.id);
-    let fail = |e| PageError::new(&state, e);
-    let org = organisation(&state, tenant).await?;
+    let fail = |e| PageError::new(state, e);
+    let org = organisation(state, tenant).await?;
     let sessions = state.store.list_sessions(tenant, user).await.map_err(fail)?;
     let events = state.store.list_auth_events(tenant, Some(user), 20).await.map_err(fail)?;
     let has_totp = mfa::has_mfa(&state.store, &me.user).await.map_err(fail)?;
