@@ -476,6 +476,28 @@ impl SessionRepository for Store {
 }
 
 impl AuthEventRepository for Store {
+    async fn count_auth_events(
+        &self,
+        tenant: TenantId,
+        kinds: &[AuthEventKind],
+        since: Timestamp,
+    ) -> Result<u64, RepoError> {
+        let mut total = 0u64;
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        for kind in kinds {
+            let n: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM auth_events WHERE tenant_id = $1 AND kind = $2 AND at >= $3")
+                .bind(tenant.to_string())
+                .bind(kind.as_str())
+                .bind(since.unix_millis())
+                .fetch_one(&mut **c).await)
+            .map_err(repo_err)?;
+            total += u64::try_from(n).unwrap_or(0);
+        }
+        tx.commit().await?;
+        Ok(total)
+    }
+
     async fn record_auth_event(&self, e: &AuthEvent) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Tenant(e.tenant_id)).await?;
         on_tx!(&mut tx, c => sqlx::query(

@@ -164,6 +164,21 @@ async fn a_thousand_guesses_from_fifty_connections_evaluate_at_most_a_hundred(ba
     // The owner, once the back-off has passed, signs in as usual.
     clock.advance(Duration::from_secs(31));
     s.signed_in(PATIENT).await;
+    // The security officer sees the storm, by account id, never by name.
+    let officer = s.signed_in(SECURITY).await;
+    let page = officer.get(s.url("/security")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("sign_in_throttled"), "throttling shows on the security console");
+    assert!(!page.contains("Ana López") && !page.contains(PATIENT));
+    let failed: usize = page
+        .split("Failed or refused sign-ins in the last 24 hours: <strong>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(failed, 1000, "every refused guess is counted");
 }
 
 async fn native_apps_sign_in_with_json_under_the_same_rules(backend: DbBackend) {

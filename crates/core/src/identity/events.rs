@@ -121,6 +121,13 @@ pub trait AuthEventRepository: Send + Sync {
         &self,
         e: &AuthEvent,
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// How many events of `kinds` happened at or after `since`.
+    fn count_auth_events(
+        &self,
+        tenant: TenantId,
+        kinds: &[AuthEventKind],
+        since: Timestamp,
+    ) -> impl Future<Output = Result<u64, RepoError>> + Send;
     /// Newest first; `user` narrows to one account.
     fn list_auth_events(
         &self,

@@ -7,9 +7,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use telesafe_core::identity::{
-    PatientRepository, Role, SessionPolicy, TenantRepository, UserRepository,
+    AuthEventKind, AuthEventRepository, PatientRepository, Role, SessionPolicy, TenantRepository,
+    UserRepository,
 };
-use telesafe_core::{TenantId, UserId};
+use telesafe_core::{TenantId, Timestamp, UserId};
 
 use super::{PageError, Shell, render, require};
 use crate::auth::{CurrentUser, MaybeUser};
@@ -129,6 +130,16 @@ struct SecurityPage {
     absolute_hours: u64,
     staff_count: usize,
     patient_count: usize,
+    security_events: Vec<EventLine>,
+    failed_last_day: u64,
+}
+
+struct EventLine {
+    at: String,
+    what: &'static str,
+    account: String,
+    source: String,
+    outcome: &'static str,
 }
 
 pub async fn security(
@@ -140,7 +151,37 @@ pub async fn security(
     let users =
         state.store.list_users(me.user.tenant_id).await.map_err(|e| PageError::new(&state, e))?;
     let staff_count = users.iter().filter(|u| u.role.is_staff()).count();
+    let events = state
+        .store
+        .list_auth_events(me.user.tenant_id, None, 500)
+        .await
+        .map_err(|e| PageError::new(&state, e))?;
+    // Ids only: a security officer sees who (by account id) and what, never clinical content.
+    let security_events = events
+        .iter()
+        .filter(|e| e.kind.is_security_event())
+        .take(30)
+        .map(|e| EventLine {
+            at: e.at.to_rfc3339(),
+            what: e.kind.as_str(),
+            account: e.user_id.map(|u| u.to_string()).unwrap_or_else(|| "unknown account".into()),
+            source: if e.source.is_empty() { "-".into() } else { e.source.clone() },
+            outcome: e.outcome,
+        })
+        .collect();
+    let day_ago = Timestamp::from_unix_millis(state.clock.now().unix_millis() - 86_400_000);
+    let failed_last_day = state
+        .store
+        .count_auth_events(
+            me.user.tenant_id,
+            &[AuthEventKind::SignInFailed, AuthEventKind::SignInThrottled],
+            day_ago,
+        )
+        .await
+        .map_err(|e| PageError::new(&state, e))?;
     let page = SecurityPage {
+        security_events,
+        failed_last_day,
         shell: Shell::for_user(&state, "Security", &me, &org, "/security"),
         posture: (*state.posture).clone(),
         idle_minutes: minutes(SessionPolicy::default().idle),
