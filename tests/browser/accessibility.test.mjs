@@ -50,7 +50,7 @@ for (const width of [1280, 360]) {
     await page.getByLabel('Organisation code').fill('demo');
     await page.getByLabel('Email address').fill('nobody@demo.telesafe.test');
     await page.getByLabel('Password', { exact: true }).fill('wrong but long enough passphrase');
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
     await page.getByRole('alert').waitFor();
     await audit(page, `/signin error @${width}`);
     await page.goto(`${demo.url}/no-such-page`);

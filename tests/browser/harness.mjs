@@ -83,7 +83,7 @@ export async function signIn(page, base, email, password, onPage = async () => {
   await page.getByLabel('Organisation code').fill('demo');
   await page.getByLabel('Email address').fill(email);
   await page.getByLabel('Password', { exact: true }).fill(password);
-  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/signin')), page.getByRole('button', { name: 'Sign in' }).click()]);
+  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/signin')), page.getByRole('button', { name: 'Sign in', exact: true }).click()]);
   const path = new URL(page.url()).pathname;
   if (path === '/mfa/enroll') {
     await onPage('/mfa/enroll');

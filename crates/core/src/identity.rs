@@ -10,6 +10,7 @@ pub mod events;
 pub mod mfa;
 mod model;
 pub mod outbox;
+pub mod passkey;
 pub mod password;
 mod repo;
 mod session;
@@ -30,5 +31,6 @@ pub use repo::{
 pub use session::{Session, SessionPolicy, SessionStage, SessionState};
 
 pub use signin::{
-    PasswordChecker, SignIn, SignInAttempt, SignInError, describe_user_agent, sign_in,
+    PasskeyAttempt, PasswordChecker, SignIn, SignInAttempt, SignInError, describe_user_agent,
+    sign_in, sign_in_with_passkey,
 };

@@ -64,6 +64,11 @@ uuid_id!(
     PatientId,
     "patient"
 );
+uuid_id!(
+    /// A registered passkey (WebAuthn credential) of one account.
+    PasskeyId,
+    "passkey"
+);
 
 #[cfg(test)]
 mod tests {

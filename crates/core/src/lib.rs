@@ -12,5 +12,5 @@ pub mod ids;
 pub mod repo;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use ids::{PatientId, TenantId, UserId};
+pub use ids::{PasskeyId, PatientId, TenantId, UserId};
 pub use repo::RepoError;

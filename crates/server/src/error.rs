@@ -36,6 +36,10 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("the request did not come from this site")]
     CsrfRejected,
+    /// A sensitive action needs a second factor from the last five minutes; the string is
+    /// the page that asks for it and returns to the action.
+    #[error("confirm it is you first: this change needs a recent second step")]
+    StepUpRequired(&'static str),
     #[error("too many requests; try again shortly")]
     RateLimited,
     #[error("the service is not ready")]
@@ -57,7 +61,7 @@ impl AppError {
             Self::Unauthenticated | Self::InvalidToken | Self::InvalidCredentials(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::Forbidden | Self::CsrfRejected => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::CsrfRejected | Self::StepUpRequired(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -82,6 +86,7 @@ impl AppError {
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             Self::CsrfRejected => ErrorCode::CsrfRejected,
+            Self::StepUpRequired(_) => ErrorCode::StepUpRequired,
             Self::RateLimited => ErrorCode::RateLimited,
             Self::Unavailable => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
@@ -139,6 +144,9 @@ impl IntoResponse for AppError {
         if let Some(c) = challenge {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
+        if let Self::StepUpRequired(page) = self {
+            resp.headers_mut().insert(header::LOCATION, HeaderValue::from_static(page));
+        }
         resp
     }
 }
@@ -156,6 +164,7 @@ mod tests {
             (AppError::InvalidCredentials("x".into()), 401, "invalid_credentials"),
             (AppError::Forbidden, 403, "forbidden"),
             (AppError::CsrfRejected, 403, "csrf_rejected"),
+            (AppError::StepUpRequired("/mfa/step-up"), 403, "step_up_required"),
             (AppError::NotFound, 404, "not_found"),
             (AppError::MethodNotAllowed, 405, "method_not_allowed"),
             (AppError::Conflict("x".into()), 409, "conflict"),

@@ -55,6 +55,11 @@ pub fn outbox_key(root: &SecretKey) -> SealingKey {
     SealingKey::new(root.derive("telesafe/v1/outbox"), 1)
 }
 
+/// The key sealing WebAuthn ceremony state while a passkey ceremony is in progress.
+pub fn ceremony_key(root: &SecretKey) -> SealingKey {
+    SealingKey::new(root.derive("telesafe/v1/webauthn-ceremony"), 1)
+}
+
 /// The keys for second factors, derived from the root key.
 pub fn mfa_keys(root: &SecretKey) -> MfaKeys {
     MfaKeys {

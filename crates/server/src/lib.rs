@@ -19,6 +19,7 @@ pub mod mail;
 pub mod native;
 pub mod oauth;
 pub mod pages;
+pub mod passkeys;
 pub mod serve;
 pub mod state;
 pub mod tls;
@@ -63,6 +64,14 @@ pub fn app(state: AppState) -> Router {
         .route("/activate/{token}", get(pages::show_activate).post(pages::activate))
         .route("/setup", get(pages::show_setup).post(pages::setup))
         .route("/mfa/enroll", get(pages::show_enroll).post(pages::enroll))
+        .route("/signin/passkey/options", post(passkeys::sign_in_options))
+        .route("/signin/passkey", post(passkeys::sign_in))
+        .route("/mfa/passkey/options", post(passkeys::second_factor_options))
+        .route("/mfa/passkey", post(passkeys::second_factor))
+        .route("/account/passkeys/options", post(passkeys::register_options))
+        .route("/account/passkeys", post(passkeys::register))
+        .route("/account/passkeys/{id}/rename", post(pages::rename_passkey))
+        .route("/account/passkeys/{id}/delete", post(pages::delete_passkey))
         .route("/account/password", post(pages::change_password))
         .route("/account/sessions/revoke", post(pages::revoke_session))
         .route("/account/sessions/revoke-others", post(pages::revoke_other_sessions))
@@ -127,6 +136,8 @@ pub enum StartError {
     Passwords(String),
     #[error("{0}")]
     Keys(#[from] keys::KeyLoadError),
+    #[error("server.public_url cannot serve passkeys: {0}")]
+    Passkeys(String),
 }
 
 fn list(p: &[Problem]) -> String {
@@ -164,7 +175,7 @@ fn certificate_names(listen: SocketAddr) -> Vec<String> {
 
 /// Validates the configuration and the files it names, prepares TLS, opens and migrates
 /// the database, and binds the listener. Refuses to go on at the first unsafe finding.
-pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartError> {
+pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartError> {
     let problems = config.validate();
     if !problems.is_empty() {
         return Err(StartError::Config(problems));
@@ -235,6 +246,17 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
     };
     let listen = config.server.listen;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    // Bind before building the state: with port 0 the real port is known only now, and the
+    // public URL (links, the passkey origin) must carry it.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: listen, source })?;
+    let local_addr =
+        listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+    if config.server.public_url.is_none() {
+        config.server.public_url = Some(format!("https://localhost:{}", local_addr.port()));
+    }
+    let webauthn = passkeys::relying_party(&config).map_err(StartError::Passkeys)?;
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -245,13 +267,11 @@ pub async fn prepare(config: Config, clock: Arc<dyn Clock>) -> Result<Prepared, 
         addresses: Arc::default(),
         mfa_keys: keys::mfa_keys(&root_key),
         outbox_key: keys::outbox_key(&root_key),
+        ceremony_key: keys::ceremony_key(&root_key),
+        webauthn: Arc::new(webauthn),
         posture: Arc::new(posture),
     };
-    let server = Server::bind(listen, tls_config, app(state.clone()), grace)
-        .await
-        .map_err(|source| StartError::Bind { addr: listen, source })?;
-    let local_addr =
-        server.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+    let server = Server::from_listener(listener, tls_config, app(state.clone()), grace);
     Ok(Prepared { state, server, local_addr, fingerprint, generated_certificate: generated })
 }
 

@@ -50,7 +50,17 @@ impl Server {
         grace: Duration,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { listener, tls, app, grace })
+        Ok(Self::from_listener(listener, tls, app, grace))
+    }
+
+    /// Serves on a listener that is already bound.
+    pub fn from_listener(
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        app: Router,
+        grace: Duration,
+    ) -> Self {
+        Self { listener, tls, app, grace }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

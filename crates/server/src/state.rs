@@ -40,5 +40,9 @@ pub struct AppState {
     pub mfa_keys: MfaKeys,
     /// Seals queued message bodies.
     pub outbox_key: telesafe_crypto::keys::SealingKey,
+    /// Seals WebAuthn ceremony state while a passkey ceremony is in progress.
+    pub ceremony_key: telesafe_crypto::keys::SealingKey,
+    /// The WebAuthn relying party: this deployment's id and origin.
+    pub webauthn: Arc<webauthn_rs::Webauthn>,
     pub posture: Arc<Posture>,
 }

@@ -546,27 +546,6 @@ struct AuthEventRow {
     outcome: String,
 }
 
-/// Outcome codes are a closed set written by the domain; reading maps them back to statics.
-const OUTCOMES: &[&str] = &[
-    "ok",
-    "bad_credentials",
-    "wrong_code",
-    "replayed",
-    "enrolled",
-    "verified",
-    "recovery_code",
-    "activated",
-    "changed",
-    "backing_off",
-    "attempts_exhausted",
-    "locked",
-    "not_activated",
-    "unknown_account",
-    "too_many_failures",
-    "admin",
-    "user",
-];
-
 impl TryFrom<AuthEventRow> for AuthEvent {
     type Error = RepoError;
     fn try_from(r: AuthEventRow) -> Result<Self, RepoError> {
@@ -577,7 +556,7 @@ impl TryFrom<AuthEventRow> for AuthEvent {
             kind: AuthEventKind::parse(&r.kind).ok_or_else(|| corrupt("event kind"))?,
             user_id: r.user_id.as_deref().map(|u| parse::<UserId>(u, "user id")).transpose()?,
             source: r.source,
-            outcome: OUTCOMES.iter().find(|o| **o == r.outcome).copied().unwrap_or("other"),
+            outcome: telesafe_core::identity::events::outcome_from_stored(&r.outcome),
         })
     }
 }

@@ -13,6 +13,7 @@ mod identity;
 
 mod mfa;
 mod outbox;
+mod passkeys;
 
 pub mod testing;
 mod tx;

@@ -173,4 +173,16 @@ impl MfaRepository for Store {
         tx.commit().await?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
+
+    async fn has_passkey(&self, tenant: TenantId, user: UserId) -> Result<bool, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let n: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM passkeys WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant.to_string())
+            .bind(user.to_string())
+            .fetch_one(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
 }

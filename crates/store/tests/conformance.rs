@@ -309,6 +309,102 @@ async fn second_factors_are_single_use(db: TestDatabase) {
     assert_eq!(s.unused_recovery_codes(a.id, u.id).await.unwrap(), 1);
 }
 
+async fn passkeys_are_per_account_and_ceremonies_single_use(db: TestDatabase) {
+    use telesafe_core::PasskeyId;
+    use telesafe_core::identity::mfa::{self, MfaRepository};
+    use telesafe_core::identity::passkey::*;
+    use telesafe_crypto::keys::{SealingKey, SecretKey};
+    let s = &db.store;
+    let (a, b) = (tenant("alpha"), tenant("beta"));
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let u = user(&a, "doc@example.org", Role::Clinician, Some("$argon2id$x"));
+    let other = user(&b, "doc@example.org", Role::Patient, Some("$argon2id$x"));
+    s.create_user(&u).await.unwrap();
+    s.create_user(&other).await.unwrap();
+    let key = |u: &User, cred: &str, name: &str| PasskeyRecord {
+        id: PasskeyId::new_v7(),
+        tenant_id: u.tenant_id,
+        user_id: u.id,
+        credential_id: cred.to_owned(),
+        name: PasskeyName::parse(name).unwrap(),
+        credential: format!("{{\"cred\":\"{cred}\"}}"),
+        created_at: T0,
+        last_used_at: None,
+    };
+    assert!(!mfa::has_mfa(s, &u).await.unwrap());
+    let first = key(&u, "Y3JlZC0x", "Laptop");
+    s.add_passkey(&first).await.unwrap();
+    s.add_passkey(&key(&u, "Y3JlZC0y", "Phone")).await.unwrap();
+    assert!(s.has_passkey(a.id, u.id).await.unwrap() && mfa::has_mfa(s, &u).await.unwrap());
+    // A credential id is registered once in the whole deployment, whatever the tenant.
+    assert!(matches!(
+        s.add_passkey(&key(&other, "Y3JlZC0x", "Mine")).await,
+        Err(RepoError::Conflict)
+    ));
+    let names: Vec<_> =
+        s.passkeys_of(a.id, u.id).await.unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names.iter().map(PasskeyName::as_str).collect::<Vec<_>>(), ["Laptop", "Phone"]);
+    assert!(s.passkeys_of(b.id, other.id).await.unwrap().is_empty());
+    // Found by credential id before the tenant is known.
+    assert_eq!(s.passkey_by_credential("Y3JlZC0x").await.unwrap().unwrap(), first);
+    assert_eq!(s.passkey_by_credential("bm9uZQ").await.unwrap(), None);
+    s.record_passkey_use(a.id, first.id, Some("{\"counter\":2}"), T0.plus(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let used = s.passkey_by_credential("Y3JlZC0x").await.unwrap().unwrap();
+    assert_eq!(
+        (used.credential.as_str(), used.last_used_at),
+        ("{\"counter\":2}", Some(T0.plus(Duration::from_secs(5))))
+    );
+    s.record_passkey_use(a.id, first.id, None, T0).await.unwrap();
+    assert_eq!(
+        s.passkey_by_credential("Y3JlZC0x").await.unwrap().unwrap().credential,
+        "{\"counter\":2}"
+    );
+    // Rename and delete only within the owner's account.
+    let renamed = PasskeyName::parse("Work laptop").unwrap();
+    assert!(!s.rename_passkey(b.id, other.id, first.id, &renamed).await.unwrap());
+    assert!(s.rename_passkey(a.id, u.id, first.id, &renamed).await.unwrap());
+    assert!(!s.delete_passkey(b.id, other.id, first.id).await.unwrap());
+    // Staff keep at least one second factor.
+    check_removal(s, &u, first.id).await.unwrap();
+    assert!(s.delete_passkey(a.id, u.id, first.id).await.unwrap());
+    let last = s.passkeys_of(a.id, u.id).await.unwrap().remove(0);
+    assert!(matches!(check_removal(s, &u, last.id).await, Err(PasskeyError::LastFactor)));
+    assert!(matches!(check_removal(s, &u, first.id).await, Err(PasskeyError::NotFound)));
+
+    // Ceremonies: finished once, by the account that started them, before they expire.
+    let seal = SealingKey::new(SecretKey::generate().unwrap(), 1);
+    let id =
+        start_ceremony(s, &seal, CeremonyPurpose::Register, Some(&u), b"state", T0).await.unwrap();
+    let wrong_purpose =
+        finish_ceremony(s, &seal, CeremonyPurpose::SignIn, id.reveal(), None, T0).await;
+    assert!(matches!(wrong_purpose, Err(PasskeyError::CeremonyExpired)));
+    let (x, y) = tokio::join!(
+        finish_ceremony(s, &seal, CeremonyPurpose::Register, id.reveal(), Some(&u), T0),
+        finish_ceremony(s, &seal, CeremonyPurpose::Register, id.reveal(), Some(&u), T0),
+    );
+    assert_eq!(u8::from(x.is_ok()) + u8::from(y.is_ok()), 1);
+    assert_eq!(x.or(y).unwrap().as_slice(), b"state");
+    let id = start_ceremony(s, &seal, CeremonyPurpose::Register, Some(&u), b"s", T0).await.unwrap();
+    let stolen =
+        finish_ceremony(s, &seal, CeremonyPurpose::Register, id.reveal(), Some(&other), T0).await;
+    assert!(matches!(stolen, Err(PasskeyError::CeremonyExpired)));
+    let id = start_ceremony(s, &seal, CeremonyPurpose::SignIn, None, b"s", T0).await.unwrap();
+    let late = T0.plus(CEREMONY_TTL);
+    assert!(
+        finish_ceremony(s, &seal, CeremonyPurpose::SignIn, id.reveal(), None, late).await.is_err()
+    );
+    let id = start_ceremony(s, &seal, CeremonyPurpose::SignIn, None, b"s", T0).await.unwrap();
+    assert!(
+        finish_ceremony(s, &seal, CeremonyPurpose::SignIn, id.reveal(), None, T0).await.is_ok()
+    );
+    assert!(
+        finish_ceremony(s, &seal, CeremonyPurpose::SignIn, "not-a-token", None, T0).await.is_err()
+    );
+}
+
 async fn setup_tokens_are_single_use_and_expire(db: TestDatabase) {
     let s = &db.store;
     let t = OpaqueToken::generate().unwrap();
@@ -487,6 +583,7 @@ conformance!(
     repeated_failures_back_off_and_lock_at_the_cap,
     auth_events_are_kept_per_tenant_newest_first,
     second_factors_are_single_use,
+    passkeys_are_per_account_and_ceremonies_single_use,
     rows_are_invisible_to_a_query_that_states_no_tenant,
     readiness_reports_current_migrations,
 );

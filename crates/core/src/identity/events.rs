@@ -24,6 +24,8 @@ pub enum AuthEventKind {
     MfaReplayed,
     RecoveryCodeUsed,
     PasswordSet,
+    PasskeyAdded,
+    PasskeyRemoved,
 }
 
 impl AuthEventKind {
@@ -43,6 +45,8 @@ impl AuthEventKind {
             Self::MfaReplayed => "mfa_replayed",
             Self::RecoveryCodeUsed => "recovery_code_used",
             Self::PasswordSet => "password_set",
+            Self::PasskeyAdded => "passkey_added",
+            Self::PasskeyRemoved => "passkey_removed",
         }
     }
 
@@ -62,6 +66,8 @@ impl AuthEventKind {
             Self::MfaReplayed,
             Self::RecoveryCodeUsed,
             Self::PasswordSet,
+            Self::PasskeyAdded,
+            Self::PasskeyRemoved,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -76,8 +82,40 @@ impl AuthEventKind {
                 | Self::SignInThrottled
                 | Self::MfaReplayed
                 | Self::RecoveryCodeUsed
+                | Self::PasskeyRemoved
         )
     }
+}
+
+/// Outcome codes are a closed set written by the domain; reading maps them back to
+/// statics. A code written here must be listed, or it reads back as `other`.
+const OUTCOMES: &[&str] = &[
+    "ok",
+    "bad_credentials",
+    "wrong_code",
+    "replayed",
+    "enrolled",
+    "verified",
+    "recovery_code",
+    "activated",
+    "changed",
+    "backing_off",
+    "attempts_exhausted",
+    "locked",
+    "not_activated",
+    "unknown_account",
+    "too_many_failures",
+    "admin",
+    "user",
+    "passkey",
+    "passkey_invalid",
+    "unknown_passkey",
+    "added",
+];
+
+/// The static outcome code for a stored one (`other` for a code this build does not know).
+pub fn outcome_from_stored(s: &str) -> &'static str {
+    OUTCOMES.iter().find(|o| **o == s).copied().unwrap_or("other")
 }
 
 /// One recorded event.

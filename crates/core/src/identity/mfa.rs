@@ -192,6 +192,12 @@ pub trait MfaRepository: Send + Sync {
         tenant: TenantId,
         user: UserId,
     ) -> impl Future<Output = Result<u32, RepoError>> + Send;
+    /// Whether the account has at least one registered passkey.
+    fn has_passkey(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
 }
 
 fn seed_aad(tenant: TenantId, user: UserId) -> Vec<u8> {
@@ -205,9 +211,14 @@ fn open_seed(keys: &MfaKeys, r: &TotpRecord) -> Result<TotpSeed, MfaError> {
         .map_err(|_| MfaError::Crypto)
 }
 
-/// Whether the account has a confirmed authenticator.
-pub async fn has_mfa<R: MfaRepository>(repo: &R, user: &User) -> Result<bool, RepoError> {
+/// Whether the account has a confirmed authenticator app.
+pub async fn has_totp<R: MfaRepository>(repo: &R, user: &User) -> Result<bool, RepoError> {
     Ok(repo.totp_for(user.tenant_id, user.id).await?.is_some_and(|r| r.confirmed))
+}
+
+/// Whether the account has a second factor: a confirmed authenticator app or a passkey.
+pub async fn has_mfa<R: MfaRepository>(repo: &R, user: &User) -> Result<bool, RepoError> {
+    Ok(has_totp(repo, user).await? || repo.has_passkey(user.tenant_id, user.id).await?)
 }
 
 /// Starts (or restarts) TOTP enrolment: a fresh seed, stored sealed and unconfirmed.

@@ -17,6 +17,7 @@ use super::email::Email;
 use super::events::{AuthEvent, AuthEventKind, AuthEventRepository};
 use super::mfa::{self, MfaRepository};
 use super::model::{TenantSlug, User, UserStatus};
+use super::passkey::{PasskeyRecord, PasskeyRepository};
 use super::password::normalise;
 use super::repo::{SessionRepository, TenantRepository, UserRepository};
 use super::session::{Session, SessionStage};
@@ -224,17 +225,35 @@ where
         repo.clear_sign_in_failures(user.tenant_id, user.id).await?;
     }
     addresses.record_success(attempt.source);
-    let token = OpaqueToken::generate().map_err(|_| SignInError::Hashing)?;
-    let csrf = OpaqueToken::generate().map_err(|_| SignInError::Hashing)?;
     let has_mfa = mfa::has_mfa(repo, &user).await?;
     let stage = match (has_mfa, user.role.is_staff()) {
         (true, _) => SessionStage::MfaPending,
         (false, true) => SessionStage::EnrollRequired,
         (false, false) => SessionStage::Full,
     };
+    open_session(repo, user, stage, None, &source, attempt.user_agent, now, "ok").await
+}
+
+/// Opens a session for `user`, who has just proved who they are, and records the sign-in.
+#[allow(clippy::too_many_arguments, reason = "one call site per sign-in method")]
+async fn open_session<R>(
+    repo: &R,
+    user: User,
+    stage: SessionStage,
+    mfa_at: Option<crate::clock::Timestamp>,
+    source: &str,
+    user_agent: &str,
+    now: crate::clock::Timestamp,
+    outcome: &'static str,
+) -> Result<SignIn, SignInError>
+where
+    R: SessionRepository + AuthEventRepository,
+{
+    let token = OpaqueToken::generate().map_err(|_| SignInError::Hashing)?;
+    let csrf = OpaqueToken::generate().map_err(|_| SignInError::Hashing)?;
     let session = Session {
         stage,
-        mfa_at: None,
+        mfa_at,
         token_hash: token.hash(),
         tenant_id: user.tenant_id,
         user_id: user.id,
@@ -242,14 +261,140 @@ where
         created_at: now,
         last_seen_at: now,
         csrf_token: csrf.reveal().to_owned(),
-        source: source.clone(),
-        user_agent: describe_user_agent(attempt.user_agent),
+        source: source.to_owned(),
+        user_agent: describe_user_agent(user_agent),
     };
     repo.create_session(&session).await?;
-    if let Some(e) = event(AuthEventKind::SignIn, Some(&user), "ok") {
-        repo.record_auth_event(&e).await?;
-    }
+    repo.record_auth_event(&AuthEvent::new(
+        user.tenant_id,
+        now,
+        AuthEventKind::SignIn,
+        Some(user.id),
+        source,
+        outcome,
+    ))
+    .await?;
     Ok(SignIn { user, session, token })
+}
+
+/// What a passkey-only sign-in presented: the credential the authenticator chose and the
+/// user handle it returned. The signature check itself is the caller's `verify`.
+#[derive(Debug)]
+pub struct PasskeyAttempt<'a> {
+    pub credential_id: &'a str,
+    pub user_handle: Option<uuid::Uuid>,
+    pub source: Option<IpAddr>,
+    pub user_agent: &'a str,
+}
+
+/// Signs in with a passkey alone (a discoverable credential with user verification, so
+/// possession and PIN or biometric: two factors in one step). The same rules as a
+/// password apply: per-address and per-account throttling, the 100-failures-an-hour lock,
+/// locked and unactivated accounts refused, one answer for every kind of failure.
+///
+/// `verify` runs the WebAuthn assertion check against the stored credential and returns
+/// the credential to store back when its signature counter moved.
+pub async fn sign_in_with_passkey<R, F>(
+    repo: &R,
+    addresses: &AddressThrottle,
+    clock: &dyn Clock,
+    attempt: PasskeyAttempt<'_>,
+    verify: F,
+) -> Result<SignIn, SignInError>
+where
+    R: UserRepository + SessionRepository + AuthEventRepository + PasskeyRepository,
+    F: FnOnce(&PasskeyRecord) -> Result<Option<String>, ()>,
+{
+    let now = clock.now();
+    if let Some(until) = addresses.blocked_until(attempt.source, now) {
+        return Err(SignInError::Throttled { retry_after: until.since(now) });
+    }
+    let source = attempt.source.map(|a| a.to_string()).unwrap_or_default();
+    let refuse = async |user: Option<&User>, kind: AuthEventKind, outcome: &'static str| {
+        addresses.record_failure(attempt.source, now);
+        if let Some(u) = user {
+            repo.record_auth_event(&AuthEvent::new(
+                u.tenant_id,
+                now,
+                kind,
+                Some(u.id),
+                &source,
+                outcome,
+            ))
+            .await?;
+        }
+        Err::<SignIn, _>(SignInError::InvalidCredentials)
+    };
+    let Some(record) = repo.passkey_by_credential(attempt.credential_id).await? else {
+        return refuse(None, AuthEventKind::SignInFailed, "unknown_passkey").await;
+    };
+    // The authenticator returns the user handle it stored at registration; it must name
+    // the account the credential belongs to.
+    if attempt.user_handle != Some(*record.user_id.as_uuid()) {
+        return refuse(None, AuthEventKind::SignInFailed, "unknown_passkey").await;
+    }
+    let Some(user) = repo.user_by_id(record.tenant_id, record.user_id).await? else {
+        return refuse(None, AuthEventKind::SignInFailed, "unknown_passkey").await;
+    };
+    match user.status {
+        UserStatus::Active => {}
+        UserStatus::Locked => {
+            return refuse(Some(&user), AuthEventKind::SignInFailed, "locked").await;
+        }
+        _ => return refuse(Some(&user), AuthEventKind::SignInFailed, "not_activated").await,
+    }
+    if throttle::account_retry_at(user.failed_attempts, user.last_failed_at) > now {
+        return refuse(Some(&user), AuthEventKind::SignInThrottled, "backing_off").await;
+    }
+    if !repo
+        .reserve_sign_in_attempt(
+            user.tenant_id,
+            user.id,
+            now,
+            throttle::ACCOUNT_WINDOW,
+            throttle::ACCOUNT_MAX_FAILURES,
+        )
+        .await?
+    {
+        return refuse(Some(&user), AuthEventKind::SignInThrottled, "attempts_exhausted").await;
+    }
+    let Ok(updated) = verify(&record) else {
+        if repo
+            .record_sign_in_failure(user.tenant_id, user.id, now, throttle::ACCOUNT_MAX_FAILURES)
+            .await?
+        {
+            tracing::warn!(
+                security_event = "account_locked",
+                user = %user.id,
+                tenant = %user.tenant_id,
+                "account locked after too many failed sign-ins; an administrator must unlock it"
+            );
+            repo.record_auth_event(&AuthEvent::new(
+                user.tenant_id,
+                now,
+                AuthEventKind::AccountLocked,
+                Some(user.id),
+                &source,
+                "too_many_failures",
+            ))
+            .await?;
+        }
+        return refuse(Some(&user), AuthEventKind::SignInFailed, "passkey_invalid").await;
+    };
+    repo.record_passkey_use(record.tenant_id, record.id, updated.as_deref(), now).await?;
+    repo.clear_sign_in_failures(user.tenant_id, user.id).await?;
+    addresses.record_success(attempt.source);
+    open_session(
+        repo,
+        user,
+        SessionStage::Full,
+        Some(now),
+        &source,
+        attempt.user_agent,
+        now,
+        "passkey",
+    )
+    .await
 }
 
 /// A short, human description of a browser for the sessions page ("Firefox on Linux"),

@@ -3,7 +3,7 @@
 
 use crate::http::form::ValidForm;
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,14 +12,18 @@ use serde::Deserialize;
 use telesafe_core::identity::SessionPolicy;
 use telesafe_core::identity::activation::{self, ChangeError};
 use telesafe_core::identity::mfa::{self, MfaRepository};
+use telesafe_core::identity::passkey::{self, PasskeyError, PasskeyName, PasskeyRepository};
 use telesafe_core::identity::password::{MIN_SINGLE_FACTOR, MIN_WITH_MFA};
+use telesafe_core::identity::stepup;
 use telesafe_core::identity::{
     AuthEvent, AuthEventKind, AuthEventRepository, Role, SessionRepository,
 };
+use telesafe_core::{PasskeyId, Timestamp};
 
 use super::home::organisation;
 use super::{PageError, Shell, render, require};
 use crate::auth::{CurrentUser, MaybeUser, session_cookie};
+use crate::error::AppError;
 use crate::state::AppState;
 
 const EVERYONE: &[Role] = &Role::ALL;
@@ -31,6 +35,13 @@ struct SessionLine {
     first_seen: String,
     last_seen: String,
     current: bool,
+}
+
+struct PasskeyLine {
+    id: String,
+    name: String,
+    added: String,
+    last_used: Option<String>,
 }
 
 struct ActivityLine {
@@ -51,13 +62,17 @@ struct AccountPage {
     sessions: Vec<SessionLine>,
     activity: Vec<ActivityLine>,
     has_totp: bool,
+    has_mfa: bool,
     recovery_left: u32,
+    passkeys: Vec<PasskeyLine>,
+    passkey_error: Option<String>,
     password_error: Option<String>,
     min_length: usize,
 }
 
 fn describe(kind: AuthEventKind, outcome: &str) -> &'static str {
     match (kind, outcome) {
+        (AuthEventKind::SignIn, "passkey") => "Signed in with a passkey",
         (AuthEventKind::SignIn, _) => "Signed in",
         (AuthEventKind::SignInFailed, "bad_credentials") => "Sign-in failed: wrong password",
         (AuthEventKind::SignInFailed, "locked") => "Sign-in refused: account locked",
@@ -69,11 +84,15 @@ fn describe(kind: AuthEventKind, outcome: &str) -> &'static str {
         (AuthEventKind::SignedOutEverywhere, _) => "Signed out everywhere else",
         (AuthEventKind::SessionRevoked, _) => "Ended a sign-in on another device",
         (AuthEventKind::MfaEnrolled, _) => "Set up an authenticator app",
+        (AuthEventKind::MfaVerified, "passkey") => "Confirmed it was you with a passkey",
         (AuthEventKind::MfaVerified, _) => "Confirmed sign-in with the authenticator app",
+        (AuthEventKind::MfaFailed, "passkey_invalid") => "A passkey was refused",
         (AuthEventKind::MfaFailed, _) => "Wrong authenticator code entered",
         (AuthEventKind::MfaReplayed, _) => "An authenticator code was used a second time (refused)",
         (AuthEventKind::RecoveryCodeUsed, _) => "Signed in with a recovery code",
         (AuthEventKind::PasswordSet, _) => "Password set",
+        (AuthEventKind::PasskeyAdded, _) => "Added a passkey",
+        (AuthEventKind::PasskeyRemoved, _) => "Removed a passkey",
     }
 }
 
@@ -95,34 +114,59 @@ pub async fn account(
         Some("password") => {
             Some("Your password has been changed, and you are signed out everywhere else.")
         }
+        Some("passkey-added") => {
+            Some("Your passkey has been added, and you are signed out everywhere else.")
+        }
+        Some("passkey-renamed") => Some("The passkey has been renamed."),
+        Some("passkey-removed") => Some("The passkey has been removed."),
         _ => None,
     };
-    Ok(render(&account_page(&state, &me, notice, None).await?, StatusCode::OK))
+    Ok(render(&account_page(&state, &me, notice, Problems::default()).await?, StatusCode::OK))
+}
+
+/// What went wrong with a form on the account page, shown next to that form.
+#[derive(Debug, Default)]
+struct Problems {
+    password: Option<String>,
+    passkey: Option<String>,
 }
 
 async fn account_page(
     state: &AppState,
     me: &CurrentUser,
     notice: Option<&'static str>,
-    password_error: Option<String>,
+    problems: Problems,
 ) -> Result<AccountPage, PageError> {
     let (tenant, user) = (me.user.tenant_id, me.user.id);
     let fail = |e| PageError::new(state, e);
     let org = organisation(state, tenant).await?;
     let sessions = state.store.list_sessions(tenant, user).await.map_err(fail)?;
     let events = state.store.list_auth_events(tenant, Some(user), 20).await.map_err(fail)?;
-    let has_totp = mfa::has_mfa(&state.store, &me.user).await.map_err(fail)?;
+    let has_totp = mfa::has_totp(&state.store, &me.user).await.map_err(fail)?;
+    let passkeys = state.store.passkeys_of(tenant, user).await.map_err(fail)?;
+    let has_mfa = has_totp || !passkeys.is_empty();
     let recovery_left = state.store.unused_recovery_codes(tenant, user).await.map_err(fail)?;
     Ok(AccountPage {
         shell: Shell::for_user(state, "My account", me, &org, "/account"),
         notice,
-        password_error,
-        min_length: if has_totp { MIN_WITH_MFA } else { MIN_SINGLE_FACTOR },
+        password_error: problems.password,
+        passkey_error: problems.passkey,
+        min_length: if has_mfa { MIN_WITH_MFA } else { MIN_SINGLE_FACTOR },
         name: me.user.display_name.as_str().to_owned(),
         email: me.user.email.as_str().to_owned(),
         role: me.role().label(),
         has_totp,
+        has_mfa,
         recovery_left,
+        passkeys: passkeys
+            .into_iter()
+            .map(|k| PasskeyLine {
+                id: k.id.to_string(),
+                name: k.name.as_str().to_owned(),
+                added: k.created_at.to_rfc3339(),
+                last_used: k.last_used_at.map(Timestamp::to_rfc3339),
+            })
+            .collect(),
         organisation: org,
         sessions: sessions
             .iter()
@@ -261,16 +305,107 @@ pub async fn change_password(
             Ok(resp)
         }
         Err(ChangeError::Repo(e)) => Err(PageError::new(&state, e)),
-        Err(ChangeError::Hashing) => {
-            Err(PageError::new(&state, crate::error::AppError::internal("hashing")))
-        }
+        Err(ChangeError::Hashing) => Err(PageError::new(&state, AppError::internal("hashing"))),
         Err(e) => {
-            let msg = e.to_string();
-            let msg = format!("{}{}.", msg[..1].to_uppercase(), &msg[1..]);
+            let problems = Problems { password: Some(sentence(&e.to_string())), passkey: None };
             Ok(render(
-                &account_page(&state, &me, None, Some(msg)).await?,
+                &account_page(&state, &me, None, problems).await?,
                 StatusCode::UNPROCESSABLE_ENTITY,
             ))
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RenamePasskeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Renames one of my passkeys.
+pub async fn rename_passkey(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    Path(id): Path<String>,
+    ValidForm(form): ValidForm<RenamePasskeyForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, EVERYONE)?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let id: PasskeyId = id.parse().map_err(|_| PageError::new(&state, AppError::NotFound))?;
+    let name = match PasskeyName::parse(&form.name) {
+        Ok(n) => n,
+        Err(e) => {
+            let problems = Problems { passkey: Some(sentence(&e.to_string())), password: None };
+            return Ok(render(
+                &account_page(&state, &me, None, problems).await?,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ));
+        }
+    };
+    let (tenant, user) = (me.user.tenant_id, me.user.id);
+    if !state
+        .store
+        .rename_passkey(tenant, user, id, &name)
+        .await
+        .map_err(|e| PageError::new(&state, e))?
+    {
+        return Err(PageError::new(&state, AppError::NotFound));
+    }
+    Ok(Redirect::to("/account?done=passkey-renamed").into_response())
+}
+
+/// Removes one of my passkeys: a change of second factors, so it needs a recent second
+/// step, and staff cannot remove their last one.
+pub async fn delete_passkey(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    Path(id): Path<String>,
+    ValidForm(form): ValidForm<CsrfOnly>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, EVERYONE)?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let id: PasskeyId = id.parse().map_err(|_| PageError::new(&state, AppError::NotFound))?;
+    let now = state.clock.now();
+    if !stepup::is_fresh(&me.session, now) {
+        return Ok(Redirect::to("/mfa/step-up?return=/account").into_response());
+    }
+    match passkey::check_removal(&state.store, &me.user, id).await {
+        Ok(()) => {}
+        Err(PasskeyError::NotFound) => return Err(PageError::new(&state, AppError::NotFound)),
+        Err(PasskeyError::Repo(e)) => return Err(PageError::new(&state, e)),
+        Err(e) => {
+            let problems = Problems { passkey: Some(sentence(&e.to_string())), password: None };
+            return Ok(render(
+                &account_page(&state, &me, None, problems).await?,
+                StatusCode::CONFLICT,
+            ));
+        }
+    }
+    let (tenant, user) = (me.user.tenant_id, me.user.id);
+    state.store.delete_passkey(tenant, user, id).await.map_err(|e| PageError::new(&state, e))?;
+    record(&state, &me, AuthEventKind::PasskeyRemoved).await?;
+    // A change of second factors: every other session ends.
+    state
+        .store
+        .delete_sessions_of_user(tenant, user, Some(&me.session.token_hash))
+        .await
+        .map_err(|e| PageError::new(&state, e))?;
+    Ok(Redirect::to("/account?done=passkey-removed").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A domain message as a sentence: capital first letter, full stop.
+fn sentence(msg: &str) -> String {
+    let mut chars = msg.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
     }
 }

@@ -6,8 +6,11 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use telesafe_core::identity::mfa::MfaRepository;
 use telesafe_core::identity::mfa::{self, MfaError};
-use telesafe_core::identity::{AuthEventKind, SessionPolicy, SessionRepository, SessionStage};
+use telesafe_core::identity::{
+    AuthEventKind, SessionPolicy, SessionRepository, SessionStage, stepup,
+};
 
 use super::home::organisation;
 use super::{PageError, Shell, failed, home_of, render};
@@ -85,18 +88,35 @@ struct ChallengePage {
     reason: Option<&'static str>,
     action: &'static str,
     return_to: Option<&'static str>,
+    has_totp: bool,
+    has_passkey: bool,
+}
+
+/// Which second factors the account can answer a challenge with.
+async fn factors(state: &AppState, me: &CurrentUser) -> Result<(bool, bool), PageError> {
+    let fail = |e| PageError::new(state, e);
+    let totp = mfa::has_totp(&state.store, &me.user).await.map_err(fail)?;
+    let passkey = state.store.has_passkey(me.user.tenant_id, me.user.id).await.map_err(fail)?;
+    Ok((totp, passkey))
 }
 
 impl ChallengePage {
-    fn sign_in(shell: Shell, error: Option<String>) -> Self {
-        Self {
-            shell,
+    async fn sign_in(
+        state: &AppState,
+        me: &CurrentUser,
+        error: Option<String>,
+    ) -> Result<Self, PageError> {
+        let (has_totp, has_passkey) = factors(state, me).await?;
+        Ok(Self {
+            shell: Shell::signing_in(state, "Confirm it is you", me),
             error,
             heading: "Confirm it is you",
             reason: None,
             action: "/mfa",
             return_to: None,
-        }
+            has_totp,
+            has_passkey,
+        })
     }
 }
 
@@ -105,7 +125,7 @@ pub async fn show_mfa_challenge(
     MaybeUser(me): MaybeUser,
 ) -> Result<Response, PageError> {
     let me = at_stage(me, &[SessionStage::MfaPending])?;
-    let page = ChallengePage::sign_in(Shell::signing_in(&state, "Confirm it is you", &me), None);
+    let page = ChallengePage::sign_in(&state, &me, None).await?;
     Ok(render(&page, StatusCode::OK))
 }
 
@@ -130,10 +150,7 @@ pub async fn mfa_challenge(
     match second_factor(&state, &me, &form.code, &form.recovery_code, now).await {
         Ok(token) => Ok(with_cookie(Redirect::to(home_of(me.role())).into_response(), &token, &me)),
         Err(Refusal::Wrong(msg)) => {
-            let page = ChallengePage::sign_in(
-                Shell::signing_in(&state, "Confirm it is you", &me),
-                Some(msg),
-            );
+            let page = ChallengePage::sign_in(&state, &me, Some(msg)).await?;
             Ok(render(&page, StatusCode::UNAUTHORIZED))
         }
         Err(Refusal::Failed(e)) => Err(PageError::new(&state, e)),
@@ -218,8 +235,13 @@ pub async fn show_enroll(
     MaybeUser(me): MaybeUser,
 ) -> Result<Response, PageError> {
     let me = at_stage(me, &[SessionStage::EnrollRequired, SessionStage::Full])?;
-    if mfa::has_mfa(&state.store, &me.user).await.map_err(|e| PageError::new(&state, e))? {
+    let (has_totp, has_passkey) = factors(&state, &me).await?;
+    if has_totp {
         return Err(PageError::Redirect("/account"));
+    }
+    // Adding a factor to an account that has one is a change of second factors.
+    if has_passkey && !stepup::is_fresh(&me.session, state.clock.now()) {
+        return Err(PageError::Redirect("/mfa/step-up?return=/mfa/enroll"));
     }
     enroll_page(&state, &me, None).await
 }
@@ -240,6 +262,10 @@ pub async fn enroll(
     let me = at_stage(me, &[SessionStage::EnrollRequired, SessionStage::Full])?;
     me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
     let now = state.clock.now();
+    let (_, has_passkey) = factors(&state, &me).await?;
+    if has_passkey && !stepup::is_fresh(&me.session, now) {
+        return Err(PageError::Redirect("/mfa/step-up?return=/mfa/enroll"));
+    }
     let codes = match mfa::confirm_totp_enrollment(
         &state.store,
         &state.mfa_keys,
@@ -282,9 +308,10 @@ pub async fn enroll(
 
 /// Where a step-up may return to: an allowlist, so the parameter cannot redirect anywhere
 /// else (no open redirect).
-fn safe_return(r: Option<&str>) -> &'static str {
+pub(crate) fn safe_return(r: Option<&str>) -> &'static str {
     match r {
         Some("/admin") => "/admin",
+        Some("/mfa/enroll") => "/mfa/enroll",
         _ => "/account",
     }
 }
@@ -295,14 +322,15 @@ pub struct StepUpQuery {
     return_to: Option<String>,
 }
 
-fn step_up_page(
+async fn step_up_page(
     state: &AppState,
     me: &CurrentUser,
     org: &str,
     ret: &'static str,
     error: Option<String>,
-) -> ChallengePage {
-    ChallengePage {
+) -> Result<ChallengePage, PageError> {
+    let (has_totp, has_passkey) = factors(state, me).await?;
+    Ok(ChallengePage {
         shell: Shell::for_user(state, "Confirm it is you", me, org, ret),
         error,
         heading: "Confirm it is you",
@@ -311,7 +339,9 @@ fn step_up_page(
         ),
         action: "/mfa/step-up",
         return_to: Some(ret),
-    }
+        has_totp,
+        has_passkey,
+    })
 }
 
 pub async fn show_step_up(
@@ -325,7 +355,7 @@ pub async fn show_step_up(
     }
     let org = organisation(&state, me.user.tenant_id).await?;
     Ok(render(
-        &step_up_page(&state, &me, &org, safe_return(q.return_to.as_deref()), None),
+        &step_up_page(&state, &me, &org, safe_return(q.return_to.as_deref()), None).await?,
         StatusCode::OK,
     ))
 }
@@ -355,7 +385,8 @@ pub async fn step_up(
         Ok(token) => Ok(with_cookie(Redirect::to(ret).into_response(), &token, &me)),
         Err(Refusal::Wrong(msg)) => {
             let org = organisation(&state, me.user.tenant_id).await?;
-            Ok(render(&step_up_page(&state, &me, &org, ret, Some(msg)), StatusCode::UNAUTHORIZED))
+            let page = step_up_page(&state, &me, &org, ret, Some(msg)).await?;
+            Ok(render(&page, StatusCode::UNAUTHORIZED))
         }
         Err(Refusal::Failed(e)) => Err(PageError::new(&state, e)),
     }

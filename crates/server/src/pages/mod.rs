@@ -23,12 +23,14 @@ use crate::error::AppError;
 use crate::http::request_id;
 use crate::state::AppState;
 
-pub use account::{account, change_password, revoke_other_sessions, revoke_session};
+pub use account::{
+    account, change_password, delete_passkey, rename_passkey, revoke_other_sessions, revoke_session,
+};
 pub use activate::{activate, show_activate};
 
 pub use admin::{add_person, admin};
 pub use home::{console, portal, root, security};
-pub(crate) use mfa::{Refusal, second_factor};
+pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
 pub use setup::{setup, show_setup};
 pub use signin::{show_signin, signin, signout};
