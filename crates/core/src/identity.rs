@@ -28,7 +28,9 @@ pub use model::{
 pub use repo::{
     PatientRepository, SessionRepository, SetupTokenRepository, TenantRepository, UserRepository,
 };
-pub use session::{Session, SessionPolicy, SessionStage, SessionState};
+pub use session::{
+    LimitsError, Session, SessionPolicy, SessionStage, SessionState, TenantSessionLimits,
+};
 
 pub use signin::{
     PasskeyAttempt, PasswordChecker, SignIn, SignInAttempt, SignInError, describe_user_agent,

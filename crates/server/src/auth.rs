@@ -4,8 +4,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use telesafe_core::identity::{
-    Role, Session, SessionPolicy, SessionRepository, SessionStage, SessionState, User,
-    UserRepository, UserStatus,
+    Role, Session, SessionPolicy, SessionRepository, SessionStage, SessionState, TenantRepository,
+    User, UserRepository, UserStatus,
 };
 use telesafe_crypto::OpaqueToken;
 
@@ -93,7 +93,9 @@ pub async fn resolve_token(
         return Ok(None);
     };
     let now = state.clock.now();
-    if SessionPolicy::for_role(session.role).state(&session, now) != SessionState::Live {
+    let limits = state.store.tenant_session_limits(session.tenant_id).await?;
+    let policy = SessionPolicy::for_role(session.role).within(limits);
+    if policy.state(&session, now) != SessionState::Live {
         state.store.delete_session(session.tenant_id, &hash).await?;
         return Ok(None);
     }

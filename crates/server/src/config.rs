@@ -25,6 +25,50 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub keys: KeysConfig,
+    pub mail: MailConfig,
+}
+
+/// How the connection to the SMTP relay is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSecurity {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte, "SMTPS" (port 465).
+    Tls,
+    /// No encryption: only for a relay on this machine.
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The SMTP relay. Unset: mail delivery is not configured, and each message is written
+    /// to the server log for an operator to pass on.
+    pub smtp_host: Option<String>,
+    /// Unset: 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    pub smtp_port: Option<u16>,
+    pub security: MailSecurity,
+    /// SMTP user name, when the relay wants one.
+    pub username: Option<String>,
+    /// A file (mode 0600) holding the SMTP password; never the password itself.
+    pub password_file: Option<PathBuf>,
+    /// The sender, such as `Riverside Clinic <no-reply@riverside.example>`.
+    pub from: Option<String>,
+    /// A PEM CA certificate to trust for the relay in addition to the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl MailConfig {
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.smtp_port.unwrap_or(match self.security {
+            MailSecurity::Starttls => 587,
+            MailSecurity::Tls => 465,
+            MailSecurity::None => 25,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,8 +215,8 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
 }
 
-const TOP_LEVEL_KEYS: [&str; 7] =
-    ["data_dir", "server", "tls", "database", "log", "metrics", "keys"];
+const TOP_LEVEL_KEYS: [&str; 8] =
+    ["data_dir", "server", "tls", "database", "log", "metrics", "keys", "mail"];
 
 impl Config {
     /// Reads `file` (if any), applies `env` overrides, and returns the result unvalidated.
@@ -298,8 +342,57 @@ impl Config {
         if !(1..=3600).contains(&self.server.request_timeout_secs) {
             p.push(problem("server.request_timeout_secs", "must be between 1 and 3600"));
         }
+        p.extend(self.mail_problems());
         if tracing_level_invalid(&self.log.level) {
             p.push(problem("log.level", "use a level such as error, warn, info, debug or trace"));
+        }
+        p
+    }
+
+    fn mail_problems(&self) -> Vec<Problem> {
+        let m = &self.mail;
+        let mut p = Vec::new();
+        let Some(host) = &m.smtp_host else {
+            if m.username.is_some() || m.password_file.is_some() || m.from.is_some() {
+                p.push(problem(
+                    "mail.smtp_host",
+                    "set the SMTP relay's host name, or remove the other mail settings",
+                ));
+            }
+            return p;
+        };
+        if host.trim().is_empty() || host.contains(['/', ' ', ':']) {
+            p.push(problem("mail.smtp_host", "a host name such as smtp.clinic.example"));
+        }
+        match &m.from {
+            None => p.push(problem(
+                "mail.from",
+                "set the sender, such as \"Riverside Clinic <no-reply@riverside.example>\"",
+            )),
+            Some(f) if f.parse::<lettre::message::Mailbox>().is_err() => p.push(problem(
+                "mail.from",
+                "not an address; use \"Name <no-reply@clinic.example>\" or a bare address",
+            )),
+            Some(_) => {}
+        }
+        if m.username.is_some() != m.password_file.is_some() {
+            p.push(problem(
+                "mail.password_file",
+                "set both mail.username and mail.password_file, or neither",
+            ));
+        }
+        let local = matches!(host.as_str(), "localhost" | "127.0.0.1" | "::1");
+        if m.security == MailSecurity::None && !local {
+            p.push(problem(
+                "mail.security",
+                "\"none\" sends activation links unencrypted; use starttls or tls, or a relay on this machine",
+            ));
+        }
+        if m.security == MailSecurity::None && m.username.is_some() {
+            p.push(problem(
+                "mail.security",
+                "credentials are never sent without TLS; use starttls or tls",
+            ));
         }
         p
     }
@@ -319,6 +412,15 @@ impl Config {
         }
         check_mode(&mut p, "keys.root_key_file", &root, "chmod 600");
 
+        if let Some(f) = &self.mail.password_file {
+            check_mode(&mut p, "mail.password_file", f, "chmod 600");
+            if !f.is_file() {
+                p.push(problem("mail.password_file", format!("{} cannot be read", f.display())));
+            }
+        }
+        if let Some(f) = self.mail.ca_file.as_ref().filter(|f| !f.is_file()) {
+            p.push(problem("mail.ca_file", format!("{} cannot be read", f.display())));
+        }
         if self.database.url.is_none() {
             for suffix in ["", "-wal", "-shm"] {
                 let f = self.data_dir.join(format!("telesafe.db{suffix}"));

@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route("/console", get(pages::console))
         .route("/admin", get(pages::admin))
         .route("/admin/people", post(pages::add_person))
+        .route("/admin/session-limits", post(pages::set_session_limits))
         .route("/mfa/step-up", get(pages::show_step_up).post(pages::step_up))
         .route("/security", get(pages::security))
         .route("/account", get(pages::account))
@@ -138,6 +139,8 @@ pub enum StartError {
     Keys(#[from] keys::KeyLoadError),
     #[error("server.public_url cannot serve passkeys: {0}")]
     Passkeys(String),
+    #[error("{0}")]
+    Mail(#[from] mail::MailSetupError),
 }
 
 fn list(p: &[Problem]) -> String {
@@ -257,6 +260,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         config.server.public_url = Some(format!("https://localhost:{}", local_addr.port()));
     }
     let webauthn = passkeys::relying_party(&config).map_err(StartError::Passkeys)?;
+    let mail = mail::Transport::from_config(&config)?;
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -266,6 +270,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         passwords,
         addresses: Arc::default(),
         mfa_keys: keys::mfa_keys(&root_key),
+        mail: Arc::new(mail),
         outbox_key: keys::outbox_key(&root_key),
         ceremony_key: keys::ceremony_key(&root_key),
         webauthn: Arc::new(webauthn),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub addresses: Arc<AddressThrottle>,
     /// Keys for TOTP seeds and recovery codes.
     pub mfa_keys: MfaKeys,
+    /// Where queued messages go (SMTP or the log).
+    pub mail: Arc<crate::mail::Transport>,
     /// Seals queued message bodies.
     pub outbox_key: telesafe_crypto::keys::SealingKey,
     /// Seals WebAuthn ceremony state while a passkey ceremony is in progress.

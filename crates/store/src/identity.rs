@@ -5,7 +5,8 @@ use std::str::FromStr;
 use telesafe_core::identity::{
     AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, NewUser, Patient,
     PatientRepository, Role, Session, SessionRepository, SessionStage, SetupToken,
-    SetupTokenRepository, Tenant, TenantRepository, TenantSlug, User, UserRepository, UserStatus,
+    SetupTokenRepository, Tenant, TenantRepository, TenantSessionLimits, TenantSlug, User,
+    UserRepository, UserStatus,
 };
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp, UserId};
 use telesafe_crypto::TokenHash;
@@ -180,6 +181,44 @@ impl TenantRepository for Store {
         .map_err(repo_err)?;
         tx.commit().await?;
         rows.into_iter().map(Tenant::try_from).collect()
+    }
+
+    async fn tenant_session_limits(
+        &self,
+        tenant: TenantId,
+    ) -> Result<TenantSessionLimits, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let row: Option<(Option<i64>, Option<i64>)> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT session_idle_secs, session_absolute_secs FROM tenants WHERE id = $1")
+            .bind(tenant.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        let secs = |v: Option<i64>| {
+            v.and_then(|s| u64::try_from(s).ok()).map(std::time::Duration::from_secs)
+        };
+        Ok(row.map_or_else(TenantSessionLimits::default, |(idle, absolute)| TenantSessionLimits {
+            idle: secs(idle),
+            absolute: secs(absolute),
+        }))
+    }
+
+    async fn set_tenant_session_limits(
+        &self,
+        tenant: TenantId,
+        limits: TenantSessionLimits,
+    ) -> Result<(), RepoError> {
+        let secs = |d: Option<std::time::Duration>| d.and_then(|d| i64::try_from(d.as_secs()).ok());
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let n = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE tenants SET session_idle_secs = $1, session_absolute_secs = $2 WHERE id = $3")
+            .bind(secs(limits.idle))
+            .bind(secs(limits.absolute))
+            .bind(tenant.to_string())
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        if n == 1 { Ok(()) } else { Err(RepoError::NotFound) }
     }
 }
 

@@ -1,13 +1,10 @@
 //! The outbox of messages to people.
 
-use telesafe_core::identity::outbox::{OutboxMessage, OutboxRepository};
+use telesafe_core::identity::outbox::{MAX_ATTEMPTS, OutboxMessage, OutboxRepository};
 use telesafe_core::{RepoError, Timestamp};
 
 use crate::Store;
 use crate::tx::{Scope, on_tx, repo_err};
-
-/// Messages that failed this many times stay in the table for an operator to look at.
-const MAX_ATTEMPTS: i64 = 10;
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -37,12 +34,18 @@ impl OutboxRepository for Store {
         tx.commit().await
     }
 
-    async fn due_messages(&self, limit: u32) -> Result<Vec<OutboxMessage>, RepoError> {
+    async fn due_messages(
+        &self,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<OutboxMessage>, RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
         let rows: Vec<Row> = on_tx!(&mut tx, c => sqlx::query_as(
             "SELECT id, tenant_id, user_id, subject, sealed_body, created_at, attempts FROM outbox \
-             WHERE sent_at IS NULL AND attempts < $1 ORDER BY created_at LIMIT $2")
-            .bind(MAX_ATTEMPTS)
+             WHERE sent_at IS NULL AND attempts < $1 AND next_attempt_at <= $2 \
+             ORDER BY created_at LIMIT $3")
+            .bind(i64::from(MAX_ATTEMPTS))
+            .bind(now.unix_millis())
             .bind(i64::from(limit))
             .fetch_all(&mut **c).await)
         .map_err(repo_err)?;
@@ -77,10 +80,12 @@ impl OutboxRepository for Store {
         tx.commit().await
     }
 
-    async fn mark_failed(&self, m: &OutboxMessage) -> Result<(), RepoError> {
+    async fn mark_failed(&self, m: &OutboxMessage, retry_at: Timestamp) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Tenant(m.tenant_id)).await?;
         on_tx!(&mut tx, c => sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1 WHERE id = $1 AND tenant_id = $2")
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 \
+             WHERE id = $2 AND tenant_id = $3")
+            .bind(retry_at.unix_millis())
             .bind(m.id.to_string())
             .bind(m.tenant_id.to_string())
             .execute(&mut **c).await.map(|_| ()))

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::SET_COOKIE;
+use telesafe_core::identity::AuthEventRepository;
 use telesafe_core::{ManualClock, Timestamp};
 use telesafe_testkit::{DbBackend, both_backends, start};
 
@@ -48,6 +49,55 @@ async fn administrators_idle_out_after_fifteen_minutes(backend: DbBackend) {
     assert_eq!(admin.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
     assert_eq!(security.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
     assert_eq!(nurse.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+}
+
+async fn a_tenant_shortens_its_limits_but_cannot_lengthen_them(backend: DbBackend) {
+    let clock = ManualClock::at(Timestamp::from_unix_millis(1_790_000_000_000));
+    let Some(s) = start(backend, Arc::new(clock.clone())).await else {
+        return;
+    };
+    // The administrator just signed in with a second factor, so no step-up is asked.
+    let admin = s.signed_in(ADMIN).await;
+    let nurse = s.signed_in(NURSE).await;
+    let csrf = s.page_csrf(&admin, "/admin").await;
+    let r = post_form(
+        &s,
+        &admin,
+        "/admin/session-limits",
+        &[("csrf", &csrf), ("idle_minutes", "45"), ("absolute_hours", "")],
+    )
+    .await;
+    assert_eq!(r.status(), 422, "longer than 30 minutes is refused");
+    assert!(r.text().await.unwrap().contains("from 1 to 30"));
+    let r = post_form(
+        &s,
+        &admin,
+        "/admin/session-limits",
+        &[("csrf", &csrf), ("idle_minutes", "10"), ("absolute_hours", "2")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/admin?done=limits");
+    // The new idle limit applies at once to sessions that already exist.
+    clock.advance(Duration::from_secs(9 * 60 + 59));
+    assert_eq!(nurse.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+    clock.advance(Duration::from_secs(10 * 60));
+    assert_eq!(nurse.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    // And the overall limit: two hours, however active.
+    let dr = s.signed_in(DR).await;
+    for _ in 0..11 {
+        clock.advance(Duration::from_secs(9 * 60));
+        assert_eq!(dr.get(s.url("/api/v1/me")).send().await.unwrap().status(), 200);
+    }
+    clock.advance(Duration::from_secs(21 * 60));
+    assert_eq!(dr.get(s.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    // The change is on record as a security event.
+    let events = s.state.store.list_auth_events(s.clinic.tenant.id, None, 50).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == telesafe_core::identity::AuthEventKind::SessionLimitsChanged)
+    );
 }
 
 async fn absolute_limit_holds_despite_activity(backend: DbBackend) {
@@ -181,6 +231,7 @@ async fn changing_the_password_ends_every_other_session(backend: DbBackend) {
 both_backends!(
     sessions_end_after_thirty_idle_minutes,
     administrators_idle_out_after_fifteen_minutes,
+    a_tenant_shortens_its_limits_but_cannot_lengthen_them,
     absolute_limit_holds_despite_activity,
     my_sessions_can_be_listed_and_ended,
     changing_the_password_ends_every_other_session,

@@ -26,6 +26,7 @@ pub enum AuthEventKind {
     PasswordSet,
     PasskeyAdded,
     PasskeyRemoved,
+    SessionLimitsChanged,
 }
 
 impl AuthEventKind {
@@ -47,6 +48,7 @@ impl AuthEventKind {
             Self::PasswordSet => "password_set",
             Self::PasskeyAdded => "passkey_added",
             Self::PasskeyRemoved => "passkey_removed",
+            Self::SessionLimitsChanged => "session_limits_changed",
         }
     }
 
@@ -68,6 +70,7 @@ impl AuthEventKind {
             Self::PasswordSet,
             Self::PasskeyAdded,
             Self::PasskeyRemoved,
+            Self::SessionLimitsChanged,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -83,6 +86,7 @@ impl AuthEventKind {
                 | Self::MfaReplayed
                 | Self::RecoveryCodeUsed
                 | Self::PasskeyRemoved
+                | Self::SessionLimitsChanged
         )
     }
 }

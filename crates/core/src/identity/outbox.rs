@@ -37,17 +37,34 @@ impl std::fmt::Debug for OutboxMessage {
 
 pub trait OutboxRepository: Send + Sync {
     fn enqueue(&self, m: &OutboxMessage) -> impl Future<Output = Result<(), RepoError>> + Send;
-    /// Unsent messages, oldest first, across tenants (the delivery worker is platform-level).
+    /// Unsent messages due at `now`, oldest first, across tenants (the delivery worker is
+    /// platform-level). A message that failed [`MAX_ATTEMPTS`] times is no longer due.
     fn due_messages(
         &self,
         limit: u32,
+        now: Timestamp,
     ) -> impl Future<Output = Result<Vec<OutboxMessage>, RepoError>> + Send;
     fn mark_sent(
         &self,
         m: &OutboxMessage,
         at: Timestamp,
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
-    fn mark_failed(&self, m: &OutboxMessage) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// Counts a failed attempt; the message is due again at `retry_at`.
+    fn mark_failed(
+        &self,
+        m: &OutboxMessage,
+        retry_at: Timestamp,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+}
+
+/// How many delivery attempts a message gets before it is given up (about 4 hours).
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// When a message that has now failed `attempts` times is tried again: 30 s, doubling,
+/// at most an hour apart, so a relay outage does not use up every attempt in seconds.
+pub fn retry_at(now: Timestamp, attempts: u32) -> Timestamp {
+    let secs = 30u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(16)).min(3600);
+    now.plus(std::time::Duration::from_secs(secs))
 }
 
 fn aad(tenant: TenantId, user: UserId, id: uuid::Uuid) -> Vec<u8> {
@@ -85,4 +102,19 @@ pub fn open_body(key: &SealingKey, m: &OutboxMessage) -> Option<String> {
     key.open(&m.sealed_body, &aad(m.tenant_id, m.user_id, m.id))
         .ok()
         .and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_an_hour() {
+        let t = Timestamp::from_unix_millis(0);
+        let delay = |n| retry_at(t, n).since(t).as_secs();
+        assert_eq!([delay(1), delay(2), delay(3), delay(7), delay(8)], [30, 60, 120, 1920, 3600]);
+        assert_eq!(delay(40), 3600);
+        let total: u64 = (1..MAX_ATTEMPTS).map(delay).sum();
+        assert!((3 * 3600..6 * 3600).contains(&total), "{total}");
+    }
 }

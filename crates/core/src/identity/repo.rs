@@ -10,7 +10,7 @@ use telesafe_crypto::TokenHash;
 
 use super::email::Email;
 use super::model::{NewUser, Patient, SetupToken, Tenant, TenantSlug, User};
-use super::session::Session;
+use super::session::{Session, TenantSessionLimits};
 use crate::clock::Timestamp;
 use crate::ids::{TenantId, UserId};
 use crate::repo::RepoError;
@@ -22,6 +22,16 @@ pub trait TenantRepository: Send + Sync {
         slug: &TenantSlug,
     ) -> impl Future<Output = Result<Option<Tenant>, RepoError>> + Send;
     fn list_tenants(&self) -> impl Future<Output = Result<Vec<Tenant>, RepoError>> + Send;
+    /// The tenant's own session limits (all unset by default).
+    fn tenant_session_limits(
+        &self,
+        tenant: TenantId,
+    ) -> impl Future<Output = Result<TenantSessionLimits, RepoError>> + Send;
+    fn set_tenant_session_limits(
+        &self,
+        tenant: TenantId,
+        limits: TenantSessionLimits,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
 }
 
 pub trait UserRepository: Send + Sync {

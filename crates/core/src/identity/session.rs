@@ -81,6 +81,49 @@ impl Default for SessionPolicy {
     }
 }
 
+/// A tenant's own, shorter session limits (unset: the defaults for each role).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantSessionLimits {
+    pub idle: Option<Duration>,
+    pub absolute: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    #[error("the idle limit must be a whole number of minutes from 1 to 30")]
+    Idle,
+    #[error("the overall limit must be a whole number of hours from 1 to 12")]
+    Absolute,
+}
+
+impl TenantSessionLimits {
+    /// From an administrator's form: minutes idle and hours overall, blank for the default.
+    /// Longer than the defaults is refused, not silently capped.
+    pub fn parse(idle_minutes: &str, absolute_hours: &str) -> Result<Self, LimitsError> {
+        let field = |s: &str, max: u64, err: LimitsError| -> Result<Option<u64>, LimitsError> {
+            let s = s.trim();
+            if s.is_empty() {
+                return Ok(None);
+            }
+            match s.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(err),
+            }
+        };
+        let defaults = SessionPolicy::default();
+        Ok(Self {
+            idle: field(idle_minutes, defaults.idle.as_secs() / 60, LimitsError::Idle)?
+                .map(|m| Duration::from_secs(m * 60)),
+            absolute: field(
+                absolute_hours,
+                defaults.absolute.as_secs() / 3600,
+                LimitsError::Absolute,
+            )?
+            .map(|h| Duration::from_secs(h * 3600)),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
     Live,
@@ -100,6 +143,14 @@ impl SessionPolicy {
         }
     }
 
+    /// These limits, shortened by a tenant's own (a tenant may shorten, never lengthen).
+    pub fn within(self, tenant: TenantSessionLimits) -> Self {
+        Self {
+            idle: tenant.idle.map_or(self.idle, |t| t.min(self.idle)),
+            absolute: tenant.absolute.map_or(self.absolute, |t| t.min(self.absolute)),
+        }
+    }
+
     /// A session is over once the idle or absolute limit has been reached (not exceeded):
     /// at exactly 30:00 of inactivity it has ended.
     pub fn state(&self, s: &Session, now: Timestamp) -> SessionState {
@@ -116,6 +167,24 @@ impl SessionPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenants_may_shorten_never_lengthen() {
+        let parse = TenantSessionLimits::parse;
+        assert_eq!(parse("", " ").unwrap(), TenantSessionLimits::default());
+        let l = parse("10", "8").unwrap();
+        let admin = SessionPolicy::for_role(Role::TenantAdmin).within(l);
+        assert_eq!((admin.idle.as_secs(), admin.absolute.as_secs()), (600, 8 * 3600));
+        // A tenant idle limit above an admin's 15 minutes leaves the admin's in force.
+        let l = parse("20", "").unwrap();
+        assert_eq!(SessionPolicy::for_role(Role::TenantAdmin).within(l).idle.as_secs(), 900);
+        assert_eq!(SessionPolicy::for_role(Role::Nurse).within(l).idle.as_secs(), 1200);
+        assert_eq!(parse("31", ""), Err(LimitsError::Idle));
+        assert_eq!(parse("0", ""), Err(LimitsError::Idle));
+        assert_eq!(parse("ten", ""), Err(LimitsError::Idle));
+        assert_eq!(parse("", "13"), Err(LimitsError::Absolute));
+        assert_eq!(parse("30", "12").unwrap().absolute, Some(Duration::from_secs(12 * 3600)));
+    }
 
     fn session_at(t: Timestamp) -> Session {
         Session {

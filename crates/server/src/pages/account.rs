@@ -21,7 +21,7 @@ use telesafe_core::identity::{
 use telesafe_core::{PasskeyId, Timestamp};
 
 use super::home::organisation;
-use super::{PageError, Shell, render, require};
+use super::{PageError, Shell, render, require, sentence};
 use crate::auth::{CurrentUser, MaybeUser, session_cookie};
 use crate::error::AppError;
 use crate::state::AppState;
@@ -93,6 +93,9 @@ fn describe(kind: AuthEventKind, outcome: &str) -> &'static str {
         (AuthEventKind::PasswordSet, _) => "Password set",
         (AuthEventKind::PasskeyAdded, _) => "Added a passkey",
         (AuthEventKind::PasskeyRemoved, _) => "Removed a passkey",
+        (AuthEventKind::SessionLimitsChanged, _) => {
+            "Changed the organisation's sign-in time limits"
+        }
     }
 }
 
@@ -399,13 +402,4 @@ pub async fn delete_passkey(
 pub struct CsrfOnly {
     #[serde(default)]
     csrf: String,
-}
-
-/// A domain message as a sentence: capital first letter, full stop.
-fn sentence(msg: &str) -> String {
-    let mut chars = msg.chars();
-    match chars.next() {
-        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
-        None => String::new(),
-    }
 }

@@ -9,11 +9,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use telesafe_core::RepoError;
 use telesafe_core::identity::{
-    DisplayName, Email, Role, UserRepository, activation, outbox, stepup,
+    AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, Role, TenantRepository,
+    TenantSessionLimits, UserRepository, activation, outbox, stepup,
 };
 
 use super::home::organisation;
-use super::{PageError, Shell, failed, render, require};
+use super::{PageError, Shell, failed, render, require, sentence};
 use crate::auth::MaybeUser;
 use crate::http::form::ValidForm;
 use crate::state::AppState;
@@ -34,6 +35,10 @@ struct AdminPage {
     notice: Option<&'static str>,
     error: Option<String>,
     staff_roles: Vec<(&'static str, &'static str)>,
+    /// The tenant's own limits as the form shows them (blank: the default).
+    idle_minutes: String,
+    absolute_hours: String,
+    limits_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +54,8 @@ async fn page(
     error: Option<String>,
 ) -> Result<AdminPage, PageError> {
     let org = organisation(state, me.user.tenant_id).await?;
+    let limits =
+        state.store.tenant_session_limits(me.user.tenant_id).await.map_err(failed(state))?;
     let users = state
         .store
         .list_users(me.user.tenant_id)
@@ -73,6 +80,12 @@ async fn page(
             .filter(|r| r.is_staff())
             .map(|r| (r.as_str(), r.label()))
             .collect(),
+        idle_minutes: limits.idle.map(|d| (d.as_secs() / 60).to_string()).unwrap_or_default(),
+        absolute_hours: limits
+            .absolute
+            .map(|d| (d.as_secs() / 3600).to_string())
+            .unwrap_or_default(),
+        limits_error: None,
     })
 }
 
@@ -86,6 +99,7 @@ pub async fn admin(
         Some("added") => {
             Some("Done. An activation link is on its way to them; it works once, within 72 hours.")
         }
+        Some("limits") => Some("The sign-in time limits are saved and apply to every session now."),
         _ => None,
     };
     Ok(render(&page(&state, &me, notice, None).await?, StatusCode::OK))
@@ -166,4 +180,52 @@ pub async fn add_person(
     .map_err(failed(&state))?;
     tracing::info!(admin = %me.user.id, user = %user.id, role = role.as_str(), "account created; activation queued");
     Ok(Redirect::to("/admin?done=added").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LimitsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    idle_minutes: String,
+    #[serde(default)]
+    absolute_hours: String,
+}
+
+/// Sets the organisation's own, shorter session limits (never longer than the defaults).
+/// A security setting: it needs a recent second factor and is recorded.
+pub async fn set_session_limits(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<LimitsForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::TenantAdmin])?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let now = state.clock.now();
+    if !stepup::is_fresh(&me.session, now) {
+        return Ok(Redirect::to("/mfa/step-up?return=/admin").into_response());
+    }
+    let limits = match TenantSessionLimits::parse(&form.idle_minutes, &form.absolute_hours) {
+        Ok(l) => l,
+        Err(e) => {
+            let mut p = page(&state, &me, None, None).await?;
+            p.limits_error = Some(sentence(&e.to_string()));
+            p.idle_minutes = form.idle_minutes.chars().take(8).collect();
+            p.absolute_hours = form.absolute_hours.chars().take(8).collect();
+            return Ok(render(&p, StatusCode::UNPROCESSABLE_ENTITY));
+        }
+    };
+    let tenant = me.user.tenant_id;
+    state.store.set_tenant_session_limits(tenant, limits).await.map_err(failed(&state))?;
+    let event = AuthEvent::new(
+        tenant,
+        now,
+        AuthEventKind::SessionLimitsChanged,
+        Some(me.user.id),
+        &me.session.source,
+        "changed",
+    );
+    state.store.record_auth_event(&event).await.map_err(failed(&state))?;
+    tracing::info!(admin = %me.user.id, "session limits changed");
+    Ok(Redirect::to("/admin?done=limits").into_response())
 }

@@ -28,7 +28,7 @@ pub use account::{
 };
 pub use activate::{activate, show_activate};
 
-pub use admin::{add_person, admin};
+pub use admin::{add_person, admin, set_session_limits};
 pub use home::{console, portal, root, security};
 pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
@@ -235,5 +235,14 @@ pub async fn not_found(
         AppError::NotFound.into_response()
     } else {
         PageError::new(&state, AppError::NotFound).into_response()
+    }
+}
+
+/// A domain message as a sentence for a page: capital first letter, full stop.
+pub(crate) fn sentence(msg: &str) -> String {
+    let mut chars = msg.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
     }
 }

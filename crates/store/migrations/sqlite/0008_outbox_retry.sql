@@ -1,0 +1,3 @@
+-- Failed deliveries are retried with back-off: a message is due again only after
+-- next_attempt_at (Unix milliseconds).
+ALTER TABLE outbox ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;
