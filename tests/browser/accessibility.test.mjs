@@ -64,12 +64,14 @@ for (const [email, home] of [
   ['dr.rivera@demo.telesafe.test', '/console'],
   ['admin@demo.telesafe.test', '/admin'],
   ['security@demo.telesafe.test', '/security'],
+  ['operator@platform.telesafe.test', '/platform'],
 ]) {
   test(`${home} passes axe for ${email.split('@')[0]}`, async () => {
     for (const width of [1280, 360]) {
       const ctx = await axeContext(width);
       const page = await ctx.newPage();
-      await signIn(page, demo.url, email, demo.password, (label) => audit(page, `${label} as ${home} @${width}`));
+      const org = email.endsWith("@platform.telesafe.test") ? "platform" : "demo";
+      await signIn(page, demo.url, email, demo.password, (label) => audit(page, `${label} as ${home} @${width}`), org);
       assert.equal(new URL(page.url()).pathname, home);
       await audit(page, `${home} @${width}`);
       await page.getByRole('link', { name: 'My account' }).click();

@@ -78,9 +78,9 @@ const currentStep = () => Math.floor(Date.now() / 30_000);
  * is read off the page); enrolled accounts answer the TOTP challenge. `onPage(label)` is
  * called on each intermediate page so tests can audit it.
  */
-export async function signIn(page, base, email, password, onPage = async () => {}) {
+export async function signIn(page, base, email, password, onPage = async () => {}, organisation = 'demo') {
   await page.goto(`${base}/signin`);
-  await page.getByLabel('Organisation code').fill('demo');
+  await page.getByLabel('Organisation code').fill(organisation);
   await page.getByLabel('Email address').fill(email);
   await page.getByLabel('Password', { exact: true }).fill(password);
   await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/signin')), page.getByRole('button', { name: 'Sign in', exact: true }).click()]);

@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use telesafe_core::identity::clients::{self, ClientRepository, Scope};
 use telesafe_core::identity::{
-    AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, Role, SessionRepository,
-    Tenant, TenantRepository, TenantSlug, UserRepository, UserStatus, activation,
+    AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, PLATFORM_SLUG, Role,
+    SessionRepository, TenantRepository, TenantSlug, UserRepository, UserStatus, activation,
+    platform,
 };
 use telesafe_core::{Clock, SystemClock, TenantId};
 use telesafe_store::Store;
@@ -157,22 +158,63 @@ fn print(out: &Output, value: serde_json::Value, text: impl FnOnce() -> String) 
     }
 }
 
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Create a platform operator and print their one-time activation link. Operators
+    /// sign in with the organisation code "platform", create organisations, and see no
+    /// organisation's people or patients.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        overrides: Overrides,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+pub async fn operator(cmd: OperatorCommand) -> anyhow::Result<ExitCode> {
+    let OperatorCommand::Create { email, name, overrides, out } = cmd;
+    let (store, cfg) = open(&overrides).await?;
+    let now = SystemClock.now();
+    let (user, token) =
+        platform::create_operator(&store, DisplayName::parse(&name)?, Email::parse(&email)?, now)
+            .await
+            .map_err(|e| match e {
+                telesafe_core::RepoError::Conflict => {
+                    anyhow::anyhow!("an operator with that email already exists")
+                }
+                e => e.into(),
+            })?;
+    let link = format!("{}/activate/{}", cfg.public_base(), token.reveal());
+    print(
+        &out,
+        json!({"id": user.id.to_string(), "role": user.role.as_str(), "activation_link": link,
+               "expires_at": now.plus(activation::ACTIVATION_LIFETIME).to_rfc3339()}),
+        || {
+            format!(
+                "Created platform operator {}.\nOne-time activation link (valid 72 hours):\n  {link}\n\
+                 They sign in with the organisation code \"{PLATFORM_SLUG}\".",
+                user.id
+            )
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TenantCommand::Create { slug, name, overrides, out } => {
             let (store, _) = open(&overrides).await?;
-            let t = Tenant {
-                id: TenantId::new_v7(),
-                slug: TenantSlug::parse(&slug)?,
-                name: DisplayName::parse(&name)?,
-                created_at: SystemClock.now(),
-            };
-            store.create_tenant(&t).await.map_err(|e| match e {
-                telesafe_core::RepoError::Conflict => {
-                    anyhow::anyhow!("a tenant with code {slug} already exists")
-                }
-                e => e.into(),
-            })?;
+            let t = platform::create_tenant(
+                &store,
+                TenantSlug::parse(&slug)?,
+                DisplayName::parse(&name)?,
+                SystemClock.now(),
+            )
+            .await?;
             print(
                 &out,
                 json!({"id": t.id.to_string(), "slug": t.slug.as_str(), "name": t.name.as_str()}),
@@ -202,10 +244,18 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         UserCommand::Create { tenant, role, email, name, overrides, out } => {
             let (store, cfg) = open(&overrides).await?;
+            let slug = TenantSlug::parse(&tenant)?;
             let tenant = tenant_id(&store, &tenant).await?;
             let role: Role = role.parse().map_err(|_| {
                 anyhow::anyhow!("unknown role; use patient, clinician, nurse, front-desk, security-officer or tenant-admin")
             })?;
+            if !role.allowed_in(&slug) {
+                bail!(
+                    "a {} cannot be in tenant {slug}; platform operators are created with \
+                     `telesafe operator create` and only they belong to the platform",
+                    role.as_str()
+                );
+            }
             let now = SystemClock.now();
             let (user, token) = activation::create_pending_account(
                 &store,

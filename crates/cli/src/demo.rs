@@ -58,6 +58,11 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     for (email, _, role) in DEMO_PEOPLE {
         println!("    {email:<36} {}", role.label());
     }
+    println!(
+        "    {:<36} Platform operator (organisation code: {})",
+        demo::DEMO_OPERATOR.0,
+        telesafe_core::identity::PLATFORM_SLUG
+    );
     match &temp {
         Some(_) => println!("  Data:         {} (deleted when the demo stops)", dir.display()),
         None => {

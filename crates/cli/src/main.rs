@@ -51,6 +51,9 @@ enum Command {
     /// Register, list and revoke API clients.
     #[command(subcommand)]
     Client(admin::ClientCommand),
+    /// Create platform operators (above the tenants).
+    #[command(subcommand)]
+    Operator(admin::OperatorCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -156,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(cmd) => admin::tenant(cmd).await,
         Command::User(cmd) => admin::user(cmd).await,
         Command::Client(cmd) => admin::client(cmd).await,
+        Command::Operator(cmd) => admin::operator(cmd).await,
     }
 }
 

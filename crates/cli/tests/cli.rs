@@ -307,7 +307,50 @@ async fn automation_cli_manages_a_running_servers_tenants_users_and_clients() {
     .await;
     assert_eq!(t["slug"], "hill-clinic");
     let list = admin_json(&data, &db, &["tenant", "list"]).await;
-    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let slugs: Vec<_> =
+        list.as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
+    assert_eq!(slugs, ["demo", "hill-clinic", "platform"], "{list}");
+    // The platform's code is reserved, and only operators live there.
+    let refused = |args: &'static [&'static str]| {
+        let data = data.clone();
+        let db = db.clone();
+        async move {
+            let out = telesafe()
+                .args(args)
+                .arg("--data-dir")
+                .arg(&data)
+                .env("TELESAFE_DATABASE__URL", &db)
+                .output()
+                .await
+                .unwrap();
+            assert!(!out.status.success(), "{args:?} was accepted");
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        }
+    };
+    let err = refused(&["tenant", "create", "--slug", "platform", "--name", "Mine"]).await;
+    assert!(err.contains("reserved"), "{err}");
+    let err = refused(&[
+        "user",
+        "create",
+        "--tenant",
+        "demo",
+        "--role",
+        "platform-operator",
+        "--email",
+        "op@demo.example",
+        "--name",
+        "Op",
+    ])
+    .await;
+    assert!(err.contains("telesafe operator create"), "{err}");
+    let op = admin_json(
+        &data,
+        &db,
+        &["operator", "create", "--email", "ops@platform.example", "--name", "Ops Person"],
+    )
+    .await;
+    assert_eq!(op["role"], "platform-operator");
+    assert!(op["activation_link"].as_str().unwrap().contains("/activate/"));
 
     let u = admin_json(
         &data,

@@ -12,6 +12,7 @@ mod model;
 pub mod outbox;
 pub mod passkey;
 pub mod password;
+pub mod platform;
 mod repo;
 mod session;
 pub mod setup;
@@ -22,8 +23,8 @@ pub mod throttle;
 pub use email::{Email, InvalidEmail};
 pub use events::{AuthEvent, AuthEventKind, AuthEventRepository};
 pub use model::{
-    DisplayName, InvalidName, InvalidSlug, NewUser, Patient, Role, SetupToken, Tenant, TenantSlug,
-    User, UserStatus,
+    DisplayName, InvalidName, InvalidSlug, NewUser, PLATFORM_SLUG, Patient, Role, SetupToken,
+    Tenant, TenantSlug, User, UserStatus,
 };
 pub use repo::{
     PatientRepository, SessionRepository, SetupTokenRepository, TenantRepository, UserRepository,

@@ -50,6 +50,8 @@ pub fn presented_token(parts: &Parts) -> Option<OpaqueToken> {
 pub struct CurrentUser {
     pub user: User,
     pub session: Session,
+    /// The session limits in force: the role's, shortened by the tenant's own.
+    pub policy: SessionPolicy,
 }
 
 impl CurrentUser {
@@ -107,7 +109,7 @@ pub async fn resolve_token(
     if now.since(session.last_seen_at) >= TOUCH_INTERVAL {
         state.store.touch_session(session.tenant_id, &hash, now).await?;
     }
-    Ok(Some(CurrentUser { user, session }))
+    Ok(Some(CurrentUser { user, session, policy }))
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
@@ -141,7 +143,7 @@ impl FromRequestParts<AppState> for MaybeUser {
 /// treated as "no token".
 #[derive(Debug, Clone)]
 pub enum Caller {
-    User(CurrentUser),
+    User(Box<CurrentUser>),
     Client(telesafe_core::identity::clients::AccessToken),
 }
 
@@ -152,10 +154,12 @@ impl FromRequestParts<AppState> for Caller {
         match crate::oauth::bearer(state, &parts.headers).await? {
             Some(crate::oauth::Bearer::Client(token)) => Ok(Caller::Client(token)),
             Some(crate::oauth::Bearer::Session(me)) if me.session.stage == SessionStage::Full => {
-                Ok(Caller::User(*me))
+                Ok(Caller::User(me))
             }
             Some(crate::oauth::Bearer::Session(_)) => Err(AppError::InvalidToken),
-            None => CurrentUser::from_request_parts(parts, state).await.map(Caller::User),
+            None => CurrentUser::from_request_parts(parts, state)
+                .await
+                .map(|me| Caller::User(Box::new(me))),
         }
     }
 }

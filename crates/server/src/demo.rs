@@ -25,6 +25,9 @@ pub const DEMO_PEOPLE: &[(&str, &str, Role)] = &[
     ("walter.brown@demo.telesafe.test", "Walter Brown", Role::Patient),
 ];
 
+/// The demo's platform operator, in the platform tenant (organisation code `platform`).
+pub const DEMO_OPERATOR: (&str, &str) = ("operator@platform.telesafe.test", "Robin Hale");
+
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
     #[error(transparent)]
@@ -59,6 +62,7 @@ where
     R: TenantRepository + UserRepository + PatientRepository,
 {
     let slug = TenantSlug::parse(DEMO_SLUG).map_err(|_| SeedError::Data("slug"))?;
+    seed_operator(repo, passwords, clock, password).await?;
     if let Some(tenant) = repo.tenant_by_slug(&slug).await? {
         let users = repo.list_users(tenant.id).await?;
         return Ok(DemoClinic { tenant, users });
@@ -103,4 +107,37 @@ where
         Patient { id: PatientId::new_v7(), tenant_id: tenant.id, user_id: None, created_at: now };
     repo.create_patient(&offline).await?;
     Ok(DemoClinic { tenant, users })
+}
+
+/// The platform tenant and its demo operator, unless they exist.
+async fn seed_operator<R>(
+    repo: &R,
+    passwords: &PasswordChecker,
+    clock: &dyn Clock,
+    password: &SecretString,
+) -> Result<(), SeedError>
+where
+    R: TenantRepository + UserRepository,
+{
+    let now = clock.now();
+    let platform = telesafe_core::identity::platform::platform_tenant(repo, now).await?;
+    let email = Email::parse(DEMO_OPERATOR.0).map_err(|_| SeedError::Data("email"))?;
+    if repo.user_by_email(platform.id, &email).await?.is_some() {
+        return Ok(());
+    }
+    let hash = passwords
+        .hash(SecretString::from(password.expose_secret().to_owned()))
+        .await
+        .map_err(|_| SeedError::Hash)?;
+    let operator = User::new(
+        platform.id,
+        email,
+        DisplayName::parse(DEMO_OPERATOR.1).map_err(|_| SeedError::Data("name"))?,
+        Role::PlatformOperator,
+        UserStatus::Active,
+        Some(hash),
+        now,
+    );
+    repo.create_user(&operator).await?;
+    Ok(())
 }

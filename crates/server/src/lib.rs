@@ -60,6 +60,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/session-limits", post(pages::set_session_limits))
         .route("/mfa/step-up", get(pages::show_step_up).post(pages::step_up))
         .route("/security", get(pages::security))
+        .route("/platform", get(pages::platform))
+        .route("/platform/organisations", post(pages::create_organisation))
         .route("/account", get(pages::account))
         .route("/mfa", get(pages::show_mfa_challenge).post(pages::mfa_challenge))
         .route("/activate/{token}", get(pages::show_activate).post(pages::activate))

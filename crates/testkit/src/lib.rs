@@ -144,12 +144,18 @@ impl TestServer {
     /// (reading the key off the page), and enrolled accounts answer the TOTP challenge.
     /// Returns the client holding the fully signed-in session cookie.
     pub async fn signed_in(&self, email: &str) -> reqwest::Client {
+        self.signed_in_at(demo::DEMO_SLUG, email).await
+    }
+
+    /// Like [`TestServer::signed_in`], for an account of the organisation `organisation`
+    /// (the demo's platform operator signs in at `platform`).
+    pub async fn signed_in_at(&self, organisation: &str, email: &str) -> reqwest::Client {
         let c = self.client();
         let resp = c
             .post(self.url("/signin"))
             .header("origin", &self.base)
             .form(&[
-                ("organisation", demo::DEMO_SLUG),
+                ("organisation", organisation),
                 ("email", email),
                 ("password", self.password.expose_secret()),
             ])

@@ -31,7 +31,16 @@ impl TenantSlug {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this is the platform's own tenant, which holds only platform operators.
+    pub fn is_platform(&self) -> bool {
+        self.0 == PLATFORM_SLUG
+    }
 }
+
+/// The organisation code of the platform's own tenant: platform operators sign in with it.
+/// No clinic can take it.
+pub const PLATFORM_SLUG: &str = "platform";
 
 impl fmt::Display for TenantSlug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -77,10 +86,25 @@ pub enum Role {
     FrontDesk,
     SecurityOfficer,
     TenantAdmin,
+    /// Runs the deployment above the tenants: creates organisations and their first
+    /// administrator, sees their health, and sees no one's clinical data. Lives only in the
+    /// platform tenant.
+    PlatformOperator,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
+        Role::Patient,
+        Role::Clinician,
+        Role::Nurse,
+        Role::FrontDesk,
+        Role::SecurityOfficer,
+        Role::TenantAdmin,
+        Role::PlatformOperator,
+    ];
+
+    /// The roles an organisation's accounts can have.
+    pub const TENANT: [Role; 6] = [
         Role::Patient,
         Role::Clinician,
         Role::Nurse,
@@ -88,6 +112,12 @@ impl Role {
         Role::SecurityOfficer,
         Role::TenantAdmin,
     ];
+
+    /// Whether an account with this role may exist in the tenant `slug`: platform
+    /// operators only in the platform tenant, and nobody else there.
+    pub fn allowed_in(self, slug: &TenantSlug) -> bool {
+        slug.is_platform() == (self == Role::PlatformOperator)
+    }
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -97,6 +127,7 @@ impl Role {
             Role::FrontDesk => "front-desk",
             Role::SecurityOfficer => "security-officer",
             Role::TenantAdmin => "tenant-admin",
+            Role::PlatformOperator => "platform-operator",
         }
     }
 
@@ -109,6 +140,7 @@ impl Role {
             Role::FrontDesk => "Front desk",
             Role::SecurityOfficer => "Security officer",
             Role::TenantAdmin => "Administrator",
+            Role::PlatformOperator => "Platform operator",
         }
     }
 

@@ -132,11 +132,11 @@ pub enum SessionState {
 }
 
 impl SessionPolicy {
-    /// The limits for `role`: administrators and security officers hold the keys to
-    /// everyone else's access, so their idle limit is 15 minutes.
+    /// The limits for `role`: administrators, security officers and platform operators hold
+    /// the keys to everyone else's access, so their idle limit is 15 minutes.
     pub fn for_role(role: Role) -> Self {
         match role {
-            Role::TenantAdmin | Role::SecurityOfficer => {
+            Role::TenantAdmin | Role::SecurityOfficer | Role::PlatformOperator => {
                 Self { idle: Duration::from_secs(15 * 60), ..Self::default() }
             }
             _ => Self::default(),

@@ -75,7 +75,7 @@ async fn page(
         users,
         notice,
         error,
-        staff_roles: Role::ALL
+        staff_roles: Role::TENANT
             .iter()
             .filter(|r| r.is_staff())
             .map(|r| (r.as_str(), r.label()))
@@ -133,7 +133,11 @@ pub async fn add_person(
             StatusCode::UNPROCESSABLE_ENTITY,
         ))
     };
-    let Ok(role) = form.role.parse::<Role>() else {
+    let Ok(role) = form
+        .role
+        .parse::<Role>()
+        .and_then(|r| if Role::TENANT.contains(&r) { Ok(r) } else { Err(()) })
+    else {
         return invalid("Choose a role.".into()).await;
     };
     let name = match DisplayName::parse(&form.name) {

@@ -64,8 +64,8 @@ pub async fn portal(
         email: me.user.email.as_str().to_owned(),
         organisation: org,
         signed_in: me.session.created_at.to_rfc3339(),
-        idle_minutes: minutes(SessionPolicy::for_role(me.role()).idle),
-        absolute_hours: hours(SessionPolicy::for_role(me.role()).absolute),
+        idle_minutes: minutes(me.policy.idle),
+        absolute_hours: hours(me.policy.absolute),
     };
     Ok(render(&page, StatusCode::OK))
 }

@@ -294,7 +294,7 @@ pub async fn enroll(
         .delete_sessions_of_user(me.user.tenant_id, me.user.id, Some(&session.token_hash))
         .await
         .map_err(failed(&state))?;
-    let me = CurrentUser { user: me.user, session };
+    let me = CurrentUser { user: me.user, session, policy: me.policy };
     let org = organisation(&state, me.user.tenant_id).await?;
     let page = RecoveryCodesPage {
         shell: Shell::for_user(&state, "Your recovery codes", &me, &org, "/account"),
@@ -312,6 +312,7 @@ pub(crate) fn safe_return(r: Option<&str>) -> &'static str {
     match r {
         Some("/admin") => "/admin",
         Some("/mfa/enroll") => "/mfa/enroll",
+        Some("/platform") => "/platform",
         _ => "/account",
     }
 }

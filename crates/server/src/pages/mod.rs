@@ -7,6 +7,7 @@ mod activate;
 mod admin;
 mod home;
 mod mfa;
+mod platform;
 mod setup;
 mod signin;
 
@@ -32,6 +33,7 @@ pub use admin::{add_person, admin, set_session_limits};
 pub use home::{console, portal, root, security};
 pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
+pub use platform::{create_organisation, platform};
 pub use setup::{setup, show_setup};
 pub use signin::{show_signin, signin, signout};
 
@@ -70,6 +72,7 @@ pub fn home_of(role: Role) -> &'static str {
         Role::Clinician | Role::Nurse | Role::FrontDesk => "/console",
         Role::TenantAdmin => "/admin",
         Role::SecurityOfficer => "/security",
+        Role::PlatformOperator => "/platform",
     }
 }
 
@@ -79,6 +82,7 @@ fn nav_for(role: Role, current: &str) -> Vec<NavLink> {
         Role::Clinician | Role::Nurse | Role::FrontDesk => ("/console", "Clinic console"),
         Role::TenantAdmin => ("/admin", "Administration"),
         Role::SecurityOfficer => ("/security", "Security"),
+        Role::PlatformOperator => ("/platform", "Organisations"),
     };
     vec![
         NavLink { href, label, current: href == current },
