@@ -21,6 +21,9 @@ pub struct TestDatabase {
     pub store: Store,
     /// The URL the store connected with (for handing to a server under test).
     pub url: String,
+    /// On PostgreSQL, the administrative URL of this database (a superuser, as a database
+    /// administrator would connect).
+    admin: Option<PgConnectOptions>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -54,7 +57,7 @@ async fn fresh_sqlite() -> Result<TestDatabase, TestDbError> {
     let dir = tempfile::tempdir().map_err(|e| TestDbError::Setup(e.to_string()))?;
     let url = format!("sqlite://{}", dir.path().join("telesafe.db").display());
     let store = Store::open(&url, 4).await?;
-    Ok(TestDatabase { store, url, _dir: Some(dir) })
+    Ok(TestDatabase { store, url, admin: None, _dir: Some(dir) })
 }
 
 async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
@@ -88,7 +91,8 @@ async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
         format!("postgres://{PG_APP_ROLE}:{PG_APP_ROLE}@{host}:{port}/{name}")
     };
     let store = Store::open(&url, 4).await?;
-    Ok(TestDatabase { store, url, _dir: None })
+    let admin = Some(admin_opts.clone().database(&name));
+    Ok(TestDatabase { store, url, admin, _dir: None })
 }
 
 impl TestDatabase {
@@ -100,6 +104,49 @@ impl TestDatabase {
         match &self.store.pool {
             Pool::Sqlite(p) => sqlx::query_scalar(sql()).fetch_one(p).await,
             Pool::Postgres(p) => sqlx::query_scalar(sql()).fetch_one(p).await,
+        }
+    }
+
+    /// Runs `statements` as a database administrator would, around the application's
+    /// defences: on SQLite with the audit triggers dropped, on PostgreSQL as a superuser
+    /// with triggers off (`session_replication_role = replica`). For tamper tests only.
+    pub async fn as_dba(&self, statements: &[String]) -> Result<(), sqlx::Error> {
+        match (&self.store.pool, &self.admin) {
+            (Pool::Sqlite(p), _) => {
+                let mut c = p.acquire().await?;
+                for t in [
+                    "audit_entries_no_update",
+                    "audit_entries_no_delete",
+                    "audit_heads_no_update",
+                    "audit_heads_no_delete",
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER IF EXISTS {t}")))
+                        .execute(&mut *c)
+                        .await?;
+                }
+                for s in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(s.clone())).execute(&mut *c).await?;
+                }
+                Ok(())
+            }
+            (Pool::Postgres(_), Some(opts)) => {
+                let mut c = PgConnection::connect_with(opts).await?;
+                sqlx::query("SET session_replication_role = replica").execute(&mut c).await?;
+                for s in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(s.clone())).execute(&mut c).await?;
+                }
+                c.close().await
+            }
+            (Pool::Postgres(_), None) => Err(sqlx::Error::Configuration("no admin URL".into())),
+        }
+    }
+
+    /// Runs one statement on the application's own connection (its role and privileges).
+    pub async fn exec_as_app(&self, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.store.pool {
+            Pool::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            Pool::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
         }
     }
 }

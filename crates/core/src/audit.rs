@@ -1,0 +1,486 @@
+//! The audit log: every access to patient data (and every security-relevant action) is an
+//! entry, durable before the response leaves (fail closed), and a leaf of an RFC 9162
+//! Merkle tree whose heads are signed with Ed25519. Nobody who can write to the database
+//! but does not hold the root key can change, remove, reorder or add an entry without
+//! [`verify`] noticing; a witness that kept earlier heads also catches a truncated tail.
+//!
+//! Appends go through one worker per process that commits the entries of concurrent
+//! requests together (group commit) and answers each request only after its commit.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use telesafe_audit::{
+    ActorKind, Entry, Hash, HeadSigner, Purpose, SignedTreeHead, Tree, verify_consistency,
+    verify_inclusion,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::ids::TenantId;
+use crate::repo::RepoError;
+
+/// Most entries committed in one transaction.
+pub const MAX_BATCH: usize = 4096;
+/// A head is signed once this many entries arrived since the last one...
+pub const HEAD_EVERY_ENTRIES: u64 = 1000;
+/// ...or this long after the last one, whichever comes first.
+pub const HEAD_EVERY: Duration = Duration::from_secs(10);
+
+/// Storage for the audit log.
+pub trait AuditRepository: Send + Sync {
+    /// Appends entries whose `seq` continues the log; `Conflict` when a `seq` is taken
+    /// (another process appended first).
+    fn append_audit(
+        &self,
+        entries: &[(Entry, Hash)],
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// Stored entries with their stored leaf hashes, from `from` in `seq` order.
+    fn audit_entries(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(Entry, Hash)>, RepoError>> + Send;
+    /// How many entries there are (the next `seq`).
+    fn audit_size(&self) -> impl Future<Output = Result<u64, RepoError>> + Send;
+    fn save_head(&self, h: &SignedTreeHead) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// Every signed head, by index.
+    fn heads(&self) -> impl Future<Output = Result<Vec<SignedTreeHead>, RepoError>> + Send;
+    /// A tenant's entries matching `filter`, newest first.
+    fn search_audit(
+        &self,
+        tenant: TenantId,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Entry>, RepoError>> + Send;
+}
+
+/// What an audit search narrows to (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor_id: Option<String>,
+    pub patient_id: Option<String>,
+    pub action: Option<String>,
+    /// Unix milliseconds, inclusive.
+    pub from: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until: Option<i64>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The entry could not be made durable: the request that caused it must fail.
+    #[error("the audit log is unavailable")]
+    Unavailable,
+}
+
+struct Pending {
+    entry: Entry,
+    done: oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// The process's handle on the audit log. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Pending>,
+    tree: Arc<Mutex<Tree>>,
+    public_key: Arc<Vec<u8>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("size", &self.size()).finish_non_exhaustive()
+    }
+}
+
+/// Called after each signed head (for example to append it to a witness file).
+pub type HeadSink = Box<dyn Fn(&SignedTreeHead) + Send + Sync>;
+
+impl AuditLog {
+    /// Loads the tree from storage and starts the append worker.
+    pub async fn open<R>(
+        repo: R,
+        signer: HeadSigner,
+        clock: Arc<dyn Clock>,
+        on_head: Option<HeadSink>,
+    ) -> Result<Self, RepoError>
+    where
+        R: AuditRepository + Clone + 'static,
+    {
+        let mut tree = Tree::new();
+        catch_up(&repo, &mut tree).await?;
+        let tree = Arc::new(Mutex::new(tree));
+        let public_key = Arc::new(signer.public_key().to_vec());
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let last = repo.heads().await?.pop();
+        let worker = Worker { repo, signer, clock, tree: tree.clone(), last_head: last, on_head };
+        tokio::spawn(worker.run(rx));
+        Ok(Self { tx, tree, public_key })
+    }
+
+    /// Appends `entry` and waits until it is durable; returns its `seq`. An error means
+    /// the entry is not in the log, and the caller must not answer with the data.
+    pub async fn record(&self, entry: Entry) -> Result<u64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Pending { entry, done }).await.map_err(|_| AuditError::Unavailable)?;
+        wait.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// How many entries this process knows of.
+    pub fn size(&self) -> u64 {
+        self.tree.lock().map(|t| t.size()).unwrap_or(0)
+    }
+
+    /// The public key that verifies this log's heads.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// The root at `size` and the inclusion proof of entry `seq` in it.
+    pub fn inclusion(&self, seq: u64, size: u64) -> Option<(Hash, Vec<Hash>)> {
+        let t = self.tree.lock().ok()?;
+        Some((t.root_at(size).ok()?, t.inclusion_proof(seq, size).ok()?))
+    }
+
+    /// The consistency proof between two sizes, with both roots.
+    pub fn consistency(&self, old: u64, new: u64) -> Option<(Hash, Hash, Vec<Hash>)> {
+        let t = self.tree.lock().ok()?;
+        Some((t.root_at(old).ok()?, t.root_at(new).ok()?, t.consistency_proof(old, new).ok()?))
+    }
+}
+
+/// Brings `tree` up to what storage holds (entries appended by another process).
+async fn catch_up<R: AuditRepository>(repo: &R, tree: &mut Tree) -> Result<(), RepoError> {
+    loop {
+        let batch = repo.audit_entries(tree.size(), 10_000).await?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (e, stored) in batch {
+            if e.seq != tree.size() {
+                return Err(RepoError::Backend("the audit log has a gap".into()));
+            }
+            tree.push(stored);
+        }
+    }
+}
+
+struct Worker<R> {
+    repo: R,
+    signer: HeadSigner,
+    clock: Arc<dyn Clock>,
+    tree: Arc<Mutex<Tree>>,
+    last_head: Option<SignedTreeHead>,
+    on_head: Option<HeadSink>,
+}
+
+impl<R: AuditRepository> Worker<R> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+        let mut tick = tokio::time::interval(HEAD_EVERY);
+        loop {
+            tokio::select! {
+                first = rx.recv() => {
+                    let Some(first) = first else { return };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(batch).await;
+                }
+                _ = tick.tick() => self.maybe_sign(true).await,
+            }
+        }
+    }
+
+    fn size(&self) -> u64 {
+        self.tree.lock().map(|t| t.size()).unwrap_or(0)
+    }
+
+    async fn commit(&mut self, batch: Vec<Pending>) {
+        let mut result = self.try_commit(&batch).await;
+        if matches!(result, Err(RepoError::Conflict)) {
+            // Another process appended: catch up and try once more at the new end.
+            let mut tree = self.tree.lock().map(|t| t.clone()).unwrap_or_default();
+            if catch_up(&self.repo, &mut tree).await.is_ok() {
+                if let Ok(mut t) = self.tree.lock() {
+                    *t = tree;
+                }
+                result = self.try_commit(&batch).await;
+            }
+        }
+        match result {
+            Ok(first) => {
+                for (i, p) in batch.into_iter().enumerate() {
+                    let _ = p.done.send(Ok(first + i as u64));
+                }
+                self.maybe_sign(false).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "audit append failed; the requests fail closed");
+                for p in batch {
+                    let _ = p.done.send(Err(AuditError::Unavailable));
+                }
+            }
+        }
+    }
+
+    /// Writes the batch at the end of the log; only after the commit does the in-memory
+    /// tree grow, so a failed commit leaves it as it was.
+    async fn try_commit(&self, batch: &[Pending]) -> Result<u64, RepoError> {
+        let first = self.size();
+        let rows: Vec<(Entry, Hash)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut e = p.entry.clone();
+                e.seq = first + i as u64;
+                let h = e.leaf_hash();
+                (e, h)
+            })
+            .collect();
+        self.repo.append_audit(&rows).await?;
+        if let Ok(mut t) = self.tree.lock() {
+            for (_, h) in &rows {
+                t.push(*h);
+            }
+        }
+        Ok(first)
+    }
+
+    /// Signs a head when enough entries or time have passed since the last one.
+    async fn maybe_sign(&mut self, timer: bool) {
+        let now = self.clock.now().unix_millis();
+        let (size, root) = match self.tree.lock() {
+            Ok(t) => {
+                (t.size(), t.root_at(t.size()).unwrap_or_else(|_| telesafe_audit::empty_root()))
+            }
+            Err(_) => return,
+        };
+        let (last_size, last_at, next_index) = match &self.last_head {
+            Some(h) => (h.size, h.at, h.index + 1),
+            None => (0, i64::MIN, 0),
+        };
+        let due_by_count = size - last_size.min(size) >= HEAD_EVERY_ENTRIES;
+        let due_by_time = timer && now.saturating_sub(last_at) >= HEAD_EVERY.as_millis() as i64;
+        if size == last_size && self.last_head.is_some() || !(due_by_count || due_by_time) {
+            return;
+        }
+        let head = self.signer.sign(next_index, size, now, root);
+        match self.repo.save_head(&head).await {
+            Ok(()) => {
+                if let Some(sink) = &self.on_head {
+                    sink(&head);
+                }
+                self.last_head = Some(head);
+            }
+            Err(e) => tracing::error!(error = %e, "could not store a signed tree head"),
+        }
+    }
+}
+
+/// Signs a head over everything stored now (for `telesafe audit sign-head`, and tests).
+pub async fn sign_head_now<R: AuditRepository>(
+    repo: &R,
+    signer: &HeadSigner,
+    at: i64,
+) -> Result<SignedTreeHead, RepoError> {
+    let mut tree = Tree::new();
+    catch_up(repo, &mut tree).await?;
+    let index = repo.heads().await?.last().map_or(0, |h| h.index + 1);
+    let root = tree.root_at(tree.size()).map_err(|e| RepoError::Backend(e.to_string()))?;
+    let head = signer.sign(index, tree.size(), at, root);
+    repo.save_head(&head).await?;
+    Ok(head)
+}
+
+/// What verification found wrong: the first problem, naming the entry or head.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error(
+        "entry {seq}: its contents do not match its recorded hash (changed after it was written)"
+    )]
+    EntryChanged { seq: u64 },
+    #[error("entry {expected} is missing (the next stored entry is {found})")]
+    EntryMissing { expected: u64, found: u64 },
+    #[error("signed head {index}: the signature is not valid for this log's key")]
+    BadSignature { index: u64 },
+    #[error(
+        "signed head {index}: out of order (expected head {expected}); a head was replaced or removed"
+    )]
+    HeadOutOfOrder { index: u64, expected: u64 },
+    #[error(
+        "signed head {index} (size {size}): the entries do not hash to its root; an entry before {size} was changed, added, removed or reordered"
+    )]
+    RootMismatch { index: u64, size: u64 },
+    #[error(
+        "signed head {index} covers {size} entries but the log ends at {end}: entries were removed from the end"
+    )]
+    Truncated { index: u64, size: u64, end: u64 },
+    #[error("witness head {index} (size {size}): the log does not match what the witness saw")]
+    WitnessMismatch { index: u64, size: u64 },
+    #[error(
+        "witness head {index} covers {size} entries but the log ends at {end}: the log was cut back"
+    )]
+    WitnessTruncated { index: u64, size: u64, end: u64 },
+    #[error("witness head {index}: the signature is not valid for this log's key")]
+    WitnessBadSignature { index: u64 },
+    #[error("reading the log failed: {0}")]
+    Read(String),
+}
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    pub heads: u64,
+    pub witness_heads: u64,
+    pub root: Hash,
+}
+
+/// Recomputes every leaf and every signed head's root from the stored entries, checks
+/// every signature (with `public_key`, which must come from the root key, never from the
+/// database), and checks the witness's heads. `progress(done, total)` is called per batch.
+pub async fn verify<R: AuditRepository>(
+    repo: &R,
+    public_key: &[u8],
+    witness: &[SignedTreeHead],
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Verified, VerifyError> {
+    let read = |e: RepoError| VerifyError::Read(e.to_string());
+    let heads = repo.heads().await.map_err(read)?;
+    for (i, h) in heads.iter().enumerate() {
+        let expected = i as u64;
+        if !h.verify(public_key) {
+            return Err(VerifyError::BadSignature { index: h.index });
+        }
+        if h.index != expected {
+            return Err(VerifyError::HeadOutOfOrder { index: h.index, expected });
+        }
+    }
+    for w in witness {
+        if !w.verify(public_key) {
+            return Err(VerifyError::WitnessBadSignature { index: w.index });
+        }
+    }
+    // Checkpoints: the sizes at which a root must match, in order.
+    let mut checks: Vec<(u64, Hash, Result<(), VerifyError>)> = Vec::new();
+    for h in &heads {
+        checks.push((
+            h.size,
+            h.root,
+            Err(VerifyError::RootMismatch { index: h.index, size: h.size }),
+        ));
+    }
+    for w in witness {
+        checks.push((
+            w.size,
+            w.root,
+            Err(VerifyError::WitnessMismatch { index: w.index, size: w.size }),
+        ));
+    }
+    checks.sort_by_key(|c| c.0);
+    let total = repo.audit_size().await.map_err(read)?;
+    let mut frontier = Frontier::default();
+    let mut next_check = 0;
+    let check =
+        |frontier: &Frontier, next: &mut usize, checks: &[(u64, Hash, Result<(), VerifyError>)]| {
+            while let Some((size, root, err)) = checks.get(*next) {
+                if *size != frontier.size {
+                    break;
+                }
+                if frontier.root() != *root {
+                    return err.clone();
+                }
+                *next += 1;
+            }
+            Ok(())
+        };
+    check(&frontier, &mut next_check, &checks)?;
+    loop {
+        let batch = repo.audit_entries(frontier.size, 8192).await.map_err(read)?;
+        if batch.is_empty() {
+            break;
+        }
+        for (e, stored) in &batch {
+            if e.seq != frontier.size {
+                return Err(VerifyError::EntryMissing { expected: frontier.size, found: e.seq });
+            }
+            if e.leaf_hash() != *stored {
+                return Err(VerifyError::EntryChanged { seq: e.seq });
+            }
+            frontier.push(*stored);
+            check(&frontier, &mut next_check, &checks)?;
+        }
+        progress(frontier.size, total.max(frontier.size));
+    }
+    let end = frontier.size;
+    if let Some(h) = heads.iter().find(|h| h.size > end) {
+        return Err(VerifyError::Truncated { index: h.index, size: h.size, end });
+    }
+    if let Some(w) = witness.iter().find(|w| w.size > end) {
+        return Err(VerifyError::WitnessTruncated { index: w.index, size: w.size, end });
+    }
+    Ok(Verified {
+        entries: end,
+        heads: heads.len() as u64,
+        witness_heads: witness.len() as u64,
+        root: frontier.root(),
+    })
+}
+
+/// The right edge of a Merkle tree: the roots of its complete subtrees, largest first.
+/// Enough to compute the root at the current size while streaming leaves, in O(log n)
+/// memory (verification of 10M entries needs kilobytes, not the whole tree).
+#[derive(Debug, Default)]
+struct Frontier {
+    size: u64,
+    /// (height, hash), heights strictly decreasing.
+    stack: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    fn push(&mut self, leaf: Hash) {
+        let mut node = (0u32, leaf);
+        while let Some(&(h, left)) = self.stack.last() {
+            if h != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (h + 1, telesafe_audit::node_hash(&left, &node.1));
+        }
+        self.stack.push(node);
+        self.size += 1;
+    }
+
+    fn root(&self) -> Hash {
+        let mut it = self.stack.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return telesafe_audit::empty_root();
+        };
+        for (_, left) in it {
+            acc = telesafe_audit::node_hash(left, &acc);
+        }
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontier_root_matches_the_tree() {
+        let mut f = Frontier::default();
+        let mut t = Tree::new();
+        for i in 0u64..300 {
+            let leaf = telesafe_audit::leaf_hash(&i.to_be_bytes());
+            f.push(leaf);
+            t.push(leaf);
+            assert_eq!(f.root(), t.root_at(t.size()).unwrap(), "size {}", i + 1);
+        }
+    }
+}
