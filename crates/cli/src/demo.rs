@@ -72,6 +72,8 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!("Press Ctrl-C to stop.");
     println!();
 
+    let audit = prepared.state.audit.clone();
     let drained = prepared.server.run(telesafe_server::serve::shutdown_signal()).await;
+    audit.sign_now().await;
     Ok(crate::finish(drained))
 }

@@ -6,6 +6,7 @@
 //! asked to create (a setup token, a demo password), each printed once to stdout.
 
 mod admin;
+mod audit;
 mod demo;
 mod init;
 mod logging;
@@ -54,6 +55,9 @@ enum Command {
     /// Create platform operators (above the tenants).
     #[command(subcommand)]
     Operator(admin::OperatorCommand),
+    /// Verify the tamper-evident audit log; export its signed heads.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -160,6 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(cmd) => admin::user(cmd).await,
         Command::Client(cmd) => admin::client(cmd).await,
         Command::Operator(cmd) => admin::operator(cmd).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 
@@ -174,7 +179,11 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         }
         println!("Certificate SHA-256 fingerprint: {fp}");
     }
-    Ok(finish(prepared.server.run(telesafe_server::serve::shutdown_signal()).await))
+    let audit = prepared.state.audit.clone();
+    let drained = prepared.server.run(telesafe_server::serve::shutdown_signal()).await;
+    // A last signed head, so the witness sees everything this process appended.
+    audit.sign_now().await;
+    Ok(finish(drained))
 }
 
 /// Exit 0 when every in-flight request finished within the grace period.

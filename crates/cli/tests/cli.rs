@@ -446,3 +446,63 @@ async fn automation_cli_manages_a_running_servers_tenants_users_and_clients() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_passes_then_names_the_tampered_entry() {
+    for backend in [telesafe_testkit::DbBackend::Sqlite, telesafe_testkit::DbBackend::Postgres] {
+        let Some(s) = telesafe_testkit::start(backend, Arc::new(telesafe_core::SystemClock)).await
+        else {
+            continue;
+        };
+        let dr = s.signed_in("dr.rivera@demo.telesafe.test").await;
+        for _ in 0..5 {
+            assert_eq!(dr.get(s.url("/console")).send().await.unwrap().status(), 200);
+        }
+        s.state.audit.sign_now().await.unwrap();
+        let witness = s.data_dir().join("witness.jsonl");
+        let heads = telesafe()
+            .args(["audit", "heads", "--data-dir"])
+            .arg(s.data_dir())
+            .env("TELESAFE_DATABASE__URL", s.database_url())
+            .output()
+            .await
+            .unwrap();
+        assert!(heads.status.success(), "{}", String::from_utf8_lossy(&heads.stderr));
+        std::fs::write(&witness, &heads.stdout).unwrap();
+        let verify = || {
+            let mut c = telesafe();
+            c.args(["audit", "verify", "--json", "--data-dir"])
+                .arg(s.data_dir())
+                .arg("--witness")
+                .arg(&witness)
+                .env("TELESAFE_DATABASE__URL", s.database_url());
+            c
+        };
+        let ok = verify().output().await.unwrap();
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["entries"], 20, "{v}");
+        assert_eq!(v["witness_heads"], 1, "{v}");
+        s.database()
+            .as_dba(&[
+                "UPDATE audit_entries SET patient_id = 'someone-else' WHERE seq = 7".to_owned()
+            ])
+            .await
+            .unwrap();
+        let bad = verify().output().await.unwrap();
+        assert_eq!(bad.status.code(), Some(1), "{backend:?}");
+        let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+        assert!(v["problem"].as_str().unwrap().contains("entry 7"), "{v}");
+        // Without the JSON flag a person reads the same, with progress on the terminal.
+        let human = telesafe()
+            .args(["audit", "verify", "--data-dir"])
+            .arg(s.data_dir())
+            .env("TELESAFE_DATABASE__URL", s.database_url())
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(human.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&human.stderr).contains("DOES NOT VERIFY: entry 7"));
+    }
+}

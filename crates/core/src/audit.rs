@@ -80,10 +80,20 @@ struct Pending {
     done: oneshot::Sender<Result<u64, AuditError>>,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is an append; boxing would cost an allocation per entry"
+)]
+enum Msg {
+    Append(Pending),
+    /// Sign a head over everything committed so far, now.
+    SignNow(oneshot::Sender<Option<SignedTreeHead>>),
+}
+
 /// The process's handle on the audit log. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Msg>,
     tree: Arc<Mutex<Tree>>,
     public_key: Arc<Vec<u8>>,
 }
@@ -123,8 +133,38 @@ impl AuditLog {
     /// the entry is not in the log, and the caller must not answer with the data.
     pub async fn record(&self, entry: Entry) -> Result<u64, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Pending { entry, done }).await.map_err(|_| AuditError::Unavailable)?;
+        self.tx
+            .send(Msg::Append(Pending { entry, done }))
+            .await
+            .map_err(|_| AuditError::Unavailable)?;
         wait.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Signs a head over everything committed so far (at shutdown, and in tests); `None`
+    /// when nothing was added since the last head or it could not be stored.
+    pub async fn sign_now(&self) -> Option<SignedTreeHead> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Msg::SignNow(done)).await.ok()?;
+        wait.await.ok().flatten()
+    }
+
+    /// Appends several entries (one request touching several patients) and waits until all
+    /// are durable. They travel in the same batch unless the batch is full.
+    pub async fn record_all(&self, entries: Vec<Entry>) -> Result<Vec<u64>, AuditError> {
+        let mut waits = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (done, wait) = oneshot::channel();
+            self.tx
+                .send(Msg::Append(Pending { entry, done }))
+                .await
+                .map_err(|_| AuditError::Unavailable)?;
+            waits.push(wait);
+        }
+        let mut seqs = Vec::with_capacity(waits.len());
+        for w in waits {
+            seqs.push(w.await.map_err(|_| AuditError::Unavailable)??);
+        }
+        Ok(seqs)
     }
 
     /// How many entries this process knows of.
@@ -176,20 +216,29 @@ struct Worker<R> {
 }
 
 impl<R: AuditRepository> Worker<R> {
-    async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut tick = tokio::time::interval(HEAD_EVERY);
         loop {
             tokio::select! {
                 first = rx.recv() => {
                     let Some(first) = first else { return };
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(p) => batch.push(p),
-                            Err(_) => break,
+                    let mut batch = Vec::new();
+                    let mut sign_now = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(msg) = next {
+                        match msg {
+                            Msg::Append(p) => batch.push(p),
+                            Msg::SignNow(done) => sign_now.push(done),
                         }
+                        next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
                     }
-                    self.commit(batch).await;
+                    if !batch.is_empty() {
+                        self.commit(batch).await;
+                    }
+                    for done in sign_now {
+                        let head = self.sign().await;
+                        let _ = done.send(head);
+                    }
                 }
                 _ = tick.tick() => self.maybe_sign(true).await,
             }
@@ -254,30 +303,44 @@ impl<R: AuditRepository> Worker<R> {
     /// Signs a head when enough entries or time have passed since the last one.
     async fn maybe_sign(&mut self, timer: bool) {
         let now = self.clock.now().unix_millis();
-        let (size, root) = match self.tree.lock() {
-            Ok(t) => {
-                (t.size(), t.root_at(t.size()).unwrap_or_else(|_| telesafe_audit::empty_root()))
-            }
-            Err(_) => return,
-        };
-        let (last_size, last_at, next_index) = match &self.last_head {
-            Some(h) => (h.size, h.at, h.index + 1),
-            None => (0, i64::MIN, 0),
+        let size = self.size();
+        let (last_size, last_at) = match &self.last_head {
+            Some(h) => (h.size, h.at),
+            None => (0, i64::MIN),
         };
         let due_by_count = size - last_size.min(size) >= HEAD_EVERY_ENTRIES;
-        let due_by_time = timer && now.saturating_sub(last_at) >= HEAD_EVERY.as_millis() as i64;
-        if size == last_size && self.last_head.is_some() || !(due_by_count || due_by_time) {
-            return;
+        let due_by_time = timer
+            && now.saturating_sub(last_at) >= i64::try_from(HEAD_EVERY.as_millis()).unwrap_or(0);
+        if due_by_count || due_by_time {
+            self.sign().await;
         }
+    }
+
+    /// Signs and stores a head over everything committed, unless the last head already
+    /// covers it all.
+    async fn sign(&mut self) -> Option<SignedTreeHead> {
+        let now = self.clock.now().unix_millis();
+        let (size, root) = {
+            let t = self.tree.lock().ok()?;
+            (t.size(), t.root_at(t.size()).ok()?)
+        };
+        if size == 0 || self.last_head.as_ref().is_some_and(|h| h.size == size) {
+            return None;
+        }
+        let next_index = self.last_head.as_ref().map_or(0, |h| h.index + 1);
         let head = self.signer.sign(next_index, size, now, root);
         match self.repo.save_head(&head).await {
             Ok(()) => {
                 if let Some(sink) = &self.on_head {
                     sink(&head);
                 }
-                self.last_head = Some(head);
+                self.last_head = Some(head.clone());
+                Some(head)
             }
-            Err(e) => tracing::error!(error = %e, "could not store a signed tree head"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not store a signed tree head");
+                None
+            }
         }
     }
 }

@@ -26,6 +26,16 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub keys: KeysConfig,
     pub mail: MailConfig,
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A file each signed tree head is appended to (JSON lines), for an external witness to
+    /// collect; `telesafe audit verify --witness FILE` checks the log against it. Keep it
+    /// somewhere a database administrator cannot rewrite.
+    pub witness_file: Option<PathBuf>,
 }
 
 /// How the connection to the SMTP relay is protected.
@@ -215,8 +225,8 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
 }
 
-const TOP_LEVEL_KEYS: [&str; 8] =
-    ["data_dir", "server", "tls", "database", "log", "metrics", "keys", "mail"];
+const TOP_LEVEL_KEYS: [&str; 9] =
+    ["data_dir", "server", "tls", "database", "log", "metrics", "keys", "mail", "audit"];
 
 impl Config {
     /// Reads `file` (if any), applies `env` overrides, and returns the result unvalidated.

@@ -55,6 +55,16 @@ pub fn outbox_key(root: &SecretKey) -> SealingKey {
     SealingKey::new(root.derive("telesafe/v1/outbox"), 1)
 }
 
+/// The key that signs the audit log's tree heads (Ed25519, from a seed derived from the root
+/// key: it is kept, backed up and rotated with the other keys).
+pub fn audit_signer(
+    root: &SecretKey,
+) -> Result<telesafe_core::audit::HeadSigner, telesafe_audit::sth::BadSeed> {
+    telesafe_core::audit::HeadSigner::from_seed(
+        root.derive("telesafe/v1/audit-head-signing").expose(),
+    )
+}
+
 /// The key sealing WebAuthn ceremony state while a passkey ceremony is in progress.
 pub fn ceremony_key(root: &SecretKey) -> SealingKey {
     SealingKey::new(root.derive("telesafe/v1/webauthn-ceremony"), 1)

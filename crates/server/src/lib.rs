@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
@@ -83,6 +84,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/me", get(api::me))
+        .route("/api/v1/audit/head", get(audit::latest_head))
+        .route("/api/v1/audit/proof/inclusion", get(audit::inclusion))
+        .route("/api/v1/audit/proof/consistency", get(audit::consistency))
         .route("/api/v1/sessions", post(native::create_session))
         .route("/api/v1/sessions/mfa", post(native::complete_mfa))
         .route("/api/v1/sessions/current", axum::routing::delete(native::delete_session))
@@ -143,6 +147,8 @@ pub enum StartError {
     Passkeys(String),
     #[error("{0}")]
     Mail(#[from] mail::MailSetupError),
+    #[error("the audit log cannot be opened: {0}")]
+    Audit(String),
 }
 
 fn list(p: &[Problem]) -> String {
@@ -263,6 +269,12 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
     }
     let webauthn = passkeys::relying_party(&config).map_err(StartError::Passkeys)?;
     let mail = mail::Transport::from_config(&config)?;
+    let signer = keys::audit_signer(&root_key).map_err(|e| StartError::Audit(e.to_string()))?;
+    let sink = config.audit.witness_file.clone().map(audit::witness_sink);
+    let audit_log =
+        telesafe_core::audit::AuditLog::open(store.clone(), signer, clock.clone(), sink)
+            .await
+            .map_err(|e| StartError::Audit(e.to_string()))?;
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -273,6 +285,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         addresses: Arc::default(),
         mfa_keys: keys::mfa_keys(&root_key),
         mail: Arc::new(mail),
+        audit: audit_log,
         outbox_key: keys::outbox_key(&root_key),
         ceremony_key: keys::ceremony_key(&root_key),
         webauthn: Arc::new(webauthn),

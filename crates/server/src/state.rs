@@ -38,6 +38,8 @@ pub struct AppState {
     pub addresses: Arc<AddressThrottle>,
     /// Keys for TOTP seeds and recovery codes.
     pub mfa_keys: MfaKeys,
+    /// The tamper-evident audit log (group-committed appends, signed heads, proofs).
+    pub audit: telesafe_core::audit::AuditLog,
     /// Where queued messages go (SMTP or the log).
     pub mail: Arc<crate::mail::Transport>,
     /// Seals queued message bodies.

@@ -110,6 +110,16 @@ impl TestServer {
         &self._db.url
     }
 
+    /// The test database (for tampering as a database administrator would).
+    pub fn database(&self) -> &TestDatabase {
+        &self._db
+    }
+
+    /// The server's data directory (root key, certificates).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._data.path().join("data")
+    }
+
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

@@ -101,6 +101,25 @@ pub async fn console(
         .into_iter()
         .map(|u| (u.id, u.display_name.as_str().to_owned()))
         .collect();
+    // Fail closed: the list is shown only once its audit entries are durable. One entry for
+    // the search, and one per patient shown, so each patient's access log has it.
+    let mut accesses = vec![crate::audit::Access {
+        action: "search",
+        resource_type: "Patient",
+        resource_id: String::new(),
+        patient_id: String::new(),
+        purpose: telesafe_core::audit::Purpose::Treatment,
+        outcome: "success",
+    }];
+    accesses.extend(patients.iter().map(|p| crate::audit::Access {
+        action: "list",
+        resource_type: "Patient",
+        resource_id: p.id.to_string(),
+        patient_id: p.id.to_string(),
+        purpose: telesafe_core::audit::Purpose::Treatment,
+        outcome: "success",
+    }));
+    crate::audit::record(&state, &me, &accesses).await.map_err(|e| PageError::new(&state, e))?;
     let patients = patients
         .into_iter()
         .map(|p| PatientLine {

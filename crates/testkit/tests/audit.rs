@@ -1,0 +1,165 @@
+//! The audit log end to end: patient data is shown only after its audit entries are
+//! durable (fail closed), proofs served over HTTPS verify with an RFC 9162 verifier written
+//! here independently of the server's. (`telesafe audit verify` is tested with the CLI.)
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a failed step must fail the test loudly"
+)]
+
+mod common;
+
+use sha2::{Digest, Sha256};
+use telesafe_core::audit::AuditRepository;
+use telesafe_testkit::{DbBackend, both_backends};
+
+#[allow(unused_imports, reason = "each suite uses a different subset")]
+use common::*;
+
+type H = [u8; 32];
+
+fn node(l: &H, r: &H) -> H {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(l);
+    h.update(r);
+    h.finalize().into()
+}
+
+/// Largest power of two below n (n > 1).
+fn k_of(n: u64) -> u64 {
+    let mut k = 1;
+    while k * 2 < n {
+        k *= 2;
+    }
+    k
+}
+
+/// Independent RFC 9162 inclusion check: rebuilds the root recursively from the tree's
+/// definition (PATH in §2.1.3.1 read backwards), consuming the proof from its end.
+fn root_from_inclusion(leaf: &H, m: u64, n: u64, proof: &[H]) -> Option<H> {
+    if n == 1 {
+        return proof.is_empty().then_some(*leaf);
+    }
+    let (last, rest) = proof.split_last()?;
+    let k = k_of(n);
+    if m < k {
+        Some(node(&root_from_inclusion(leaf, m, k, rest)?, last))
+    } else {
+        Some(node(last, &root_from_inclusion(leaf, m - k, n - k, rest)?))
+    }
+}
+
+/// Independent RFC 9162 consistency check: recomputes (old root, new root) recursively
+/// from SUBPROOF's definition (§2.1.4.1), consuming the proof from its end.
+fn roots_from_consistency(
+    m: u64,
+    n: u64,
+    complete: bool,
+    old_root: &H,
+    proof: &[H],
+) -> Option<(H, H)> {
+    if m == n {
+        return if complete {
+            proof.is_empty().then_some((*old_root, *old_root))
+        } else {
+            let (only, rest) = proof.split_last()?;
+            rest.is_empty().then_some((*only, *only))
+        };
+    }
+    let (last, rest) = proof.split_last()?;
+    let k = k_of(n);
+    if m <= k {
+        let (o, nn) = roots_from_consistency(m, k, complete, old_root, rest)?;
+        Some((o, node(&nn, last)))
+    } else {
+        let (o, nn) = roots_from_consistency(m - k, n - k, false, old_root, rest)?;
+        Some((node(last, &o), node(last, &nn)))
+    }
+}
+
+fn unhex(s: &str) -> H {
+    hex::decode(s).unwrap().try_into().unwrap()
+}
+
+fn hashes(v: &serde_json::Value) -> Vec<H> {
+    v.as_array().unwrap().iter().map(|h| unhex(h.as_str().unwrap())).collect()
+}
+
+async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    r.json().await.unwrap()
+}
+
+async fn proofs_verify_independently_and_reads_fail_closed(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let dr = s.signed_in(DR).await;
+    // Each console view records a search and one entry per patient listed (3 in the demo).
+    for _ in 0..3 {
+        assert_eq!(dr.get(s.url("/console")).send().await.unwrap().status(), 200);
+    }
+    let first = s.state.audit.sign_now().await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(dr.get(s.url("/console")).send().await.unwrap().status(), 200);
+    }
+    let second = s.state.audit.sign_now().await.unwrap();
+    assert_eq!((first.size, second.size), (12, 28));
+
+    // Only security officers and operators read the log's proofs.
+    assert_eq!(dr.get(s.url("/api/v1/audit/head")).send().await.unwrap().status(), 403);
+    let sec = s.signed_in(SECURITY).await;
+    let head: serde_json::Value =
+        sec.get(s.url("/api/v1/audit/head")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(head["size"], 28);
+    assert_eq!(head["root"], hex::encode(second.root));
+
+    for seq in [0u64, 5, 11, 27] {
+        let p = get_json(&sec, &s.url(&format!("/api/v1/audit/proof/inclusion?seq={seq}&size=28")))
+            .await;
+        let proof = hashes(&p["proof"]);
+        let leaf = unhex(p["leaf_hash"].as_str().unwrap());
+        // The leaf is the hash of the stored entry's canonical bytes.
+        let stored = &s.state.store.audit_entries(seq, 1).await.unwrap()[0];
+        assert_eq!(stored.0.leaf_hash(), leaf);
+        assert_eq!(root_from_inclusion(&leaf, seq, 28, &proof), Some(second.root), "entry {seq}");
+        let mut bad = proof.clone();
+        bad[0][0] ^= 1;
+        assert_ne!(root_from_inclusion(&leaf, seq, 28, &bad), Some(second.root));
+    }
+    let c = get_json(&sec, &s.url("/api/v1/audit/proof/consistency?old=12&new=28")).await;
+    let proof = hashes(&c["proof"]);
+    let got = roots_from_consistency(12, 28, true, &first.root, &proof).unwrap();
+    assert_eq!(got, (first.root, second.root), "the later head extends the earlier one");
+    let r = sec.get(s.url("/api/v1/audit/proof/consistency?old=30&new=28")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Fail closed: when the log cannot take an entry, the patient list is not shown.
+    let block = match backend {
+        DbBackend::Sqlite => vec![
+            "CREATE TRIGGER audit_block BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'blocked'); END".to_owned(),
+        ],
+        DbBackend::Postgres => vec![
+            "CREATE FUNCTION audit_block() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'blocked'; END $$".to_owned(),
+            "CREATE TRIGGER audit_block BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_block()".to_owned(),
+        ],
+    };
+    s.database().as_dba(&block).await.unwrap();
+    let r = dr.get(s.url("/console")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("Ana López") && !body.contains("Walter Brown"),
+        "no patient data without an audit entry"
+    );
+    let unblock = match backend {
+        DbBackend::Sqlite => "DROP TRIGGER audit_block",
+        DbBackend::Postgres => "DROP TRIGGER audit_block ON audit_entries",
+    };
+    s.database().as_dba(&[unblock.to_owned()]).await.unwrap();
+    assert_eq!(dr.get(s.url("/console")).send().await.unwrap().status(), 200);
+}
+
+both_backends!(proofs_verify_independently_and_reads_fail_closed);
