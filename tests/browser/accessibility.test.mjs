@@ -74,6 +74,11 @@ for (const [email, home] of [
       await signIn(page, demo.url, email, demo.password, (label) => audit(page, `${label} as ${home} @${width}`), org);
       assert.equal(new URL(page.url()).pathname, home);
       await audit(page, `${home} @${width}`);
+      const extra = { '/portal': '/portal/access', '/security': '/security/audit' }[home];
+      if (extra) {
+        await page.goto(`${demo.url}${extra}`);
+        await audit(page, `${extra} @${width}`);
+      }
       await page.getByRole('link', { name: 'My account' }).click();
       await page.waitForURL(/\/account$/);
       await audit(page, `/account as ${home} @${width}`);

@@ -61,6 +61,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/session-limits", post(pages::set_session_limits))
         .route("/mfa/step-up", get(pages::show_step_up).post(pages::step_up))
         .route("/security", get(pages::security))
+        .route("/security/audit", get(pages::audit_search))
+        .route("/portal/access", get(pages::access_log))
         .route("/platform", get(pages::platform))
         .route("/platform/organisations", post(pages::create_organisation))
         .route("/account", get(pages::account))

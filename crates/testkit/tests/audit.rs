@@ -162,4 +162,39 @@ async fn proofs_verify_independently_and_reads_fail_closed(backend: DbBackend) {
     assert_eq!(dr.get(s.url("/console")).send().await.unwrap().status(), 200);
 }
 
-both_backends!(proofs_verify_independently_and_reads_fail_closed);
+async fn patients_see_who_looked_and_security_officers_search(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let dr = s.signed_in(DR).await;
+    assert_eq!(dr.get(s.url("/console")).send().await.unwrap().status(), 200);
+    let ana = s.signed_in(PATIENT).await;
+    let page = ana.get(s.url("/portal/access")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Dr. Sam Rivera") && page.contains("Clinician"), "{page}");
+    assert!(
+        page.contains("Saw your name and registration in a list") && page.contains("Your care")
+    );
+    // Looking at one's own log is recorded too, and shows as "You".
+    let again = ana.get(s.url("/portal/access")).send().await.unwrap().text().await.unwrap();
+    assert!(again.contains("You") && again.contains("Your own request"));
+    // Staff cannot open a patient's page.
+    assert_eq!(dr.get(s.url("/portal/access")).send().await.unwrap().status(), 403);
+
+    let sec = s.signed_in(SECURITY).await;
+    let r = sec.get(s.url(&format!("/security/audit?actor={DR}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("Audit entries per day"),
+        "the activity is drawn"
+    );
+    assert!(page.contains("4 matching entries"), "a search and three listed patients: {page}");
+    assert!(!page.contains("Ana López"), "no patient names for the security officer");
+    let r = sec.get(s.url("/security/audit?from=25/11/2026")).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("year-month-day"));
+    assert_eq!(dr.get(s.url("/security/audit")).send().await.unwrap().status(), 403);
+}
+
+both_backends!(
+    proofs_verify_independently_and_reads_fail_closed,
+    patients_see_who_looked_and_security_officers_search,
+);

@@ -5,6 +5,8 @@
 mod account;
 mod activate;
 mod admin;
+mod audit;
+mod chart;
 mod home;
 mod mfa;
 mod platform;
@@ -30,6 +32,7 @@ pub use account::{
 pub use activate::{activate, show_activate};
 
 pub use admin::{add_person, admin, set_session_limits};
+pub use audit::{access_log, audit_search};
 pub use home::{console, portal, root, security};
 pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
