@@ -70,6 +70,35 @@ macro_rules! select_entries {
     };
 }
 
+/// Rows per INSERT: 16 parameters each stays well under both engines' limits.
+const ROWS_PER_INSERT: usize = 256;
+const COLUMNS: usize = 16;
+
+/// `INSERT ... VALUES ($1..$16), ($17..$32), ...` for `rows` rows. Only placeholders are
+/// generated; no value is ever part of the text.
+fn insert_statement(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO audit_entries (seq, at, tenant_id, actor_kind, actor_id, actor_role, action, \
+         resource_type, resource_id, patient_id, purpose, outcome, source, session, request_id, \
+         leaf_hash) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..COLUMNS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * COLUMNS + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// (idx, tree_size, root, at, signature)
 type HeadRow = (i64, i64, Vec<u8>, i64, Vec<u8>);
 
@@ -80,29 +109,43 @@ fn to_i64(v: u64) -> i64 {
 impl AuditRepository for Store {
     async fn append_audit(&self, entries: &[(Entry, Hash)]) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
-        for (e, h) in entries {
-            on_tx!(&mut tx, c => sqlx::query(
-                "INSERT INTO audit_entries (seq, at, tenant_id, actor_kind, actor_id, actor_role, \
-                 action, resource_type, resource_id, patient_id, purpose, outcome, source, session, \
-                 request_id, leaf_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
-                .bind(to_i64(e.seq))
-                .bind(e.at)
-                .bind(&e.tenant_id)
-                .bind(e.actor_kind.as_str())
-                .bind(&e.actor_id)
-                .bind(&e.actor_role)
-                .bind(&e.action)
-                .bind(&e.resource_type)
-                .bind(&e.resource_id)
-                .bind(&e.patient_id)
-                .bind(e.purpose.as_str())
-                .bind(&e.outcome)
-                .bind(&e.source)
-                .bind(&e.session)
-                .bind(&e.request_id)
-                .bind(h.as_slice())
-                .execute(&mut **c).await.map(|_| ()))
+        // Many rows per statement: a group commit of thousands of entries is a few
+        // statements, not thousands of round trips.
+        let mut rest = entries;
+        while !rest.is_empty() {
+            // Power-of-two chunks: at most nine distinct statements, each prepared once and
+            // then reused from the statement cache.
+            let take = if rest.len() >= ROWS_PER_INSERT {
+                ROWS_PER_INSERT
+            } else {
+                1 << (usize::BITS - 1 - rest.len().leading_zeros())
+            };
+            let (chunk, tail) = rest.split_at(take);
+            rest = tail;
+            let sql = insert_statement(chunk.len());
+            on_tx!(&mut tx, c => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for (e, h) in chunk {
+                    q = q
+                        .bind(to_i64(e.seq))
+                        .bind(e.at)
+                        .bind(e.tenant_id.as_str())
+                        .bind(e.actor_kind.as_str())
+                        .bind(e.actor_id.as_str())
+                        .bind(e.actor_role.as_str())
+                        .bind(e.action.as_str())
+                        .bind(e.resource_type.as_str())
+                        .bind(e.resource_id.as_str())
+                        .bind(e.patient_id.as_str())
+                        .bind(e.purpose.as_str())
+                        .bind(e.outcome.as_str())
+                        .bind(e.source.as_str())
+                        .bind(e.session.as_str())
+                        .bind(e.request_id.as_str())
+                        .bind(h.as_slice());
+                }
+                q.execute(&mut **c).await.map(|_| ())
+            })
             .map_err(repo_err)?;
         }
         tx.commit().await
