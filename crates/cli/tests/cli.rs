@@ -506,3 +506,128 @@ async fn audit_verify_passes_then_names_the_tampered_entry() {
         assert!(String::from_utf8_lossy(&human.stderr).contains("DOES NOT VERIFY: entry 7"));
     }
 }
+
+/// Signs in as a demo staff member on a `telesafe` process, enrolling TOTP on the way.
+async fn staff_session(c: &reqwest::Client, base: &str, email: &str, password: &str) {
+    let r = c
+        .post(format!("{base}/signin"))
+        .header("origin", base)
+        .form(&[("organisation", "demo"), ("email", email), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/mfa/enroll");
+    let page = c.get(format!("{base}/mfa/enroll")).send().await.unwrap().text().await.unwrap();
+    let secret = telesafe_testkit::secret_on_page(&page);
+    let csrf = telesafe_testkit::field_value(&page, "csrf");
+    let step = telesafe_core::Clock::now(&telesafe_core::SystemClock).unix_millis() / 30_000;
+    let code = telesafe_testkit::totp_code(&secret, step);
+    let r = c
+        .post(format!("{base}/mfa/enroll"))
+        .header("origin", base)
+        .form(&[("csrf", csrf.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_every_answered_read_has_its_audit_entry() {
+    telesafe_server::tls::install_default_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut child = telesafe()
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (port, password) = tokio::time::timeout(Duration::from_secs(60), async {
+        let (mut port, mut password) = (None, None);
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let line = line.trim();
+            if let Some(url) = line.strip_prefix("URL:") {
+                port = url
+                    .trim()
+                    .trim_end_matches('/')
+                    .rsplit(':')
+                    .next()
+                    .map(|p| p.parse::<u16>().unwrap());
+            }
+            if let Some(p) = line.strip_prefix("Password:") {
+                password = p.split_whitespace().next().map(str::to_owned);
+            }
+            if line.starts_with("Press Ctrl-C") {
+                break;
+            }
+        }
+        (port.unwrap(), password.unwrap())
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
+    let c = telesafe_testkit::https_client(&cert, addr);
+    let base = format!("https://localhost:{port}");
+    staff_session(&c, &base, "dr.rivera@demo.telesafe.test", &password).await;
+
+    // A burst of audited reads from 8 connections; the process is killed in the middle.
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let (c, url, answered) = (c.clone(), format!("{base}/console"), answered.clone());
+        readers.push(tokio::spawn(async move {
+            while let Ok(r) = c.get(&url).send().await {
+                if r.status() != 200 {
+                    break;
+                }
+                let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+                // The whole page arrived: the client has really received the data.
+                if r.text().await.is_ok_and(|body| body.contains("Ana López")) {
+                    answered.lock().unwrap().push(id);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.start_kill().unwrap(); // SIGKILL: no shutdown, no flush
+    child.wait().await.unwrap();
+    for r in readers {
+        let _ = r.await;
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() > 10, "the burst got answers ({})", answered.len());
+
+    // After the crash the log still verifies, and holds every answered request.
+    let verify = telesafe()
+        .args(["audit", "verify", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let store =
+        telesafe_store::Store::open(&format!("sqlite://{}", data.join("telesafe.db").display()), 1)
+            .await
+            .unwrap();
+    use telesafe_core::audit::AuditRepository;
+    let mut logged = std::collections::HashSet::new();
+    let mut from = 0;
+    loop {
+        let batch = store.audit_entries(from, 10_000).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        from = last.0.seq + 1;
+        logged.extend(batch.into_iter().map(|(e, _)| e.request_id));
+    }
+    let missing: Vec<_> = answered.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered reads have no audit entry: {missing:?}",
+        missing.len(),
+        answered.len()
+    );
+}

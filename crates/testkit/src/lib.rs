@@ -128,13 +128,7 @@ impl TestServer {
     /// A client that trusts only this server's certificate, keeps cookies, and does not
     /// follow redirects (so tests see them).
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .use_preconfigured_tls((*self.tls_client_config()).clone())
-            .resolve("localhost", self.addr)
-            .cookie_store(true)
-            .redirect(Policy::none())
-            .build()
-            .expect("client builds")
+        https_client(&self.cert_pem, self.addr)
     }
 
     /// TLS settings trusting only this server, for raw connections.
@@ -326,6 +320,19 @@ pub fn tls_client_config(cert_pem: &[u8]) -> Arc<rustls::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth();
     Arc::new(cfg)
+}
+
+/// A client for a server at `addr` that trusts only the certificate `cert_pem` (as
+/// `localhost`), keeps cookies, and does not follow redirects: for a `telesafe` process a
+/// test started itself.
+pub fn https_client(cert_pem: &[u8], addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls((*tls_client_config(cert_pem)).clone())
+        .resolve("localhost", addr)
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .expect("client builds")
 }
 
 /// Opens a TLS connection to `addr` (as `localhost`), writes `request`, and reads until the
