@@ -6,6 +6,7 @@
 //! accept an unparsed string where a checked type exists: ids, slugs and emails are parsed
 //! at the edge into the newtypes defined here.
 
+pub mod access;
 pub mod audit;
 pub mod clock;
 pub mod identity;
