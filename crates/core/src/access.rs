@@ -140,6 +140,38 @@ pub struct Verdict {
     pub policies: Vec<String>,
 }
 
+impl PatientFacts {
+    /// The facts of a stored patient with its care team. Consent restrictions start empty;
+    /// the record's Consent resources fill them.
+    pub fn of(p: &crate::identity::Patient, care_team: Vec<UserId>) -> Self {
+        Self {
+            id: p.id,
+            tenant: p.tenant_id,
+            account: p.user_id,
+            care_team,
+            denied_categories: Vec::new(),
+            denied_recipients: Vec::new(),
+        }
+    }
+}
+
+/// Explicit care-team assignments.
+pub trait CareTeamRepository: Send + Sync {
+    /// Adds `user` to `patient`'s care team (idempotent).
+    fn add_to_care_team(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        user: UserId,
+        now: crate::clock::Timestamp,
+    ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+    /// Every (patient, member) pair of the tenant.
+    fn care_teams(
+        &self,
+        tenant: TenantId,
+    ) -> impl std::future::Future<Output = Result<Vec<(PatientId, UserId)>, crate::repo::RepoError>> + Send;
+}
+
 /// The compiled schema and shipped policies.
 pub struct PolicyEngine {
     schema: Schema,

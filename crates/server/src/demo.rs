@@ -5,6 +5,7 @@
 //! (RFC 2606), so no message can ever reach a real mailbox.
 
 use secrecy::{ExposeSecret, SecretString};
+use telesafe_core::access::CareTeamRepository;
 use telesafe_core::identity::{
     DisplayName, Email, PasswordChecker, Patient, PatientRepository, Role, Tenant,
     TenantRepository, TenantSlug, User, UserRepository, UserStatus,
@@ -59,7 +60,7 @@ pub async fn seed<R>(
     password: &SecretString,
 ) -> Result<DemoClinic, SeedError>
 where
-    R: TenantRepository + UserRepository + PatientRepository,
+    R: TenantRepository + UserRepository + PatientRepository + CareTeamRepository,
 {
     let slug = TenantSlug::parse(DEMO_SLUG).map_err(|_| SeedError::Data("slug"))?;
     seed_operator(repo, passwords, clock, password).await?;
@@ -106,6 +107,20 @@ where
     let offline =
         Patient { id: PatientId::new_v7(), tenant_id: tenant.id, user_id: None, created_at: now };
     repo.create_patient(&offline).await?;
+    // Care teams: Dr. Rivera cares for every demo patient, Nurse Kim for those with an
+    // account. (Front desk sees everyone's demographics by policy, not by team.)
+    for p in repo.list_patients(tenant.id).await? {
+        for u in &users {
+            let on_team = match u.role {
+                Role::Clinician => true,
+                Role::Nurse => p.user_id.is_some(),
+                _ => false,
+            };
+            if on_team {
+                repo.add_to_care_team(tenant.id, p.id, u.id, now).await?;
+            }
+        }
+    }
     Ok(DemoClinic { tenant, users })
 }
 

@@ -288,6 +288,10 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         mfa_keys: keys::mfa_keys(&root_key),
         mail: Arc::new(mail),
         audit: audit_log,
+        policy: Arc::new(
+            telesafe_core::access::PolicyEngine::new()
+                .map_err(|e| StartError::Audit(e.to_string()))?,
+        ),
         outbox_key: keys::outbox_key(&root_key),
         ceremony_key: keys::ceremony_key(&root_key),
         webauthn: Arc::new(webauthn),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub addresses: Arc<AddressThrottle>,
     /// Keys for TOTP seeds and recovery codes.
     pub mfa_keys: MfaKeys,
+    /// Cedar policies: every decision on patient data.
+    pub policy: Arc<telesafe_core::access::PolicyEngine>,
     /// The tamper-evident audit log (group-committed appends, signed heads, proofs).
     pub audit: telesafe_core::audit::AuditLog,
     /// Where queued messages go (SMTP or the log).

@@ -8,6 +8,7 @@
 //! crate must never decide who may see what (that is the domain's job) and must never log
 //! row contents.
 
+mod access;
 mod audit;
 mod clients;
 mod identity;

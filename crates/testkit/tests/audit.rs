@@ -13,6 +13,7 @@ mod common;
 
 use sha2::{Digest, Sha256};
 use telesafe_core::audit::AuditRepository;
+use telesafe_core::identity::PatientRepository;
 use telesafe_testkit::{DbBackend, both_backends};
 
 #[allow(unused_imports, reason = "each suite uses a different subset")]
@@ -194,7 +195,57 @@ async fn patients_see_who_looked_and_security_officers_search(backend: DbBackend
     assert_eq!(dr.get(s.url("/security/audit")).send().await.unwrap().status(), 403);
 }
 
+async fn the_console_shows_only_what_policy_allows(backend: DbBackend) {
+    use telesafe_core::identity::{DisplayName, Email, Role, User, UserRepository, UserStatus};
+    let Some(s) = server(backend).await else { return };
+    let page = |c: reqwest::Client| {
+        let url = s.url("/console");
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    // Front desk sees every patient's demographics.
+    let fd = page(s.signed_in(FRONT_DESK).await).await;
+    assert!(
+        fd.contains("Ana López")
+            && fd.contains("Walter Brown")
+            && fd.contains("Patient without a portal account")
+    );
+    // The nurse is on the care team of the two patients with accounts only.
+    let nurse = page(s.signed_in(NURSE).await).await;
+    assert!(nurse.contains("Ana López") && nurse.contains("Walter Brown"));
+    assert!(
+        !nurse.contains("Patient without a portal account"),
+        "a patient outside the team is hidden"
+    );
+    // A clinician on no care team sees no one, and no count or id of anyone hidden.
+    let hash = s.state.passwords.hash(s.password.clone()).await.unwrap();
+    let newcomer = User::new(
+        s.clinic.tenant.id,
+        Email::parse("dr.new@demo.telesafe.test").unwrap(),
+        DisplayName::parse("Dr. New").unwrap(),
+        Role::Clinician,
+        UserStatus::Active,
+        Some(hash),
+        s.state.clock.now(),
+    );
+    s.state.store.create_user(&newcomer).await.unwrap();
+    let before = s.state.audit.size();
+    let empty = page(s.signed_in("dr.new@demo.telesafe.test").await).await;
+    for hidden in ["Ana López", "Walter Brown", "Patient without a portal account"] {
+        assert!(!empty.contains(hidden), "{hidden} leaked to a clinician outside the team");
+    }
+    for p in s.state.store.list_patients(s.clinic.tenant.id).await.unwrap() {
+        assert!(!empty.contains(&p.id.to_string()));
+    }
+    // Only the search itself was recorded: nobody was shown.
+    assert_eq!(s.state.audit.size(), before + 1);
+}
+
 both_backends!(
+    the_console_shows_only_what_policy_allows,
     proofs_verify_independently_and_reads_fail_closed,
     patients_see_who_looked_and_security_officers_search,
 );

@@ -6,6 +6,9 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use telesafe_core::access::{
+    AccessContext, Action, CareTeamRepository, PatientFacts, Principal, Resource,
+};
 use telesafe_core::identity::{
     AuthEventKind, AuthEventRepository, PatientRepository, Role, SessionPolicy, TenantRepository,
     UserRepository,
@@ -82,6 +85,8 @@ struct ConsolePage {
     shell: Shell,
     organisation: String,
     patients: Vec<PatientLine>,
+    /// Clinicians and nurses see their care team; front desk sees everyone.
+    care_team_only: bool,
 }
 
 pub async fn console(
@@ -92,7 +97,26 @@ pub async fn console(
     let tenant = me.user.tenant_id;
     let org = organisation(&state, tenant).await?;
     let fail = |e: telesafe_core::RepoError| PageError::new(&state, e);
-    let patients = state.store.list_patients(tenant).await.map_err(fail)?;
+    // Search results are filtered by the same policy decisions as any read: a clinician or
+    // nurse sees their care team's patients, front desk sees everyone's demographics. The
+    // hidden ones leave no trace on the page (no count, no id).
+    let mut teams: HashMap<telesafe_core::PatientId, Vec<UserId>> = HashMap::new();
+    for (p, u) in state.store.care_teams(tenant).await.map_err(fail)? {
+        teams.entry(p).or_default().push(u);
+    }
+    let who = Principal::User { id: me.user.id, tenant, role: me.role() };
+    let ctx = AccessContext { purpose: "treatment".to_owned(), break_glass: false };
+    let patients: Vec<_> = state
+        .store
+        .list_patients(tenant)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .filter(|p| {
+            let facts = PatientFacts::of(p, teams.remove(&p.id).unwrap_or_default());
+            state.policy.decide(&who, Action::Search, &Resource::Patient(facts), &ctx, None).allowed
+        })
+        .collect();
     let names: HashMap<UserId, String> = state
         .store
         .list_users(tenant)
@@ -135,6 +159,7 @@ pub async fn console(
         shell: Shell::for_user(&state, "Clinic console", &me, &org, "/console"),
         organisation: org,
         patients,
+        care_team_only: me.role() != Role::FrontDesk,
     };
     Ok(render(&page, StatusCode::OK))
 }
