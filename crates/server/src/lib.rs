@@ -34,7 +34,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use telesafe_core::Clock;
 use telesafe_core::identity::PasswordChecker;
 use telesafe_store::Store;
@@ -45,56 +45,71 @@ use crate::error::AppError;
 use crate::serve::Server;
 use crate::state::{AppState, Posture};
 
+/// Every route: the path and what answers it. The router is built from this list, and the
+/// access-matrix test reads the same list, so a route added here without an expectation
+/// there fails the test.
+pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/", get(pages::root)),
+        ("/signin", get(pages::show_signin).post(pages::signin)),
+        ("/signout", post(pages::signout)),
+        ("/portal", get(pages::portal)),
+        ("/console", get(pages::console)),
+        ("/admin", get(pages::admin)),
+        ("/admin/people", post(pages::add_person)),
+        ("/admin/session-limits", post(pages::set_session_limits)),
+        ("/mfa/step-up", get(pages::show_step_up).post(pages::step_up)),
+        ("/security", get(pages::security)),
+        ("/security/audit", get(pages::audit_search)),
+        ("/portal/access", get(pages::access_log)),
+        ("/platform", get(pages::platform)),
+        ("/platform/organisations", post(pages::create_organisation)),
+        ("/account", get(pages::account)),
+        ("/mfa", get(pages::show_mfa_challenge).post(pages::mfa_challenge)),
+        ("/activate/{token}", get(pages::show_activate).post(pages::activate)),
+        ("/setup", get(pages::show_setup).post(pages::setup)),
+        ("/mfa/enroll", get(pages::show_enroll).post(pages::enroll)),
+        ("/signin/passkey/options", post(passkeys::sign_in_options)),
+        ("/signin/passkey", post(passkeys::sign_in)),
+        ("/mfa/passkey/options", post(passkeys::second_factor_options)),
+        ("/mfa/passkey", post(passkeys::second_factor)),
+        ("/account/passkeys/options", post(passkeys::register_options)),
+        ("/account/passkeys", post(passkeys::register)),
+        ("/account/passkeys/{id}/rename", post(pages::rename_passkey)),
+        ("/account/passkeys/{id}/delete", post(pages::delete_passkey)),
+        ("/account/password", post(pages::change_password)),
+        ("/account/sessions/revoke", post(pages::revoke_session)),
+        ("/account/sessions/revoke-others", post(pages::revoke_other_sessions)),
+        ("/static/{name}", get(assets::serve)),
+        ("/healthz", get(api::healthz)),
+        ("/readyz", get(api::readyz)),
+        ("/metrics", get(api::metrics)),
+        ("/api/v1/me", get(api::me)),
+        ("/api/v1/audit/head", get(audit::latest_head)),
+        ("/api/v1/audit/proof/inclusion", get(audit::inclusion)),
+        ("/api/v1/audit/proof/consistency", get(audit::consistency)),
+        ("/api/v1/sessions", post(native::create_session)),
+        ("/api/v1/sessions/mfa", post(native::complete_mfa)),
+        ("/api/v1/sessions/current", axum::routing::delete(native::delete_session)),
+        ("/oauth2/token", post(oauth::token)),
+        ("/oauth2/introspect", post(oauth::introspect)),
+        ("/oauth2/revoke", post(oauth::revoke)),
+    ]
+}
+
+/// The paths of [`routes`], for tests.
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(p, _)| p).collect()
+}
+
 /// The router with every route and middleware, for tests (`oneshot`) and for [`Server`].
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.server.body_limit_bytes;
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     let metrics = state.metrics.clone();
-    Router::new()
-        .route("/", get(pages::root))
-        .route("/signin", get(pages::show_signin).post(pages::signin))
-        .route("/signout", post(pages::signout))
-        .route("/portal", get(pages::portal))
-        .route("/console", get(pages::console))
-        .route("/admin", get(pages::admin))
-        .route("/admin/people", post(pages::add_person))
-        .route("/admin/session-limits", post(pages::set_session_limits))
-        .route("/mfa/step-up", get(pages::show_step_up).post(pages::step_up))
-        .route("/security", get(pages::security))
-        .route("/security/audit", get(pages::audit_search))
-        .route("/portal/access", get(pages::access_log))
-        .route("/platform", get(pages::platform))
-        .route("/platform/organisations", post(pages::create_organisation))
-        .route("/account", get(pages::account))
-        .route("/mfa", get(pages::show_mfa_challenge).post(pages::mfa_challenge))
-        .route("/activate/{token}", get(pages::show_activate).post(pages::activate))
-        .route("/setup", get(pages::show_setup).post(pages::setup))
-        .route("/mfa/enroll", get(pages::show_enroll).post(pages::enroll))
-        .route("/signin/passkey/options", post(passkeys::sign_in_options))
-        .route("/signin/passkey", post(passkeys::sign_in))
-        .route("/mfa/passkey/options", post(passkeys::second_factor_options))
-        .route("/mfa/passkey", post(passkeys::second_factor))
-        .route("/account/passkeys/options", post(passkeys::register_options))
-        .route("/account/passkeys", post(passkeys::register))
-        .route("/account/passkeys/{id}/rename", post(pages::rename_passkey))
-        .route("/account/passkeys/{id}/delete", post(pages::delete_passkey))
-        .route("/account/password", post(pages::change_password))
-        .route("/account/sessions/revoke", post(pages::revoke_session))
-        .route("/account/sessions/revoke-others", post(pages::revoke_other_sessions))
-        .route("/static/{name}", get(assets::serve))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .route("/api/v1/me", get(api::me))
-        .route("/api/v1/audit/head", get(audit::latest_head))
-        .route("/api/v1/audit/proof/inclusion", get(audit::inclusion))
-        .route("/api/v1/audit/proof/consistency", get(audit::consistency))
-        .route("/api/v1/sessions", post(native::create_session))
-        .route("/api/v1/sessions/mfa", post(native::complete_mfa))
-        .route("/api/v1/sessions/current", axum::routing::delete(native::delete_session))
-        .route("/oauth2/token", post(oauth::token))
-        .route("/oauth2/introspect", post(oauth::introspect))
-        .route("/oauth2/revoke", post(oauth::revoke))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handler)| r.route(path, handler))
         .fallback(pages::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
