@@ -74,7 +74,7 @@ for (const [email, home] of [
       await signIn(page, demo.url, email, demo.password, (label) => audit(page, `${label} as ${home} @${width}`), org);
       assert.equal(new URL(page.url()).pathname, home);
       await audit(page, `${home} @${width}`);
-      const extra = { '/portal': '/portal/access', '/security': '/security/audit' }[home];
+      const extra = { '/portal': '/portal/access', '/security': '/security/audit', '/console': email.startsWith('dr.') ? '/console/break-glass' : undefined }[home];
       if (extra) {
         await page.goto(`${demo.url}${extra}`);
         await audit(page, `${extra} @${width}`);

@@ -432,5 +432,7 @@ impl PolicyEngine {
     }
 }
 
+pub mod break_glass;
+
 #[cfg(test)]
 mod tests;

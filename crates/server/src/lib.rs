@@ -55,6 +55,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/signout", post(pages::signout)),
         ("/portal", get(pages::portal)),
         ("/console", get(pages::console)),
+        ("/console/break-glass", get(pages::show_break_glass).post(pages::break_glass)),
         ("/admin", get(pages::admin)),
         ("/admin/people", post(pages::add_person)),
         ("/admin/session-limits", post(pages::set_session_limits)),

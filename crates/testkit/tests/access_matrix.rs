@@ -70,6 +70,7 @@ fn expectation(path: &str) -> Option<Who> {
         | "/api/v1/me" => SignedIn,
         "/portal" | "/portal/access" => Roles(&[Role::Patient]),
         "/console" => Roles(CLINIC_STAFF),
+        "/console/break-glass" => Roles(&[Role::Clinician]),
         "/admin" | "/admin/people" | "/admin/session-limits" => Roles(&[Role::TenantAdmin]),
         "/security" | "/security/audit" => Roles(&[Role::SecurityOfficer]),
         "/platform" | "/platform/organisations" => Roles(&[Role::PlatformOperator]),

@@ -244,7 +244,101 @@ async fn the_console_shows_only_what_policy_allows(backend: DbBackend) {
     assert_eq!(s.state.audit.size(), before + 1);
 }
 
+async fn break_glass_grants_an_hour_shows_the_patient_why_and_alerts(backend: DbBackend) {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use telesafe_core::identity::{DisplayName, Email, Role, User, UserRepository, UserStatus};
+    use telesafe_core::{Clock, ManualClock, Timestamp};
+    let clock = ManualClock::at(Timestamp::from_unix_millis(1_790_000_000_000));
+    let Some(s) = telesafe_testkit::start(backend, Arc::new(clock.clone())).await else { return };
+    let hash = s.state.passwords.hash(s.password.clone()).await.unwrap();
+    let newcomer = User::new(
+        s.clinic.tenant.id,
+        Email::parse("dr.er@demo.telesafe.test").unwrap(),
+        DisplayName::parse("Dr. Emergency").unwrap(),
+        Role::Clinician,
+        UserStatus::Active,
+        Some(hash),
+        clock.now(),
+    );
+    s.state.store.create_user(&newcomer).await.unwrap();
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = s
+        .state
+        .store
+        .list_patients(s.clinic.tenant.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.user_id == Some(ana_user))
+        .unwrap()
+        .id
+        .to_string();
+    let er = s.signed_in("dr.er@demo.telesafe.test").await;
+    let console =
+        || async { er.get(s.url("/console")).send().await.unwrap().text().await.unwrap() };
+    assert!(!console().await.contains("Ana López"));
+    let csrf = s.page_csrf(&er, "/console/break-glass").await;
+    let ask = |reason: &'static str| {
+        let (er, csrf, ana) = (er.clone(), csrf.clone(), ana.clone());
+        let s = &s;
+        async move {
+            post_form(
+                s,
+                &er,
+                "/console/break-glass",
+                &[
+                    ("csrf", &csrf),
+                    ("patient", &ana),
+                    ("category", "emergency"),
+                    ("reason", reason),
+                ],
+            )
+            .await
+        }
+    };
+    let r = ask("   ").await;
+    assert_eq!(r.status(), 422, "a reason is required");
+    assert!(r.text().await.unwrap().contains("Say why"));
+    let r = ask("Unconscious in the emergency department").await;
+    assert_eq!(r.status(), 303);
+    let page = console().await;
+    assert!(page.contains("Ana López") && page.contains("Emergency access until"), "{page}");
+
+    // The patient sees who, and why.
+    let patient = s.signed_in(PATIENT).await;
+    let log = patient.get(s.url("/portal/access")).send().await.unwrap().text().await.unwrap();
+    assert!(log.contains("Dr. Emergency"), "{log}");
+    assert!(
+        log.contains(
+            "Emergency access (Medical emergency): Unconscious in the emergency department"
+        ),
+        "{log}"
+    );
+    // The security officer has an alert to review.
+    let sec = s.signed_in(SECURITY).await;
+    let page = sec.get(s.url("/security")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Dr. Emergency") && page.contains("Unconscious in the emergency department")
+    );
+    // Nurses cannot break the glass.
+    let nurse = s.signed_in(NURSE).await;
+    assert_eq!(nurse.get(s.url("/console/break-glass")).send().await.unwrap().status(), 403);
+
+    // The grant ends after an hour (the session stays alive with activity meanwhile).
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(25 * 60));
+        assert!(console().await.contains("Ana López"));
+    }
+    clock.advance(Duration::from_secs(11 * 60));
+    assert!(!console().await.contains("Ana López"), "the grant expired after 60 minutes");
+    // A new request needs a fresh second factor.
+    let r = er.get(s.url("/console/break-glass")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/mfa/step-up?return=/console/break-glass");
+}
+
 both_backends!(
+    break_glass_grants_an_hour_shows_the_patient_why_and_alerts,
     the_console_shows_only_what_policy_allows,
     proofs_verify_independently_and_reads_fail_closed,
     patients_see_who_looked_and_security_officers_search,

@@ -9,6 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
+use telesafe_core::access::break_glass::BreakGlassRepository;
 use telesafe_core::audit::{AuditFilter, AuditRepository, Entry, Purpose};
 use telesafe_core::identity::{Email, PatientRepository, Role, UserRepository};
 use telesafe_core::{TenantId, Timestamp};
@@ -25,7 +26,7 @@ struct AccessLine {
     who: String,
     role: String,
     what: String,
-    why: &'static str,
+    why: String,
 }
 
 #[derive(Template)]
@@ -96,7 +97,9 @@ pub async fn access_log(
         .into_iter()
         .find(|p| p.user_id == Some(me.user.id));
     let mut entries = Vec::new();
+    let mut grants = Vec::new();
     if let Some(p) = &mine {
+        grants = state.store.grants_for_patient(tenant, p.id).await.map_err(failed(&state))?;
         record(
             &state,
             &me,
@@ -131,7 +134,16 @@ pub async fn access_log(
                 who,
                 role,
                 what: what_words(e),
-                why: purpose_words(e.purpose),
+                // Emergency access shows the clinician's stated reason.
+                why: match grants.iter().find(|g| {
+                    e.purpose == Purpose::Emergency
+                        && g.user_id.to_string() == e.actor_id
+                        && g.granted_at.unix_millis() <= e.at
+                        && e.at < g.expires_at.unix_millis()
+                }) {
+                    Some(g) => format!("Emergency access ({}): {}", g.category.label(), g.reason),
+                    None => purpose_words(e.purpose).to_owned(),
+                },
             }
         })
         .collect();

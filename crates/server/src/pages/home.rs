@@ -6,6 +6,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use telesafe_core::access::break_glass::BreakGlassRepository;
 use telesafe_core::access::{
     AccessContext, Action, CareTeamRepository, PatientFacts, Principal, Resource,
 };
@@ -77,6 +78,8 @@ struct PatientLine {
     name: String,
     registered: String,
     account: &'static str,
+    /// Shown under a break-glass grant: until when.
+    emergency_until: Option<String>,
 }
 
 #[derive(Template)]
@@ -87,6 +90,7 @@ struct ConsolePage {
     patients: Vec<PatientLine>,
     /// Clinicians and nurses see their care team; front desk sees everyone.
     care_team_only: bool,
+    can_break_glass: bool,
 }
 
 pub async fn console(
@@ -105,18 +109,34 @@ pub async fn console(
         teams.entry(p).or_default().push(u);
     }
     let who = Principal::User { id: me.user.id, tenant, role: me.role() };
-    let ctx = AccessContext { purpose: "treatment".to_owned(), break_glass: false };
-    let patients: Vec<_> = state
+    let now = state.clock.now();
+    // Patients this user holds an active break-glass grant for, and until when.
+    let grants: HashMap<telesafe_core::PatientId, Timestamp> = state
         .store
-        .list_patients(tenant)
+        .active_grants(tenant, me.user.id, now)
         .await
         .map_err(fail)?
         .into_iter()
-        .filter(|p| {
-            let facts = PatientFacts::of(p, teams.remove(&p.id).unwrap_or_default());
-            state.policy.decide(&who, Action::Search, &Resource::Patient(facts), &ctx, None).allowed
-        })
+        .map(|g| (g.patient_id, g.expires_at))
         .collect();
+    let mut patients = Vec::new();
+    // Patients visible only under a break-glass grant: their entries say "emergency".
+    let mut under_grant = std::collections::HashSet::new();
+    for p in state.store.list_patients(tenant).await.map_err(fail)? {
+        let facts = PatientFacts::of(&p, teams.remove(&p.id).unwrap_or_default());
+        let resource = Resource::Patient(facts);
+        let ordinary = AccessContext { purpose: "treatment".to_owned(), break_glass: false };
+        if state.policy.decide(&who, Action::Search, &resource, &ordinary, None).allowed {
+            patients.push(p);
+        } else if grants.contains_key(&p.id) {
+            let ctx = AccessContext { purpose: "emergency".to_owned(), break_glass: true };
+            if state.policy.decide(&who, Action::Search, &resource, &ctx, None).allowed {
+                under_grant.insert(p.id);
+                patients.push(p);
+            }
+        }
+    }
+    let emergency = |p: &telesafe_core::identity::Patient| under_grant.contains(&p.id);
     let names: HashMap<UserId, String> = state
         .store
         .list_users(tenant)
@@ -140,7 +160,11 @@ pub async fn console(
         resource_type: "Patient",
         resource_id: p.id.to_string(),
         patient_id: p.id.to_string(),
-        purpose: telesafe_core::audit::Purpose::Treatment,
+        purpose: if emergency(p) {
+            telesafe_core::audit::Purpose::Emergency
+        } else {
+            telesafe_core::audit::Purpose::Treatment
+        },
         outcome: "success",
     }));
     crate::audit::record(&state, &me, &accesses).await.map_err(|e| PageError::new(&state, e))?;
@@ -153,6 +177,9 @@ pub async fn console(
                 .unwrap_or_else(|| "Patient without a portal account".to_owned()),
             registered: p.created_at.to_rfc3339(),
             account: if p.user_id.is_some() { "Yes" } else { "No" },
+            emergency_until: emergency(&p)
+                .then(|| grants.get(&p.id).map(|t| t.to_rfc3339()))
+                .flatten(),
         })
         .collect();
     let page = ConsolePage {
@@ -160,6 +187,7 @@ pub async fn console(
         organisation: org,
         patients,
         care_team_only: me.role() != Role::FrontDesk,
+        can_break_glass: me.role() == Role::Clinician,
     };
     Ok(render(&page, StatusCode::OK))
 }
@@ -176,6 +204,14 @@ struct SecurityPage {
     patient_count: usize,
     security_events: Vec<EventLine>,
     failed_last_day: u64,
+    alerts: Vec<AlertLine>,
+}
+
+struct AlertLine {
+    at: String,
+    who: String,
+    patient: String,
+    why: String,
 }
 
 struct EventLine {
@@ -223,7 +259,33 @@ pub async fn security(
         )
         .await
         .map_err(|e| PageError::new(&state, e))?;
+    // Break-glass grants waiting for review, with the stated reasons.
+    let names: HashMap<String, String> =
+        users.iter().map(|u| (u.id.to_string(), u.display_name.as_str().to_owned())).collect();
+    let mut alerts = Vec::new();
+    for a in
+        state.store.open_alerts(me.user.tenant_id).await.map_err(|e| PageError::new(&state, e))?
+    {
+        let Some(patient) = a.patient_id else { continue };
+        let grant = state
+            .store
+            .grants_for_patient(me.user.tenant_id, patient)
+            .await
+            .map_err(|e| PageError::new(&state, e))?
+            .into_iter()
+            .find(|g| g.id.to_string() == a.ref_id);
+        alerts.push(AlertLine {
+            at: a.created_at.to_rfc3339(),
+            who: a
+                .user_id
+                .and_then(|u| names.get(&u.to_string()).cloned())
+                .unwrap_or_else(|| "unknown account".into()),
+            patient: patient.to_string(),
+            why: grant.map(|g| format!("{}: {}", g.category.label(), g.reason)).unwrap_or_default(),
+        });
+    }
     let page = SecurityPage {
+        alerts,
         security_events,
         failed_last_day,
         shell: Shell::for_user(&state, "Security", &me, &org, "/security"),

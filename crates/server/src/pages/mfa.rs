@@ -313,6 +313,7 @@ pub(crate) fn safe_return(r: Option<&str>) -> &'static str {
         Some("/admin") => "/admin",
         Some("/mfa/enroll") => "/mfa/enroll",
         Some("/platform") => "/platform",
+        Some("/console/break-glass") => "/console/break-glass",
         _ => "/account",
     }
 }

@@ -6,6 +6,7 @@ mod account;
 mod activate;
 mod admin;
 mod audit;
+mod break_glass;
 mod chart;
 mod home;
 mod mfa;
@@ -33,6 +34,7 @@ pub use activate::{activate, show_activate};
 
 pub use admin::{add_person, admin, set_session_limits};
 pub use audit::{access_log, audit_search};
+pub use break_glass::{break_glass, show_break_glass};
 pub use home::{console, portal, root, security};
 pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
