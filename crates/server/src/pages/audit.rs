@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use telesafe_core::access::break_glass::BreakGlassRepository;
+use telesafe_core::access::{AccessContext, Action, PatientFacts, Principal, Resource};
 use telesafe_core::audit::{AuditFilter, AuditRepository, Entry, Purpose};
 use telesafe_core::identity::{Email, PatientRepository, Role, UserRepository};
 use telesafe_core::{TenantId, Timestamp};
@@ -99,6 +100,14 @@ pub async fn access_log(
     let mut entries = Vec::new();
     let mut grants = Vec::new();
     if let Some(p) = &mine {
+        // A patient reads the access log of their own record: the same decision as reading
+        // their demographics.
+        let who = Principal::User { id: me.user.id, tenant, role: me.role() };
+        let ctx = AccessContext { purpose: "patient_request".to_owned(), break_glass: false };
+        let facts = PatientFacts::of(p, Vec::new());
+        if !state.policy.decide(&who, Action::Read, &Resource::Patient(facts), &ctx, None).allowed {
+            return Err(PageError::new(&state, crate::error::AppError::Forbidden));
+        }
         grants = state.store.grants_for_patient(tenant, p.id).await.map_err(failed(&state))?;
         record(
             &state,
@@ -219,6 +228,17 @@ pub async fn audit_search(
 ) -> Result<Response, PageError> {
     let me: CurrentUser = require(&state, me, &[Role::SecurityOfficer])?;
     let tenant = me.user.tenant_id;
+    // The role gate above keeps the page from other consoles; the policy decides access to
+    // the log itself, as for any data.
+    let who = Principal::User { id: me.user.id, tenant, role: me.role() };
+    let ctx = AccessContext { purpose: "security".to_owned(), break_glass: false };
+    if !state
+        .policy
+        .decide(&who, Action::ReadAudit, &Resource::AuditLog(tenant), &ctx, None)
+        .allowed
+    {
+        return Err(PageError::new(&state, crate::error::AppError::Forbidden));
+    }
     let now = state.clock.now().unix_millis();
     let mut error = None;
     let from = if q.from.trim().is_empty() {
