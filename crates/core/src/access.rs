@@ -172,6 +172,21 @@ pub trait CareTeamRepository: Send + Sync {
     ) -> impl std::future::Future<Output = Result<Vec<(PatientId, UserId)>, crate::repo::RepoError>> + Send;
 }
 
+/// An organisation's own policies, stored as Cedar source.
+pub trait TenantPolicyRepository: Send + Sync {
+    /// The source, empty when the organisation has none.
+    fn tenant_policy_source(
+        &self,
+        tenant: TenantId,
+    ) -> impl std::future::Future<Output = Result<String, crate::repo::RepoError>> + Send;
+    fn set_tenant_policy_source(
+        &self,
+        tenant: TenantId,
+        source: &str,
+        now: crate::clock::Timestamp,
+    ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+}
+
 /// The compiled schema and shipped policies.
 pub struct PolicyEngine {
     schema: Schema,

@@ -21,6 +21,7 @@ pub mod native;
 pub mod oauth;
 pub mod pages;
 pub mod passkeys;
+pub mod policy;
 pub mod serve;
 pub mod state;
 pub mod tls;
@@ -59,6 +60,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/admin", get(pages::admin)),
         ("/admin/people", post(pages::add_person)),
         ("/admin/session-limits", post(pages::set_session_limits)),
+        ("/admin/policies", post(pages::set_policies)),
         ("/mfa/step-up", get(pages::show_step_up).post(pages::step_up)),
         ("/security", get(pages::security)),
         ("/security/audit", get(pages::audit_search)),

@@ -1,6 +1,6 @@
 //! Care-team assignments.
 
-use telesafe_core::access::CareTeamRepository;
+use telesafe_core::access::{CareTeamRepository, TenantPolicyRepository};
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp, UserId};
 
 use crate::Store;
@@ -41,6 +41,37 @@ impl CareTeamRepository for Store {
                 Ok((p.parse().map_err(bad)?, u.parse().map_err(bad)?))
             })
             .collect()
+    }
+}
+
+impl TenantPolicyRepository for Store {
+    async fn tenant_policy_source(&self, tenant: TenantId) -> Result<String, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let src: Option<String> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT source FROM tenant_policies WHERE tenant_id = $1")
+            .bind(tenant.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(src.unwrap_or_default())
+    }
+
+    async fn set_tenant_policy_source(
+        &self,
+        tenant: TenantId,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "INSERT INTO tenant_policies (tenant_id, source, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET source = excluded.source, updated_at = excluded.updated_at")
+            .bind(tenant.to_string())
+            .bind(source)
+            .bind(now.unix_millis())
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
     }
 }
 

@@ -71,7 +71,9 @@ fn expectation(path: &str) -> Option<Who> {
         "/portal" | "/portal/access" => Roles(&[Role::Patient]),
         "/console" => Roles(CLINIC_STAFF),
         "/console/break-glass" => Roles(&[Role::Clinician]),
-        "/admin" | "/admin/people" | "/admin/session-limits" => Roles(&[Role::TenantAdmin]),
+        "/admin" | "/admin/people" | "/admin/session-limits" | "/admin/policies" => {
+            Roles(&[Role::TenantAdmin])
+        }
         "/security" | "/security/audit" => Roles(&[Role::SecurityOfficer]),
         "/platform" | "/platform/organisations" => Roles(&[Role::PlatformOperator]),
         "/api/v1/audit/head"

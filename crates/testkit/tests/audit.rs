@@ -337,7 +337,55 @@ async fn break_glass_grants_an_hour_shows_the_patient_why_and_alerts(backend: Db
     assert_eq!(r.headers()["location"], "/mfa/step-up?return=/console/break-glass");
 }
 
+async fn an_organisation_adds_forbid_policies_checked_against_the_schema(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let admin = s.signed_in(ADMIN).await;
+    let fd = s.signed_in(FRONT_DESK).await;
+    let console =
+        || async { fd.get(s.url("/console")).send().await.unwrap().text().await.unwrap() };
+    assert!(console().await.contains("Ana López"));
+    let csrf = s.page_csrf(&admin, "/admin").await;
+    let save = |src: &'static str| {
+        let (admin, csrf) = (admin.clone(), csrf.clone());
+        let s = &s;
+        async move { post_form(s, &admin, "/admin/policies", &[("csrf", &csrf), ("source", src)]).await }
+    };
+    let r = save("permit (principal, action, resource);").await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("only forbid"));
+    let r = save(r#"forbid (principal, action, resource is Telesafe::Patient) when { principal.rol == "front-desk" };"#).await;
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("does not fit the schema") && body.contains("rol"),
+        "the validator's message is shown"
+    );
+    assert!(console().await.contains("Ana López"), "a refused policy changes nothing");
+    let r = save(r#"forbid (principal is Telesafe::User, action, resource is Telesafe::Patient) when { principal.role == "front-desk" };"#).await;
+    assert_eq!(r.status(), 303);
+    let page = console().await;
+    assert!(
+        !page.contains("Ana López") && !page.contains("Walter Brown"),
+        "the forbid applies at once"
+    );
+    assert!(
+        s.signed_in(DR)
+            .await
+            .get(s.url("/console"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("Ana López")
+    );
+    assert_eq!(save("").await.status(), 303);
+    assert!(console().await.contains("Ana López"), "cleared");
+}
+
 both_backends!(
+    an_organisation_adds_forbid_policies_checked_against_the_schema,
     break_glass_grants_an_hour_shows_the_patient_why_and_alerts,
     the_console_shows_only_what_policy_allows,
     proofs_verify_independently_and_reads_fail_closed,

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use telesafe_core::RepoError;
+use telesafe_core::access::TenantPolicyRepository;
 use telesafe_core::identity::{
     AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, Role, TenantRepository,
     TenantSessionLimits, UserRepository, activation, outbox, stepup,
@@ -39,6 +40,9 @@ struct AdminPage {
     idle_minutes: String,
     absolute_hours: String,
     limits_error: Option<String>,
+    /// The organisation's own forbid policies (Cedar), and why a change was refused.
+    policy_source: String,
+    policy_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +90,12 @@ async fn page(
             .map(|d| (d.as_secs() / 3600).to_string())
             .unwrap_or_default(),
         limits_error: None,
+        policy_source: state
+            .store
+            .tenant_policy_source(me.user.tenant_id)
+            .await
+            .map_err(failed(state))?,
+        policy_error: None,
     })
 }
 
@@ -100,6 +110,9 @@ pub async fn admin(
             Some("Done. An activation link is on its way to them; it works once, within 72 hours.")
         }
         Some("limits") => Some("The sign-in time limits are saved and apply to every session now."),
+        Some("policies") => {
+            Some("The organisation's policies are saved and apply to every decision now.")
+        }
         _ => None,
     };
     Ok(render(&page(&state, &me, notice, None).await?, StatusCode::OK))
@@ -232,4 +245,64 @@ pub async fn set_session_limits(
     state.store.record_auth_event(&event).await.map_err(failed(&state))?;
     tracing::info!(admin = %me.user.id, "session limits changed");
     Ok(Redirect::to("/admin?done=limits").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PoliciesForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    source: String,
+}
+
+/// Replaces the organisation's own policies: `forbid` only, validated against the schema
+/// first; a refused change leaves the stored policies as they were.
+pub async fn set_policies(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    ValidForm(form): ValidForm<PoliciesForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::TenantAdmin])?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let now = state.clock.now();
+    if !stepup::is_fresh(&me.session, now) {
+        return Ok(Redirect::to("/mfa/step-up?return=/admin").into_response());
+    }
+    if form.source.len() > 64 * 1024 {
+        let mut p = page(&state, &me, None, None).await?;
+        p.policy_error = Some("Policies can be at most 64 KiB.".into());
+        return Ok(render(&p, StatusCode::UNPROCESSABLE_ENTITY));
+    }
+    let checked = match form.source.trim() {
+        "" => Ok(()),
+        src => state.policy.tenant_policies(src).map(|_| ()),
+    };
+    if let Err(e) = checked {
+        let mut p = page(&state, &me, None, None).await?;
+        p.policy_error = Some(sentence(&e.to_string()));
+        p.policy_source = form.source;
+        return Ok(render(&p, StatusCode::UNPROCESSABLE_ENTITY));
+    }
+    let tenant = me.user.tenant_id;
+    state
+        .store
+        .set_tenant_policy_source(tenant, form.source.trim(), now)
+        .await
+        .map_err(failed(&state))?;
+    crate::audit::record(
+        &state,
+        &me,
+        &[crate::audit::Access {
+            action: "update",
+            resource_type: "Policy",
+            resource_id: String::new(),
+            patient_id: String::new(),
+            purpose: telesafe_core::audit::Purpose::Operations,
+            outcome: "success",
+        }],
+    )
+    .await
+    .map_err(|e| PageError::new(&state, e))?;
+    tracing::info!(admin = %me.user.id, "organisation policies changed");
+    Ok(Redirect::to("/admin?done=policies").into_response())
 }

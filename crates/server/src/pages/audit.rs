@@ -105,7 +105,14 @@ pub async fn access_log(
         let who = Principal::User { id: me.user.id, tenant, role: me.role() };
         let ctx = AccessContext { purpose: "patient_request".to_owned(), break_glass: false };
         let facts = PatientFacts::of(p, Vec::new());
-        if !state.policy.decide(&who, Action::Read, &Resource::Patient(facts), &ctx, None).allowed {
+        let set = crate::policy::tenant_set(&state, tenant)
+            .await
+            .map_err(|e| PageError::new(&state, e))?;
+        if !state
+            .policy
+            .decide(&who, Action::Read, &Resource::Patient(facts), &ctx, set.as_ref())
+            .allowed
+        {
             return Err(PageError::new(&state, crate::error::AppError::Forbidden));
         }
         grants = state.store.grants_for_patient(tenant, p.id).await.map_err(failed(&state))?;
@@ -232,9 +239,11 @@ pub async fn audit_search(
     // the log itself, as for any data.
     let who = Principal::User { id: me.user.id, tenant, role: me.role() };
     let ctx = AccessContext { purpose: "security".to_owned(), break_glass: false };
+    let set =
+        crate::policy::tenant_set(&state, tenant).await.map_err(|e| PageError::new(&state, e))?;
     if !state
         .policy
-        .decide(&who, Action::ReadAudit, &Resource::AuditLog(tenant), &ctx, None)
+        .decide(&who, Action::ReadAudit, &Resource::AuditLog(tenant), &ctx, set.as_ref())
         .allowed
     {
         return Err(PageError::new(&state, crate::error::AppError::Forbidden));

@@ -119,6 +119,8 @@ pub async fn console(
         .into_iter()
         .map(|g| (g.patient_id, g.expires_at))
         .collect();
+    let set =
+        crate::policy::tenant_set(&state, tenant).await.map_err(|e| PageError::new(&state, e))?;
     let mut patients = Vec::new();
     // Patients visible only under a break-glass grant: their entries say "emergency".
     let mut under_grant = std::collections::HashSet::new();
@@ -126,11 +128,11 @@ pub async fn console(
         let facts = PatientFacts::of(&p, teams.remove(&p.id).unwrap_or_default());
         let resource = Resource::Patient(facts);
         let ordinary = AccessContext { purpose: "treatment".to_owned(), break_glass: false };
-        if state.policy.decide(&who, Action::Search, &resource, &ordinary, None).allowed {
+        if state.policy.decide(&who, Action::Search, &resource, &ordinary, set.as_ref()).allowed {
             patients.push(p);
         } else if grants.contains_key(&p.id) {
             let ctx = AccessContext { purpose: "emergency".to_owned(), break_glass: true };
-            if state.policy.decide(&who, Action::Search, &resource, &ctx, None).allowed {
+            if state.policy.decide(&who, Action::Search, &resource, &ctx, set.as_ref()).allowed {
                 under_grant.insert(p.id);
                 patients.push(p);
             }

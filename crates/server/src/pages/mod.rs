@@ -32,7 +32,7 @@ pub use account::{
 };
 pub use activate::{activate, show_activate};
 
-pub use admin::{add_person, admin, set_session_limits};
+pub use admin::{add_person, admin, set_policies, set_session_limits};
 pub use audit::{access_log, audit_search};
 pub use break_glass::{break_glass, show_break_glass};
 pub use home::{console, portal, root, security};
