@@ -12,7 +12,7 @@ pub mod sth;
 
 pub use entry::{ActorKind, Entry, Purpose};
 pub use merkle::{
-    Hash, ProofError, Tree, empty_root, leaf_hash, node_hash, root, verify_consistency,
+    Frontier, Hash, ProofError, Tree, empty_root, leaf_hash, node_hash, root, verify_consistency,
     verify_inclusion,
 };
 pub use sth::{HeadSigner, SignedTreeHead};

@@ -191,6 +191,48 @@ impl Tree {
     }
 }
 
+/// The right edge of a Merkle tree: the roots of its complete subtrees, largest first.
+/// Enough to compute the root at the current size while streaming leaves, in O(log n)
+/// memory (verifying 10M entries needs kilobytes, not the whole [`Tree`]).
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    size: u64,
+    /// (height, hash), heights strictly decreasing.
+    stack: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    /// How many leaves have been pushed.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn push(&mut self, leaf: Hash) {
+        let mut node = (0u32, leaf);
+        while let Some(&(h, left)) = self.stack.last() {
+            if h != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (h + 1, node_hash(&left, &node.1));
+        }
+        self.stack.push(node);
+        self.size += 1;
+    }
+
+    /// The root of the leaves pushed so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.stack.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return empty_root();
+        };
+        for (_, left) in it {
+            acc = node_hash(left, &acc);
+        }
+        acc
+    }
+}
+
 /// RFC 9162 §2.1.3.2: checks that `leaf` is at `index` in the tree of `size` with `root`.
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
     if index >= size {
@@ -312,6 +354,18 @@ mod tests {
         fn iterative_root_matches_rfc_recursive_definition(n in 0usize..200) {
             let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
             prop_assert_eq!(root(&leaves), mth_recursive(&leaves));
+        }
+    }
+
+    #[test]
+    fn frontier_root_matches_the_tree() {
+        let mut f = Frontier::default();
+        let mut t = Tree::new();
+        for i in 0u64..300 {
+            let leaf = leaf_hash(&i.to_be_bytes());
+            f.push(leaf);
+            t.push(leaf);
+            assert_eq!(f.root(), t.root_at(t.size()).unwrap(), "size {}", i + 1);
         }
     }
 

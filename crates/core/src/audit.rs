@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use telesafe_audit::{
-    ActorKind, Entry, Hash, HeadSigner, Purpose, SignedTreeHead, Tree, node_hash,
+    ActorKind, Entry, Frontier, Hash, HeadSigner, Purpose, SignedTreeHead, Tree, node_hash,
     verify_consistency, verify_inclusion,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -452,7 +452,7 @@ pub async fn verify<R: AuditRepository>(
     let check =
         |frontier: &Frontier, next: &mut usize, checks: &[(u64, Hash, Result<(), VerifyError>)]| {
             while let Some((size, root, err)) = checks.get(*next) {
-                if *size != frontier.size {
+                if *size != frontier.size() {
                     break;
                 }
                 if frontier.root() != *root {
@@ -464,14 +464,14 @@ pub async fn verify<R: AuditRepository>(
         };
     check(&frontier, &mut next_check, &checks)?;
     loop {
-        let batch = repo.audit_entries(frontier.size, 8192).await.map_err(read)?;
+        let batch = repo.audit_entries(frontier.size(), 8192).await.map_err(read)?;
         if batch.is_empty() {
             break;
         }
         let recomputed = leaf_hashes(&batch);
         for ((e, stored), fresh) in batch.iter().zip(recomputed) {
-            if e.seq != frontier.size {
-                return Err(VerifyError::EntryMissing { expected: frontier.size, found: e.seq });
+            if e.seq != frontier.size() {
+                return Err(VerifyError::EntryMissing { expected: frontier.size(), found: e.seq });
             }
             if fresh != *stored {
                 return Err(VerifyError::EntryChanged { seq: e.seq });
@@ -479,9 +479,9 @@ pub async fn verify<R: AuditRepository>(
             frontier.push(*stored);
             check(&frontier, &mut next_check, &checks)?;
         }
-        progress(frontier.size, total.max(frontier.size));
+        progress(frontier.size(), total.max(frontier.size()));
     }
-    let end = frontier.size;
+    let end = frontier.size();
     if let Some(h) = heads.iter().find(|h| h.size > end) {
         return Err(VerifyError::Truncated { index: h.index, size: h.size, end });
     }
@@ -525,57 +525,4 @@ fn leaf_hashes(batch: &[(Entry, Hash)]) -> Vec<Hash> {
         }
         out
     })
-}
-
-/// The right edge of a Merkle tree: the roots of its complete subtrees, largest first.
-/// Enough to compute the root at the current size while streaming leaves, in O(log n)
-/// memory (verification of 10M entries needs kilobytes, not the whole tree).
-#[derive(Debug, Default)]
-struct Frontier {
-    size: u64,
-    /// (height, hash), heights strictly decreasing.
-    stack: Vec<(u32, Hash)>,
-}
-
-impl Frontier {
-    fn push(&mut self, leaf: Hash) {
-        let mut node = (0u32, leaf);
-        while let Some(&(h, left)) = self.stack.last() {
-            if h != node.0 {
-                break;
-            }
-            self.stack.pop();
-            node = (h + 1, telesafe_audit::node_hash(&left, &node.1));
-        }
-        self.stack.push(node);
-        self.size += 1;
-    }
-
-    fn root(&self) -> Hash {
-        let mut it = self.stack.iter().rev();
-        let Some(&(_, mut acc)) = it.next() else {
-            return telesafe_audit::empty_root();
-        };
-        for (_, left) in it {
-            acc = telesafe_audit::node_hash(left, &acc);
-        }
-        acc
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frontier_root_matches_the_tree() {
-        let mut f = Frontier::default();
-        let mut t = Tree::new();
-        for i in 0u64..300 {
-            let leaf = telesafe_audit::leaf_hash(&i.to_be_bytes());
-            f.push(leaf);
-            t.push(leaf);
-            assert_eq!(f.root(), t.root_at(t.size()).unwrap(), "size {}", i + 1);
-        }
-    }
 }
