@@ -11,6 +11,7 @@ pub mod audit;
 pub mod clock;
 pub mod identity;
 pub mod ids;
+pub mod records;
 pub mod repo;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

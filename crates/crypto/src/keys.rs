@@ -126,6 +126,93 @@ impl SealingKey {
     }
 }
 
+/// The key version written in a sealed value's header, if the header is well-formed.
+pub fn sealed_key_version(sealed: &[u8]) -> Option<u32> {
+    (sealed.len() >= HEADER_LEN && sealed[0] == FORMAT_V1 && sealed[1] == ALG_AES_256_GCM)
+        .then(|| u32::from_be_bytes([sealed[2], sealed[3], sealed[4], sealed[5]]))
+}
+
+/// Wraps and unwraps the keys at the top of the hierarchy (tenant key-encryption keys).
+///
+/// The local provider below keeps the root key in this process; an external KMS (which
+/// never lets the root key out) implements the same two operations.
+pub trait KeyProvider: Send + Sync + std::fmt::Debug {
+    /// The root key version new wraps are made under.
+    fn current_version(&self) -> u32;
+    /// Wraps `key` under the current root key, binding `aad`.
+    fn wrap(&self, key: &SecretKey, aad: &[u8]) -> Result<Vec<u8>, KeyError>;
+    /// Unwraps what [`KeyProvider::wrap`] made, under whichever root version made it.
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<SecretKey, KeyError>;
+}
+
+/// Wraps a data key under a sealing key (AES-256-GCM, header naming the wrapping key's version).
+pub fn wrap_key(wrapping: &SealingKey, key: &SecretKey, aad: &[u8]) -> Result<Vec<u8>, KeyError> {
+    wrapping.seal(key.expose(), aad)
+}
+
+/// Unwraps what [`wrap_key`] made.
+pub fn unwrap_key(
+    wrapping: &SealingKey,
+    wrapped: &[u8],
+    aad: &[u8],
+) -> Result<SecretKey, KeyError> {
+    let bytes = wrapping.open(wrapped, aad)?;
+    SecretKey::from_bytes(&bytes)
+}
+
+/// The root key(s) held in this process: the current one and, during a rotation, the older
+/// ones still needed to unwrap what they wrapped.
+#[derive(Debug, Clone)]
+pub struct LocalKeyProvider {
+    /// (version, wrapping key derived from that root key), newest last.
+    keys: Vec<SealingKey>,
+}
+
+impl LocalKeyProvider {
+    /// One root key at `version`.
+    pub fn new(root: &SecretKey, version: u32) -> Self {
+        Self { keys: vec![Self::wrapping(root, version)] }
+    }
+
+    /// Adds an older root key, still accepted for unwrapping (during a rotation).
+    pub fn with_previous(mut self, root: &SecretKey, version: u32) -> Self {
+        self.keys.insert(0, Self::wrapping(root, version));
+        self
+    }
+
+    fn wrapping(root: &SecretKey, version: u32) -> SealingKey {
+        SealingKey::new(root.derive("telesafe/v1/tenant-kek-wrap"), version)
+    }
+
+    fn current(&self) -> &SealingKey {
+        // `new` puts one key in and nothing removes keys, so the list is never empty.
+        &self.keys[self.keys.len() - 1]
+    }
+}
+
+impl KeyProvider for LocalKeyProvider {
+    fn current_version(&self) -> u32 {
+        self.current().version
+    }
+
+    fn wrap(&self, key: &SecretKey, aad: &[u8]) -> Result<Vec<u8>, KeyError> {
+        wrap_key(self.current(), key, aad)
+    }
+
+    fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<SecretKey, KeyError> {
+        let version = sealed_key_version(wrapped).ok_or(KeyError::Open)?;
+        let key = self.keys.iter().find(|k| k.version == version).ok_or(KeyError::Open)?;
+        unwrap_key(key, wrapped, aad)
+    }
+}
+
+impl SealingKey {
+    /// The version written into every ciphertext this key makes.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +239,40 @@ mod tests {
         assert_ne!(root.derive("a").expose(), root.derive("b").expose());
         assert_ne!(root.derive("a").expose(), root.expose());
         assert!(!format!("{root:?}").contains('7'));
+    }
+
+    #[test]
+    fn a_million_encryptions_under_one_key_repeat_no_nonce() {
+        // Random 96-bit nonces: the birthday bound for a repeat among 10^6 is ~10^-17.
+        // A broken random source (a constant, a counter reset) shows at once.
+        let k = SealingKey::new(SecretKey::generate().unwrap(), 1);
+        let mut seen = std::collections::HashSet::with_capacity(1_000_000);
+        for _ in 0..1_000_000 {
+            let sealed = k.seal(b"", b"").unwrap();
+            let nonce: [u8; NONCE_LEN] = sealed[6..HEADER_LEN].try_into().unwrap();
+            assert!(seen.insert(nonce), "nonce repeated after {} encryptions", seen.len());
+        }
+    }
+
+    #[test]
+    fn local_provider_unwraps_under_the_version_that_wrapped() {
+        let old_root = SecretKey::generate().unwrap();
+        let new_root = SecretKey::generate().unwrap();
+        let data = SecretKey::generate().unwrap();
+        let old = LocalKeyProvider::new(&old_root, 1);
+        let wrapped = old.wrap(&data, b"tenant-a").unwrap();
+        assert_eq!(sealed_key_version(&wrapped), Some(1));
+        let rotating = LocalKeyProvider::new(&new_root, 2).with_previous(&old_root, 1);
+        assert_eq!(rotating.current_version(), 2);
+        assert_eq!(rotating.unwrap(&wrapped, b"tenant-a").unwrap().expose(), data.expose());
+        let rewrapped = rotating.wrap(&data, b"tenant-a").unwrap();
+        assert_eq!(sealed_key_version(&rewrapped), Some(2));
+        // Wrong binding, or the old root gone: refused.
+        assert!(rotating.unwrap(&wrapped, b"tenant-b").is_err());
+        assert!(LocalKeyProvider::new(&new_root, 2).unwrap(&wrapped, b"tenant-a").is_err());
+        let shown = format!("{rotating:?}");
+        assert!(shown.contains("[redacted]"));
+        assert!(!shown.contains(&format!("{:?}", old_root.expose())));
     }
 
     proptest! {

@@ -24,7 +24,37 @@ pub struct TestDatabase {
     /// On PostgreSQL, the administrative URL of this database (a superuser, as a database
     /// administrator would connect).
     admin: Option<PgConnectOptions>,
+    /// On PostgreSQL, the server's administrative connection and this database's name, so
+    /// that dropping the `TestDatabase` drops the database too (a long-lived server would
+    /// otherwise fill its disk with one database per test).
+    drop_with: Option<(PgConnectOptions, String)>,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((opts, name)) = self.drop_with.take() else { return };
+        // Drop runs inside the test's runtime, which cannot be blocked on; a short-lived
+        // thread with its own runtime does the one statement. FORCE ends the connections
+        // the store (or a server under test) still holds.
+        let worker = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut c) = PgConnection::connect_with(&opts).await {
+                    // `name` was generated from a UUID in `fresh_postgres`, never from input.
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                    let _ = c.close().await;
+                }
+            });
+        });
+        let _ = worker.join();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +87,7 @@ async fn fresh_sqlite() -> Result<TestDatabase, TestDbError> {
     let dir = tempfile::tempdir().map_err(|e| TestDbError::Setup(e.to_string()))?;
     let url = format!("sqlite://{}", dir.path().join("telesafe.db").display());
     let store = Store::open(&url, 4).await?;
-    Ok(TestDatabase { store, url, admin: None, _dir: Some(dir) })
+    Ok(TestDatabase { store, url, admin: None, drop_with: None, _dir: Some(dir) })
 }
 
 async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
@@ -92,7 +122,7 @@ async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
     };
     let store = Store::open(&url, 4).await?;
     let admin = Some(admin_opts.clone().database(&name));
-    Ok(TestDatabase { store, url, admin, _dir: None })
+    Ok(TestDatabase { store, url, admin, drop_with: Some((admin_opts, name)), _dir: None })
 }
 
 impl TestDatabase {

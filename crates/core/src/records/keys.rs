@@ -1,0 +1,372 @@
+//! The key hierarchy under every patient's data: root key (behind [`KeyProvider`]) →
+//! per-tenant key-encryption key → per-patient data key, each stored wrapped by its parent.
+//!
+//! Unwrapped keys live only in [`KeyRing`]'s caches (bounded, evicted when idle), inside
+//! `Zeroizing` buffers that are wiped when the last reference drops. Erasing a patient
+//! (crypto-shredding) deletes their wrapped data key and records a tombstone; afterwards
+//! nothing of theirs can be decrypted, and a restore applies the tombstones again.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use telesafe_crypto::keys::{KeyProvider, SealingKey, SecretKey, unwrap_key, wrap_key};
+
+use crate::clock::Timestamp;
+use crate::ids::{PatientId, TenantId};
+use crate::repo::RepoError;
+
+/// A tenant's keys as stored: each wrapped under the root key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredTenantKey {
+    pub tenant: TenantId,
+    /// The key-encryption key's version (1, then one more per tenant rotation).
+    pub version: u32,
+    /// The root key version that wrapped these.
+    pub root_version: u32,
+    pub wrapped_kek: Vec<u8>,
+    /// The blind-index key (kept across KEK rotations, so indexes stay valid).
+    pub wrapped_index: Vec<u8>,
+    /// The key for the tenant's non-patient resources (Practitioner, Organization, ...).
+    pub wrapped_directory: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for StoredTenantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredTenantKey")
+            .field("tenant", &self.tenant)
+            .field("version", &self.version)
+            .field("root_version", &self.root_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A patient's data key as stored: wrapped under the tenant's KEK of `kek_version`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredPatientKey {
+    pub tenant: TenantId,
+    pub patient: PatientId,
+    pub version: u32,
+    pub kek_version: u32,
+    pub wrapped: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for StoredPatientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredPatientKey")
+            .field("tenant", &self.tenant)
+            .field("patient", &self.patient)
+            .field("version", &self.version)
+            .field("kek_version", &self.kek_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The record that a patient's data key was destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTombstone {
+    pub tenant: TenantId,
+    pub patient: PatientId,
+    pub destroyed_at: Timestamp,
+}
+
+pub trait KeyRepository: Send + Sync {
+    /// Every version of the tenant's keys, oldest first.
+    fn tenant_keys(
+        &self,
+        tenant: TenantId,
+    ) -> impl Future<Output = Result<Vec<StoredTenantKey>, RepoError>> + Send;
+    /// Stores a new version; `Conflict` if that version exists (another node made it).
+    fn insert_tenant_key(
+        &self,
+        key: &StoredTenantKey,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// The patient's current data key, if one was made and not destroyed.
+    fn patient_key(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> impl Future<Output = Result<Option<StoredPatientKey>, RepoError>> + Send;
+    /// Stores a data key; `Conflict` if that version exists.
+    fn insert_patient_key(
+        &self,
+        key: &StoredPatientKey,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// When the patient's key was destroyed, if it was.
+    fn key_tombstone(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> impl Future<Output = Result<Option<Timestamp>, RepoError>> + Send;
+    /// Destroys the patient's data keys, erases their search index entries and records
+    /// the tombstone, in one transaction.
+    fn shred_patient(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// Every tombstone, for applying after a restore.
+    fn key_tombstones(&self) -> impl Future<Output = Result<Vec<KeyTombstone>, RepoError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    /// The patient was erased: their data key no longer exists.
+    #[error("the patient's data was erased")]
+    Erased,
+    /// A stored key did not unwrap (wrong root key, or the row was altered).
+    #[error("a stored key could not be unwrapped: {0}")]
+    Corrupt(&'static str),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Random(#[from] telesafe_crypto::RandomError),
+}
+
+/// A tenant's unwrapped keys.
+pub struct TenantKeys {
+    /// Key-encryption keys by version (index = version - 1 is not assumed; searched).
+    keks: Vec<SealingKey>,
+    index: SecretKey,
+    directory: SealingKey,
+}
+
+impl std::fmt::Debug for TenantKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantKeys([redacted])")
+    }
+}
+
+impl TenantKeys {
+    fn kek(&self, version: u32) -> Option<&SealingKey> {
+        self.keks.iter().find(|k| k.version() == version)
+    }
+
+    fn current_kek(&self) -> Option<&SealingKey> {
+        self.keks.iter().max_by_key(|k| k.version())
+    }
+
+    /// The blind-index key (HMAC-SHA256) of this tenant.
+    pub fn index_key(&self) -> &SecretKey {
+        &self.index
+    }
+
+    /// The key sealing this tenant's resources that belong to no patient.
+    pub fn directory_key(&self) -> &SealingKey {
+        &self.directory
+    }
+}
+
+fn tenant_aad(tenant: TenantId, version: u32, which: &str) -> Vec<u8> {
+    format!("telesafe/tenant-key/{which}|{tenant}|{version}").into_bytes()
+}
+
+fn patient_aad(tenant: TenantId, patient: PatientId, version: u32) -> Vec<u8> {
+    format!("telesafe/patient-dek|{tenant}|{patient}|{version}").into_bytes()
+}
+
+/// Unwrapped keys, fetched (or made) on first use and cached.
+#[derive(Clone)]
+pub struct KeyRing {
+    provider: Arc<dyn KeyProvider>,
+    tenants: moka::sync::Cache<TenantId, Arc<TenantKeys>>,
+    patients: moka::sync::Cache<(TenantId, PatientId), Arc<SealingKey>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("provider", &self.provider)
+            .field("cached_patient_keys", &self.patients.entry_count())
+            .finish()
+    }
+}
+
+/// How long an unwrapped key stays in memory without use, and at most in all (so that a
+/// key erased on another node leaves this one within that time).
+pub const KEY_IDLE: Duration = Duration::from_secs(5 * 60);
+pub const KEY_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+impl KeyRing {
+    /// At most `capacity` patient keys are held unwrapped at once.
+    pub fn new(provider: Arc<dyn KeyProvider>, capacity: u64) -> Self {
+        Self::with_timeouts(provider, capacity, KEY_IDLE, KEY_LIFETIME)
+    }
+
+    pub fn with_timeouts(
+        provider: Arc<dyn KeyProvider>,
+        capacity: u64,
+        idle: Duration,
+        lifetime: Duration,
+    ) -> Self {
+        Self {
+            provider,
+            tenants: moka::sync::Cache::builder()
+                .max_capacity(capacity.clamp(16, 10_000))
+                .time_to_idle(idle)
+                .time_to_live(lifetime)
+                .build(),
+            patients: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(idle)
+                .time_to_live(lifetime)
+                .build(),
+        }
+    }
+
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+
+    /// How many patient keys are held unwrapped now (for metrics and tests).
+    pub fn cached_patient_keys(&self) -> u64 {
+        self.patients.run_pending_tasks();
+        self.patients.entry_count()
+    }
+
+    /// The tenant's keys, made on first use.
+    pub async fn tenant<R: KeyRepository>(
+        &self,
+        repo: &R,
+        tenant: TenantId,
+        now: Timestamp,
+    ) -> Result<Arc<TenantKeys>, KeyRingError> {
+        if let Some(k) = self.tenants.get(&tenant) {
+            return Ok(k);
+        }
+        let mut stored = repo.tenant_keys(tenant).await?;
+        if stored.is_empty() {
+            let fresh = self.make_tenant_key(tenant, now)?;
+            match repo.insert_tenant_key(&fresh).await {
+                Ok(()) | Err(RepoError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+            stored = repo.tenant_keys(tenant).await?;
+        }
+        let keys = Arc::new(self.unwrap_tenant(&stored)?);
+        self.tenants.insert(tenant, keys.clone());
+        Ok(keys)
+    }
+
+    fn make_tenant_key(
+        &self,
+        tenant: TenantId,
+        now: Timestamp,
+    ) -> Result<StoredTenantKey, KeyRingError> {
+        let wrap = |key: &SecretKey, which: &str| {
+            self.provider
+                .wrap(key, &tenant_aad(tenant, 1, which))
+                .map_err(|_| KeyRingError::Corrupt("the root key could not wrap"))
+        };
+        Ok(StoredTenantKey {
+            tenant,
+            version: 1,
+            root_version: self.provider.current_version(),
+            wrapped_kek: wrap(&SecretKey::generate()?, "kek")?,
+            wrapped_index: wrap(&SecretKey::generate()?, "index")?,
+            wrapped_directory: wrap(&SecretKey::generate()?, "directory")?,
+            created_at: now,
+        })
+    }
+
+    fn unwrap_tenant(&self, stored: &[StoredTenantKey]) -> Result<TenantKeys, KeyRingError> {
+        let unwrap = |k: &StoredTenantKey, wrapped: &[u8], which: &str| {
+            self.provider
+                .unwrap(wrapped, &tenant_aad(k.tenant, k.version, which))
+                .map_err(|_| KeyRingError::Corrupt("a tenant key did not unwrap"))
+        };
+        let first = stored.first().ok_or(KeyRingError::Corrupt("no tenant key"))?;
+        let mut keks = Vec::with_capacity(stored.len());
+        for k in stored {
+            keks.push(SealingKey::new(unwrap(k, &k.wrapped_kek, "kek")?, k.version));
+        }
+        // The index and directory keys were made with version 1 and are re-wrapped, never
+        // replaced, by rotations; the newest wrap is authoritative.
+        let newest = stored.last().unwrap_or(first);
+        Ok(TenantKeys {
+            keks,
+            index: unwrap(newest, &newest.wrapped_index, "index")?,
+            directory: SealingKey::new(unwrap(newest, &newest.wrapped_directory, "directory")?, 1),
+        })
+    }
+
+    /// The patient's data key. Made on first use when `create` is set; `Erased` once the
+    /// patient was shredded.
+    pub async fn patient<R: KeyRepository>(
+        &self,
+        repo: &R,
+        tenant: TenantId,
+        patient: PatientId,
+        now: Timestamp,
+        create: bool,
+    ) -> Result<Arc<SealingKey>, KeyRingError> {
+        if let Some(k) = self.patients.get(&(tenant, patient)) {
+            return Ok(k);
+        }
+        let tk = self.tenant(repo, tenant, now).await?;
+        let stored = match repo.patient_key(tenant, patient).await? {
+            Some(s) => s,
+            None => {
+                if repo.key_tombstone(tenant, patient).await?.is_some() {
+                    return Err(KeyRingError::Erased);
+                }
+                if !create {
+                    return Err(KeyRingError::Repo(RepoError::NotFound));
+                }
+                let kek = tk.current_kek().ok_or(KeyRingError::Corrupt("no tenant KEK"))?;
+                let fresh = StoredPatientKey {
+                    tenant,
+                    patient,
+                    version: 1,
+                    kek_version: kek.version(),
+                    wrapped: wrap_key(
+                        kek,
+                        &SecretKey::generate()?,
+                        &patient_aad(tenant, patient, 1),
+                    )
+                    .map_err(|_| KeyRingError::Corrupt("the tenant KEK could not wrap"))?,
+                    created_at: now,
+                };
+                match repo.insert_patient_key(&fresh).await {
+                    Ok(()) | Err(RepoError::Conflict) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                repo.patient_key(tenant, patient).await?.ok_or(KeyRingError::Erased)?
+            }
+        };
+        let kek = tk.kek(stored.kek_version).ok_or(KeyRingError::Corrupt("KEK version missing"))?;
+        let key = unwrap_key(kek, &stored.wrapped, &patient_aad(tenant, patient, stored.version))
+            .map_err(|_| KeyRingError::Corrupt("a patient key did not unwrap"))?;
+        let key = Arc::new(SealingKey::new(key, stored.version));
+        self.patients.insert((tenant, patient), key.clone());
+        Ok(key)
+    }
+
+    /// Erases the patient: destroys their data key (here and in storage) and records the
+    /// tombstone.
+    pub async fn shred<R: KeyRepository>(
+        &self,
+        repo: &R,
+        tenant: TenantId,
+        patient: PatientId,
+        now: Timestamp,
+    ) -> Result<(), KeyRingError> {
+        repo.shred_patient(tenant, patient, now).await?;
+        self.patients.invalidate(&(tenant, patient));
+        Ok(())
+    }
+
+    /// Keyed hash of a normalised search value: equal inputs give equal outputs under one
+    /// tenant's index key, and nothing about the input can be read from it.
+    pub fn blind(keys: &TenantKeys, param: &str, normalised: &str) -> String {
+        let mut msg = Vec::with_capacity(param.len() + 1 + normalised.len());
+        msg.extend_from_slice(param.as_bytes());
+        msg.push(0);
+        msg.extend_from_slice(normalised.as_bytes());
+        // 128 bits is ample for exact matching and halves the index size.
+        hex::encode(&keys.index.mac(&msg)[..16])
+    }
+}
