@@ -16,6 +16,7 @@ mod identity;
 mod mfa;
 mod outbox;
 mod passkeys;
+mod records;
 
 pub mod testing;
 mod tx;

@@ -171,6 +171,39 @@ impl TestDatabase {
         }
     }
 
+    /// Every value of `column` in `table`, bytes read as (lossy) UTF-8 and joined: what a
+    /// stolen dump would show. Test-only; both names are literals from the suite.
+    pub async fn dump_text(&self, table: &str, column: &str) -> Result<String, sqlx::Error> {
+        let sql = || {
+            sqlx::AssertSqlSafe(format!(
+                "SELECT CAST({column} AS BLOB) FROM {table} WHERE {column} IS NOT NULL"
+            ))
+        };
+        let sql_pg = || {
+            sqlx::AssertSqlSafe(format!(
+                "SELECT CAST({column} AS BYTEA) FROM {table} WHERE {column} IS NOT NULL"
+            ))
+        };
+        let rows: Vec<Vec<u8>> = match (&self.store.pool, &self.admin) {
+            (Pool::Sqlite(p), _) => sqlx::query_scalar(sql()).fetch_all(p).await?,
+            // As a superuser, past row-level security: everything on disk.
+            (Pool::Postgres(_), Some(opts)) => {
+                let mut c = PgConnection::connect_with(opts).await?;
+                let rows = sqlx::query_scalar(sql_pg()).fetch_all(&mut c).await?;
+                c.close().await?;
+                rows
+            }
+            (Pool::Postgres(_), None) => {
+                return Err(sqlx::Error::Configuration("no admin URL".into()));
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
     /// Runs one statement on the application's own connection (its role and privileges).
     pub async fn exec_as_app(&self, sql: &str) -> Result<(), sqlx::Error> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());

@@ -1,0 +1,554 @@
+//! The encrypted record: wrapped keys, key tombstones, resource versions and the blind
+//! search index. Nothing here can read a resource: bodies arrive sealed and leave sealed.
+
+use sqlx::AssertSqlSafe;
+use telesafe_core::records::keys::{
+    KeyRepository, KeyTombstone, StoredPatientKey, StoredTenantKey,
+};
+use telesafe_core::records::search::{DateCondition, Prefix};
+use telesafe_core::records::{
+    IndexEntry, ResourceRepository, SearchHit, StoredResource, StoredSearch,
+};
+use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
+
+use crate::Store;
+use crate::tx::{Scope, on_tx, repo_err};
+
+fn corrupt(what: &str) -> RepoError {
+    RepoError::Backend(format!("stored {what} failed to parse"))
+}
+
+fn version_u32(v: i64) -> Result<u32, RepoError> {
+    u32::try_from(v).map_err(|_| corrupt("version"))
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantKeyRow {
+    tenant_id: String,
+    version: i64,
+    root_version: i64,
+    wrapped_kek: Vec<u8>,
+    wrapped_index: Vec<u8>,
+    wrapped_directory: Vec<u8>,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct PatientKeyRow {
+    tenant_id: String,
+    patient_id: String,
+    version: i64,
+    kek_version: i64,
+    wrapped: Vec<u8>,
+    created_at: i64,
+}
+
+impl KeyRepository for Store {
+    async fn tenant_keys(&self, tenant: TenantId) -> Result<Vec<StoredTenantKey>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<TenantKeyRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT tenant_id, version, root_version, wrapped_kek, wrapped_index, \
+                    wrapped_directory, created_at \
+             FROM tenant_keys WHERE tenant_id = $1 ORDER BY version")
+            .bind(tenant.to_string())
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredTenantKey {
+                    tenant: r.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
+                    version: version_u32(r.version)?,
+                    root_version: version_u32(r.root_version)?,
+                    wrapped_kek: r.wrapped_kek,
+                    wrapped_index: r.wrapped_index,
+                    wrapped_directory: r.wrapped_directory,
+                    created_at: Timestamp::from_unix_millis(r.created_at),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_tenant_key(&self, k: &StoredTenantKey) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(k.tenant)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "INSERT INTO tenant_keys (tenant_id, version, root_version, wrapped_kek, \
+                wrapped_index, wrapped_directory, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(k.tenant.to_string())
+            .bind(i64::from(k.version))
+            .bind(i64::from(k.root_version))
+            .bind(&k.wrapped_kek)
+            .bind(&k.wrapped_index)
+            .bind(&k.wrapped_directory)
+            .bind(k.created_at.unix_millis())
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
+    async fn patient_key(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> Result<Option<StoredPatientKey>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let row: Option<PatientKeyRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT tenant_id, patient_id, version, kek_version, wrapped, created_at \
+             FROM patient_keys WHERE tenant_id = $1 AND patient_id = $2 \
+             ORDER BY version DESC LIMIT 1")
+            .bind(tenant.to_string())
+            .bind(patient.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        row.map(|r| {
+            Ok(StoredPatientKey {
+                tenant: r.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
+                patient: r.patient_id.parse().map_err(|_| corrupt("patient id"))?,
+                version: version_u32(r.version)?,
+                kek_version: version_u32(r.kek_version)?,
+                wrapped: r.wrapped,
+                created_at: Timestamp::from_unix_millis(r.created_at),
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_patient_key(&self, k: &StoredPatientKey) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(k.tenant)).await?;
+        // A tombstone wins over a late insert: an erased patient never gets a key again.
+        let erased: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT destroyed_at FROM key_tombstones WHERE tenant_id = $1 AND patient_id = $2")
+            .bind(k.tenant.to_string())
+            .bind(k.patient.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        if erased.is_some() {
+            return Err(RepoError::NotFound);
+        }
+        on_tx!(&mut tx, c => sqlx::query(
+            "INSERT INTO patient_keys (tenant_id, patient_id, version, kek_version, wrapped, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(k.tenant.to_string())
+            .bind(k.patient.to_string())
+            .bind(i64::from(k.version))
+            .bind(i64::from(k.kek_version))
+            .bind(&k.wrapped)
+            .bind(k.created_at.unix_millis())
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
+    async fn key_tombstone(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> Result<Option<Timestamp>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let at: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT destroyed_at FROM key_tombstones WHERE tenant_id = $1 AND patient_id = $2")
+            .bind(tenant.to_string())
+            .bind(patient.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(at.map(Timestamp::from_unix_millis))
+    }
+
+    async fn shred_patient(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let (t, p) = (tenant.to_string(), patient.to_string());
+        on_tx!(&mut tx, c => {
+            sqlx::query("DELETE FROM patient_keys WHERE tenant_id = $1 AND patient_id = $2")
+                .bind(&t).bind(&p).execute(&mut **c).await.map_err(repo_err)?;
+            sqlx::query(
+                "DELETE FROM fhir_index WHERE tenant_id = $1 AND resource_id IN \
+                 (SELECT id FROM fhir_resources WHERE tenant_id = $1 AND patient_id = $2)")
+                .bind(&t).bind(&p).execute(&mut **c).await.map_err(repo_err)?;
+            sqlx::query(
+                "INSERT INTO key_tombstones (tenant_id, patient_id, destroyed_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, patient_id) DO NOTHING")
+                .bind(&t).bind(&p).bind(now.unix_millis()).execute(&mut **c).await.map(|_| ())
+        })
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
+    async fn key_tombstones(&self) -> Result<Vec<KeyTombstone>, RepoError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let rows: Vec<(String, String, i64)> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT tenant_id, patient_id, destroyed_at FROM key_tombstones ORDER BY destroyed_at")
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|(t, p, at)| {
+                Ok(KeyTombstone {
+                    tenant: t.parse().map_err(|_| corrupt("tenant id"))?,
+                    patient: p.parse().map_err(|_| corrupt("patient id"))?,
+                    destroyed_at: Timestamp::from_unix_millis(at),
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ResourceRow {
+    tenant_id: String,
+    resource_type: String,
+    id: String,
+    version: i64,
+    patient_id: Option<String>,
+    last_updated: i64,
+    deleted: i64,
+    category: String,
+    restricted: i64,
+    body: Vec<u8>,
+}
+
+const RESOURCE_COLUMNS: &str = "tenant_id, resource_type, id, version, patient_id, last_updated, \
+                                deleted, category, restricted, body";
+
+impl TryFrom<ResourceRow> for StoredResource {
+    type Error = RepoError;
+    fn try_from(r: ResourceRow) -> Result<Self, RepoError> {
+        Ok(StoredResource {
+            tenant: r.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
+            resource_type: r.resource_type,
+            id: r.id,
+            version: version_u32(r.version)?,
+            patient: r
+                .patient_id
+                .map(|p| p.parse().map_err(|_| corrupt("patient id")))
+                .transpose()?,
+            last_updated: Timestamp::from_unix_millis(r.last_updated),
+            deleted: r.deleted != 0,
+            category: r.category,
+            restricted: r.restricted != 0,
+            body: r.body,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct HitRow {
+    id: String,
+    version: i64,
+    patient_id: Option<String>,
+    category: String,
+    restricted: i64,
+    last_updated: i64,
+    sort_date: Option<i64>,
+}
+
+/// A value bound into a dynamically built search.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// `(SQL condition, binds)` for a date prefix over index columns `low`/`high`, numbering
+/// placeholders from `next`.
+fn date_sql(cond: &DateCondition, low: &str, high: &str, binds: &mut Vec<Bind>) -> String {
+    let mut ph = |v: i64| {
+        binds.push(Bind::Int(v));
+        format!("${}", binds.len())
+    };
+    let (sl, sh) = (cond.range.low, cond.range.high);
+    let eq = |ph: &mut dyn FnMut(i64) -> String| {
+        format!("({low} >= {} AND {high} <= {})", ph(sl), ph(sh))
+    };
+    match cond.prefix {
+        Prefix::Eq => eq(&mut ph),
+        Prefix::Ne => format!("NOT {}", eq(&mut ph)),
+        Prefix::Gt => format!("{high} > {}", ph(sh)),
+        Prefix::Lt => format!("{low} < {}", ph(sl)),
+        Prefix::Ge => {
+            let above = format!("{high} > {}", ph(sh));
+            format!("({above} OR {})", eq(&mut ph))
+        }
+        Prefix::Le => {
+            let below = format!("{low} < {}", ph(sl));
+            format!("({below} OR {})", eq(&mut ph))
+        }
+        Prefix::Sa => format!("{low} > {}", ph(sh)),
+        Prefix::Eb => format!("{high} < {}", ph(sl)),
+    }
+}
+
+fn search_sql(tenant: TenantId, q: &StoredSearch) -> (String, Vec<Bind>) {
+    let mut binds = vec![Bind::Text(tenant.to_string()), Bind::Text(q.resource_type.clone())];
+    let mut sql = String::from(
+        "SELECT r.id, r.version, r.patient_id, r.category, r.restricted, r.last_updated, r.sort_date \
+         FROM fhir_resources r \
+         WHERE r.tenant_id = $1 AND r.resource_type = $2 AND r.is_current = 1 AND r.deleted = 0",
+    );
+    let list = |values: Vec<Bind>, binds: &mut Vec<Bind>| {
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            binds.push(v);
+            out.push(format!("${}", binds.len()));
+        }
+        out.join(", ")
+    };
+    if let Some(ids) = &q.ids {
+        let l = list(ids.iter().cloned().map(Bind::Text).collect(), &mut binds);
+        sql.push_str(&format!(" AND r.id IN ({l})"));
+    }
+    if let Some(patients) = &q.patients {
+        let l = list(patients.iter().map(|p| Bind::Text(p.to_string())).collect(), &mut binds);
+        sql.push_str(&format!(" AND r.patient_id IN ({l})"));
+    }
+    for (param, hashes) in &q.tokens {
+        binds.push(Bind::Text(param.clone()));
+        let pp = binds.len();
+        let l = list(hashes.iter().cloned().map(Bind::Text).collect(), &mut binds);
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM fhir_index i WHERE i.tenant_id = r.tenant_id \
+               AND i.resource_type = r.resource_type AND i.resource_id = r.id \
+               AND i.param = ${pp} AND i.value IN ({l}))"
+        ));
+    }
+    for (param, conds) in &q.dates {
+        binds.push(Bind::Text(param.clone()));
+        let pp = binds.len();
+        let any: Vec<String> =
+            conds.iter().map(|c| date_sql(c, "i.low", "i.high", &mut binds)).collect();
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM fhir_index i WHERE i.tenant_id = r.tenant_id \
+               AND i.resource_type = r.resource_type AND i.resource_id = r.id \
+               AND i.param = ${pp} AND ({}))",
+            any.join(" OR ")
+        ));
+    }
+    for c in &q.last_updated {
+        let cond = date_sql(c, "r.last_updated", "r.last_updated", &mut binds);
+        sql.push_str(&format!(" AND {cond}"));
+    }
+    binds.push(Bind::Int(i64::from(q.limit)));
+    sql.push_str(&format!(" ORDER BY r.id LIMIT ${}", binds.len()));
+    (sql, binds)
+}
+
+impl ResourceRepository for Store {
+    async fn put_version(
+        &self,
+        r: &StoredResource,
+        index: &[IndexEntry],
+        sort_date: Option<i64>,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(r.tenant)).await?;
+        let (t, id) = (r.tenant.to_string(), r.id.clone());
+        let patient = r.patient.map(|p| p.to_string());
+        // Creating a Patient creates the patient it describes (same id), in this transaction.
+        if r.resource_type == "Patient" && r.version == 1 {
+            on_tx!(&mut tx, c => sqlx::query(
+                "INSERT INTO patients (id, tenant_id, user_id, created_at) VALUES ($1, $2, NULL, $3) \
+                 ON CONFLICT (id) DO NOTHING")
+                .bind(&id).bind(&t).bind(r.last_updated.unix_millis())
+                .execute(&mut **c).await.map(|_| ()))
+            .map_err(repo_err)?;
+        }
+        let latest: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT MAX(version) FROM fhir_resources \
+             WHERE tenant_id = $1 AND resource_type = $2 AND id = $3")
+            .bind(&t).bind(&r.resource_type).bind(&id)
+            .fetch_one(&mut **c).await)
+        .map_err(repo_err)?;
+        if latest.unwrap_or(0) != i64::from(r.version) - 1 {
+            return Err(RepoError::Conflict);
+        }
+        on_tx!(&mut tx, c => {
+            sqlx::query(
+                "UPDATE fhir_resources SET is_current = 0 \
+                 WHERE tenant_id = $1 AND resource_type = $2 AND id = $3 AND is_current = 1")
+                .bind(&t).bind(&r.resource_type).bind(&id)
+                .execute(&mut **c).await.map_err(repo_err)?;
+            sqlx::query(
+                "INSERT INTO fhir_resources (tenant_id, resource_type, id, version, patient_id, \
+                    last_updated, deleted, is_current, category, restricted, sort_date, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11)")
+                .bind(&t).bind(&r.resource_type).bind(&id).bind(i64::from(r.version))
+                .bind(&patient).bind(r.last_updated.unix_millis()).bind(i64::from(r.deleted))
+                .bind(&r.category).bind(i64::from(r.restricted)).bind(sort_date).bind(&r.body)
+                .execute(&mut **c).await.map_err(repo_err)?;
+            sqlx::query(
+                "DELETE FROM fhir_index WHERE tenant_id = $1 AND resource_type = $2 AND resource_id = $3")
+                .bind(&t).bind(&r.resource_type).bind(&id)
+                .execute(&mut **c).await.map_err(repo_err)?;
+            for e in index {
+                let (param, value, low, high) = match e {
+                    IndexEntry::Token { param, hash } => (param, Some(hash.as_str()), None, None),
+                    IndexEntry::Date { param, low, high } => (param, None, Some(*low), Some(*high)),
+                };
+                sqlx::query(
+                    "INSERT INTO fhir_index (tenant_id, resource_type, resource_id, param, value, low, high) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(&t).bind(&r.resource_type).bind(&id).bind(param)
+                    .bind(value).bind(low).bind(high)
+                    .execute(&mut **c).await.map_err(repo_err)?;
+            }
+            Ok::<(), RepoError>(())
+        })?;
+        tx.commit().await
+    }
+
+    async fn current(
+        &self,
+        tenant: TenantId,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredResource>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM fhir_resources \
+             WHERE tenant_id = $1 AND resource_type = $2 AND id = $3 AND is_current = 1"
+        );
+        let row: Option<ResourceRow> =
+            on_tx!(&mut tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
+            .bind(tenant.to_string()).bind(resource_type).bind(id)
+            .fetch_optional(&mut **c).await)
+            .map_err(repo_err)?;
+        tx.commit().await?;
+        row.map(StoredResource::try_from).transpose()
+    }
+
+    async fn version(
+        &self,
+        tenant: TenantId,
+        resource_type: &str,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<StoredResource>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM fhir_resources \
+             WHERE tenant_id = $1 AND resource_type = $2 AND id = $3 AND version = $4"
+        );
+        let row: Option<ResourceRow> =
+            on_tx!(&mut tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
+            .bind(tenant.to_string()).bind(resource_type).bind(id).bind(i64::from(version))
+            .fetch_optional(&mut **c).await)
+            .map_err(repo_err)?;
+        tx.commit().await?;
+        row.map(StoredResource::try_from).transpose()
+    }
+
+    async fn history(
+        &self,
+        tenant: TenantId,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Vec<StoredResource>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM fhir_resources \
+             WHERE tenant_id = $1 AND resource_type = $2 AND id = $3 ORDER BY version DESC"
+        );
+        let rows: Vec<ResourceRow> =
+            on_tx!(&mut tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
+            .bind(tenant.to_string()).bind(resource_type).bind(id)
+            .fetch_all(&mut **c).await)
+            .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(StoredResource::try_from).collect()
+    }
+
+    async fn search(
+        &self,
+        tenant: TenantId,
+        q: &StoredSearch,
+    ) -> Result<Vec<SearchHit>, RepoError> {
+        let (sql, binds) = search_sql(tenant, q);
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        // The SQL is assembled here from fixed fragments and `$n` placeholders; every value
+        // is bound.
+        let rows: Vec<HitRow> = on_tx!(&mut tx, c => {
+            let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
+            for b in &binds {
+                query = match b {
+                    Bind::Text(s) => query.bind(s.clone()),
+                    Bind::Int(i) => query.bind(*i),
+                };
+            }
+            query.fetch_all(&mut **c).await
+        })
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SearchHit {
+                    id: r.id,
+                    version: version_u32(r.version)?,
+                    patient: r
+                        .patient_id
+                        .map(|p| p.parse().map_err(|_| corrupt("patient id")))
+                        .transpose()?,
+                    category: r.category,
+                    restricted: r.restricted != 0,
+                    last_updated: Timestamp::from_unix_millis(r.last_updated),
+                    sort_date: r.sort_date,
+                })
+            })
+            .collect()
+    }
+
+    async fn current_many(
+        &self,
+        tenant: TenantId,
+        resource_type: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredResource>, RepoError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM fhir_resources \
+             WHERE tenant_id = $1 AND resource_type = $2 AND is_current = 1 AND deleted = 0 \
+               AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<ResourceRow> = on_tx!(&mut tx, c => {
+            let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(tenant.to_string())
+                .bind(resource_type);
+            for id in ids {
+                query = query.bind(id.clone());
+            }
+            query.fetch_all(&mut **c).await
+        })
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(StoredResource::try_from).collect()
+    }
+
+    async fn compartment(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> Result<Vec<StoredResource>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM fhir_resources \
+             WHERE tenant_id = $1 AND patient_id = $2 AND is_current = 1 AND deleted = 0 \
+             ORDER BY resource_type, id"
+        );
+        let rows: Vec<ResourceRow> =
+            on_tx!(&mut tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
+            .bind(tenant.to_string()).bind(patient.to_string())
+            .fetch_all(&mut **c).await)
+            .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(StoredResource::try_from).collect()
+    }
+}
