@@ -40,7 +40,10 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     };
     let state = &prepared.state;
     telesafe_server::mail::spawn_delivery(state.clone());
-    demo::seed(&state.store, &state.passwords, clock.as_ref(), &password).await?;
+    let clinic = demo::seed(&state.store, &state.passwords, clock.as_ref(), &password).await?;
+    demo::seed_records(state, &clinic)
+        .await
+        .map_err(|e| anyhow::anyhow!("the demo records could not be written: {}", e.body()))?;
 
     let url = telesafe_server::local_url(prepared.local_addr, true);
     println!();

@@ -454,6 +454,11 @@ async fn audit_verify_passes_then_names_the_tampered_entry() {
         else {
             continue;
         };
+        // The demo's seeded records were written, and logged, as the system.
+        let seeded = {
+            use telesafe_core::audit::AuditRepository;
+            s.state.store.audit_size().await.unwrap()
+        };
         let dr = s.signed_in("dr.rivera@demo.telesafe.test").await;
         for _ in 0..5 {
             assert_eq!(dr.get(s.url("/console")).send().await.unwrap().status(), 200);
@@ -482,18 +487,20 @@ async fn audit_verify_passes_then_names_the_tampered_entry() {
         assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
         let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
         assert_eq!(v["ok"], true);
-        assert_eq!(v["entries"], 20, "{v}");
+        assert_eq!(v["entries"], seeded + 20, "{v}");
         assert_eq!(v["witness_heads"], 1, "{v}");
         s.database()
-            .as_dba(&[
-                "UPDATE audit_entries SET patient_id = 'someone-else' WHERE seq = 7".to_owned()
-            ])
+            .as_dba(&[format!(
+                "UPDATE audit_entries SET patient_id = 'someone-else' WHERE seq = {}",
+                seeded + 7
+            )])
             .await
             .unwrap();
         let bad = verify().output().await.unwrap();
         assert_eq!(bad.status.code(), Some(1), "{backend:?}");
         let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
-        assert!(v["problem"].as_str().unwrap().contains("entry 7"), "{v}");
+        let named = format!("entry {}", seeded + 7);
+        assert!(v["problem"].as_str().unwrap().contains(&named), "{v}");
         // Without the JSON flag a person reads the same, with progress on the terminal.
         let human = telesafe()
             .args(["audit", "verify", "--data-dir"])
@@ -503,7 +510,8 @@ async fn audit_verify_passes_then_names_the_tampered_entry() {
             .await
             .unwrap();
         assert_eq!(human.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&human.stderr).contains("DOES NOT VERIFY: entry 7"));
+        let said = format!("DOES NOT VERIFY: {named}");
+        assert!(String::from_utf8_lossy(&human.stderr).contains(&said));
     }
 }
 

@@ -121,6 +121,12 @@ pub enum Resource {
     },
     AuditLog(TenantId),
     Tenant(TenantId),
+    /// A tenant's directory resource (Practitioner, PractitionerRole, Organization): no
+    /// patient's data.
+    Directory {
+        resource_type: String,
+        tenant: TenantId,
+    },
 }
 
 /// Why, and under which grant.
@@ -170,6 +176,12 @@ pub trait CareTeamRepository: Send + Sync {
         &self,
         tenant: TenantId,
     ) -> impl std::future::Future<Output = Result<Vec<(PatientId, UserId)>, crate::repo::RepoError>> + Send;
+    /// The members of one patient's care team.
+    fn care_team_of(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> impl std::future::Future<Output = Result<Vec<UserId>, crate::repo::RepoError>> + Send;
 }
 
 /// An organisation's own policies, stored as Cedar source.
@@ -420,6 +432,17 @@ impl PolicyEngine {
                 lid
             }
             Resource::Tenant(tenant) => b.tenant(*tenant)?,
+            Resource::Directory { resource_type, tenant } => {
+                let t = b.tenant(*tenant)?;
+                let did = uid("Directory", resource_type)?;
+                let attrs = HashMap::from([
+                    ("tenant".to_owned(), RestrictedExpression::new_entity_uid(t.clone())),
+                    ("readScope".to_owned(), s(&format!("system/{resource_type}.read"))),
+                    ("writeScope".to_owned(), s(&format!("system/{resource_type}.write"))),
+                ]);
+                b.add(did.clone(), attrs, HashSet::from([t]))?;
+                did
+            }
         };
         let ctx = Context::from_pairs([
             ("purpose".to_owned(), s(&context.purpose)),

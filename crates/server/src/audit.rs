@@ -27,22 +27,62 @@ pub struct Access<'a> {
     pub outcome: &'a str,
 }
 
-fn entry(state: &AppState, me: &CurrentUser, a: &Access<'_>) -> Entry {
+/// Who did it, as the log names them.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub tenant: String,
+    pub kind: ActorKind,
+    pub id: String,
+    pub role: String,
+    pub source: String,
+    pub session: String,
+}
+
+impl Actor {
+    /// A signed-in user, from their session.
+    pub fn user(me: &CurrentUser) -> Self {
+        Self {
+            tenant: me.user.tenant_id.to_string(),
+            kind: ActorKind::User,
+            id: me.user.id.to_string(),
+            role: me.role().as_str().to_owned(),
+            source: me.session.source.clone(),
+            session: CurrentUser::session_label(&me.session),
+        }
+    }
+
+    /// An API client, by its client id; `session` is a prefix of its token's hash.
+    pub fn client(
+        token: &telesafe_core::identity::clients::AccessToken,
+        source: Option<std::net::IpAddr>,
+    ) -> Self {
+        Self {
+            tenant: token.tenant_id.to_string(),
+            kind: ActorKind::Client,
+            id: token.client_id.clone(),
+            role: "client".to_owned(),
+            source: source.map(|a| a.to_string()).unwrap_or_default(),
+            session: token.token_hash.as_str().chars().take(16).collect(),
+        }
+    }
+}
+
+fn entry(state: &AppState, who: &Actor, a: &Access<'_>) -> Entry {
     Entry {
         seq: 0,
         at: state.clock.now().unix_millis(),
-        tenant_id: me.user.tenant_id.to_string(),
-        actor_kind: ActorKind::User,
-        actor_id: me.user.id.to_string(),
-        actor_role: me.role().as_str().to_owned(),
+        tenant_id: who.tenant.clone(),
+        actor_kind: who.kind,
+        actor_id: who.id.clone(),
+        actor_role: who.role.clone(),
         action: a.action.to_owned(),
         resource_type: a.resource_type.to_owned(),
         resource_id: a.resource_id.clone(),
         patient_id: a.patient_id.clone(),
         purpose: a.purpose,
         outcome: a.outcome.to_owned(),
-        source: me.session.source.clone(),
-        session: CurrentUser::session_label(&me.session),
+        source: who.source.clone(),
+        session: who.session.clone(),
         request_id: request_id::current(),
     }
 }
@@ -53,7 +93,16 @@ pub async fn record(
     me: &CurrentUser,
     accesses: &[Access<'_>],
 ) -> Result<(), AppError> {
-    let entries = accesses.iter().map(|a| entry(state, me, a)).collect();
+    record_as(state, &Actor::user(me), accesses).await
+}
+
+/// Records `accesses` by `who` and returns once they are durable; 503 otherwise.
+pub async fn record_as(
+    state: &AppState,
+    who: &Actor,
+    accesses: &[Access<'_>],
+) -> Result<(), AppError> {
+    let entries = accesses.iter().map(|a| entry(state, who, a)).collect();
     state.audit.record_all(entries).await.map(|_| ()).map_err(|_| AppError::Unavailable)
 }
 

@@ -156,3 +156,91 @@ where
     repo.create_user(&operator).await?;
     Ok(())
 }
+
+/// Demo patients' demographics, by the email of their portal account (`None`: the patient
+/// registered without one): (given, family, birth date, gender).
+const DEMO_RECORDS: &[(Option<&str>, &str, &str, &str, &str)] = &[
+    (Some("ana.lopez@demo.telesafe.test"), "Ana", "López", "1948-05-12", "female"),
+    (Some("walter.brown@demo.telesafe.test"), "Walter", "Brown", "1941-09-03", "male"),
+    (None, "Maria", "Santos", "1955-02-20", "female"),
+];
+
+/// Gives every demo patient an encrypted FHIR record (demographics and a week of vital
+/// signs) unless they have one. Written as the system, audited like any write.
+pub async fn seed_records(
+    state: &crate::state::AppState,
+    clinic: &DemoClinic,
+) -> Result<(), crate::fhir::FhirError> {
+    use serde_json::json;
+    use telesafe_core::records::ResourceRepository;
+    let tenant = clinic.tenant.id;
+    let patients = state.store.list_patients(tenant).await?;
+    let now = state.clock.now();
+    for (n, p) in patients.iter().enumerate() {
+        if state.store.current(tenant, "Patient", &p.id.to_string()).await?.is_some() {
+            continue;
+        }
+        let email = p
+            .user_id
+            .and_then(|u| clinic.users.iter().find(|x| x.id == u))
+            .map(|u| u.email.as_str().to_owned());
+        let Some((_, given, family, born, gender)) =
+            DEMO_RECORDS.iter().find(|r| r.0.map(str::to_owned) == email)
+        else {
+            continue;
+        };
+        let patient = json!({
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:telesafe:demo:mrn", "value": format!("MRN-{:04}", 1001 + n)}],
+            "active": true,
+            "name": [{"use": "official", "family": family, "given": [given]}],
+            "gender": gender,
+            "birthDate": born,
+        });
+        crate::fhir::write_as_system(
+            state,
+            tenant,
+            "Patient",
+            &p.id.to_string(),
+            Some(p.id),
+            patient,
+        )
+        .await?;
+        if p.user_id.is_none() {
+            continue;
+        }
+        // A week of morning readings: heart rate and SpO2 (LOINC, UCUM).
+        for day in 0..7i64 {
+            let at = telesafe_core::Timestamp::from_unix_millis(
+                now.unix_millis() - (7 - day) * 86_400_000,
+            );
+            for (code, display, value, unit, ucum) in [
+                ("8867-4", "Heart rate", 68 + (day * 3) % 9, "beats/minute", "/min"),
+                (
+                    "59408-5",
+                    "Oxygen saturation in Arterial blood by Pulse oximetry",
+                    95 + day % 3,
+                    "%",
+                    "%",
+                ),
+            ] {
+                let obs = json!({
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "category": [{"coding": [{
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs", "display": "Vital Signs"
+                    }]}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}], "text": display},
+                    "subject": {"reference": format!("Patient/{}", p.id)},
+                    "effectiveDateTime": at.to_rfc3339(),
+                    "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": ucum},
+                });
+                let id = uuid::Uuid::now_v7().to_string();
+                crate::fhir::write_as_system(state, tenant, "Observation", &id, Some(p.id), obs)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}

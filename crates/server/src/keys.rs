@@ -77,3 +77,12 @@ pub fn mfa_keys(root: &SecretKey) -> MfaKeys {
         recovery: root.derive("telesafe/v1/recovery-code"),
     }
 }
+
+/// How many patient data keys are held unwrapped at once (each well under a kilobyte).
+pub const KEY_CACHE_CAPACITY: u64 = 10_000;
+
+/// The record's key hierarchy, rooted in the root key (version 1).
+pub fn key_ring(root: &SecretKey) -> telesafe_core::records::keys::KeyRing {
+    let provider = telesafe_crypto::keys::LocalKeyProvider::new(root, 1);
+    telesafe_core::records::keys::KeyRing::new(std::sync::Arc::new(provider), KEY_CACHE_CAPACITY)
+}

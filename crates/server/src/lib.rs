@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fhir;
 pub mod http;
 pub mod keys;
 pub mod mail;
@@ -35,7 +36,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use telesafe_core::Clock;
 use telesafe_core::identity::PasswordChecker;
 use telesafe_store::Store;
@@ -94,6 +95,15 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/sessions", post(native::create_session)),
         ("/api/v1/sessions/mfa", post(native::complete_mfa)),
         ("/api/v1/sessions/current", axum::routing::delete(native::delete_session)),
+        ("/fhir/metadata", get(fhir::metadata)),
+        ("/fhir/{type}", get(fhir::search_get).post(fhir::create)),
+        (
+            "/fhir/{type}/{id}",
+            get(fhir::read).put(fhir::update).delete(fhir::delete).post(fhir::search_post),
+        ),
+        ("/fhir/{type}/{id}/{op}", get(fhir::instance_operation)),
+        ("/fhir/{type}/{id}/{op}/{vid}", get(fhir::vread)),
+        ("/fhir", any(fhir::unknown)),
         ("/oauth2/token", post(oauth::token)),
         ("/oauth2/introspect", post(oauth::introspect)),
         ("/oauth2/revoke", post(oauth::revoke)),
@@ -130,8 +140,16 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(http::request_id::layer))
 }
 
-async fn method_not_allowed() -> AppError {
-    AppError::MethodNotAllowed
+async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/fhir") {
+        return fhir::FhirError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            "this interaction is not supported here (see /fhir/metadata)",
+        )
+        .into_response();
+    }
+    AppError::MethodNotAllowed.into_response()
 }
 
 /// Refuses a body whose declared length is over the limit before reading any of it, with
@@ -143,6 +161,14 @@ async fn limit_declared_body(limit: usize, req: Request, next: Next) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
+        if req.uri().path().starts_with("/fhir") {
+            return fhir::FhirError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-costly",
+                format!("a request body may be at most {limit} bytes"),
+            )
+            .into_response();
+        }
         return AppError::PayloadTooLarge.into_response();
     }
     next.run(req).await
@@ -314,6 +340,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         ceremony_key: keys::ceremony_key(&root_key),
         webauthn: Arc::new(webauthn),
         posture: Arc::new(posture),
+        keys: keys::key_ring(&root_key),
     };
     let server = Server::from_listener(listener, tls_config, app(state.clone()), grace);
     Ok(Prepared { state, server, local_addr, fingerprint, generated_certificate: generated })

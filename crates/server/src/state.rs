@@ -51,4 +51,6 @@ pub struct AppState {
     /// The WebAuthn relying party: this deployment's id and origin.
     pub webauthn: Arc<webauthn_rs::Webauthn>,
     pub posture: Arc<Posture>,
+    /// The key hierarchy under the clinical record (tenant and patient keys, cached).
+    pub keys: telesafe_core::records::keys::KeyRing,
 }

@@ -42,6 +42,38 @@ impl CareTeamRepository for Store {
             })
             .collect()
     }
+
+    async fn care_team_of(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> Result<Vec<UserId>, RepoError> {
+        self.care_team_rows(tenant, patient)
+            .await?
+            .into_iter()
+            .map(|u| {
+                u.parse().map_err(|_| RepoError::Backend("stored care team failed to parse".into()))
+            })
+            .collect()
+    }
+}
+
+impl Store {
+    async fn care_team_rows(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> Result<Vec<String>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<String> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT user_id FROM care_team_members WHERE tenant_id = $1 AND patient_id = $2")
+            .bind(tenant.to_string())
+            .bind(patient.to_string())
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(rows)
+    }
 }
 
 impl TenantPolicyRepository for Store {

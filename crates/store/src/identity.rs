@@ -415,6 +415,22 @@ impl PatientRepository for Store {
         tx.commit().await?;
         rows.into_iter().map(Patient::try_from).collect()
     }
+
+    async fn patient_by_id(
+        &self,
+        tenant: TenantId,
+        id: PatientId,
+    ) -> Result<Option<Patient>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let row: Option<PatientRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT id, tenant_id, user_id, created_at FROM patients WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        row.map(Patient::try_from).transpose()
+    }
 }
 
 impl SessionRepository for Store {

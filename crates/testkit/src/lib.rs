@@ -82,6 +82,7 @@ pub async fn start_with(
         demo::seed(&prepared.state.store, &prepared.state.passwords, clock.as_ref(), &password)
             .await
             .expect("demo clinic seeds");
+    demo::seed_records(&prepared.state, &clinic).await.expect("demo records seed");
     let cert_pem = std::fs::read(&cert_path).unwrap_or_default();
     let addr = prepared.local_addr;
     let state = prepared.state.clone();

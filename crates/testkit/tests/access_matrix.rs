@@ -53,7 +53,17 @@ fn expectation(path: &str) -> Option<Who> {
         | "/api/v1/sessions/current"
         | "/oauth2/token"
         | "/oauth2/introspect"
-        | "/oauth2/revoke" => Public,
+        | "/oauth2/revoke"
+        | "/fhir/metadata"
+        // Bare /fhir answers every caller with the same OperationOutcome (no data).
+        | "/fhir" => Public,
+        // The FHIR API: any signed-in account (or client) reaches it, and the policy decides
+        // record by record (denied and missing look alike); tests/fhir.rs checks those
+        // decisions for every role, and the engine's unit matrix checks the policies.
+        "/fhir/{type}"
+        | "/fhir/{type}/{id}"
+        | "/fhir/{type}/{id}/{op}"
+        | "/fhir/{type}/{id}/{op}/{vid}" => SignedIn,
         "/account"
         | "/account/password"
         | "/account/sessions/revoke"
@@ -89,7 +99,10 @@ fn probe(path: &str) -> (String, Vec<(&'static str, &'static str)>) {
     let url = path
         .replace("{token}", "not-a-real-token")
         .replace("{name}", "app.css")
-        .replace("{id}", "0192f3a4-5b6c-7d8e-9f00-112233445566");
+        .replace("{id}", "0192f3a4-5b6c-7d8e-9f00-112233445566")
+        .replace("{type}", "Patient")
+        .replace("{op}", "_history")
+        .replace("{vid}", "1");
     let form = match path {
         "/admin/people" => {
             vec![("role", "patient"), ("name", "Probe"), ("email", "probe@example.org")]

@@ -82,24 +82,25 @@ fn the_shipped_policies_validate_against_the_schema() {
 fn role_matrix_for_a_clinical_record() {
     let w = world();
     let rec = w.record("clinical");
-    // (who, read, update, export)
+    // (who, read, update, export, delete): the care team writes, and deletes (a versioned
+    // delete: history keeps every version); the patient reads and exports.
     let expect = [
-        ("patient", true, false, true),
-        ("other-patient", false, false, false),
-        ("clinician", true, true, false),
-        ("nurse", true, true, false),
-        ("outside-clinician", false, false, false),
-        ("front-desk", false, false, false),
-        ("security", false, false, false),
-        ("admin", false, false, false),
-        ("operator", false, false, false),
+        ("patient", true, false, true, false),
+        ("other-patient", false, false, false, false),
+        ("clinician", true, true, false, true),
+        ("nurse", true, true, false, true),
+        ("outside-clinician", false, false, false, false),
+        ("front-desk", false, false, false, false),
+        ("security", false, false, false, false),
+        ("admin", false, false, false, false),
+        ("operator", false, false, false, false),
     ];
-    for (who, read, update, export) in expect {
+    for (who, read, update, export, delete) in expect {
         let p = w.user(who);
         assert_eq!(w.allowed(&p, Action::Read, &rec), read, "{who} read");
         assert_eq!(w.allowed(&p, Action::Update, &rec), update, "{who} update");
         assert_eq!(w.allowed(&p, Action::Export, &rec), export, "{who} export");
-        assert!(!w.allowed(&p, Action::Delete, &rec), "{who} delete: nobody by default");
+        assert_eq!(w.allowed(&p, Action::Delete, &rec), delete, "{who} delete");
     }
 }
 

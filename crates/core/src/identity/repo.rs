@@ -4,6 +4,7 @@
 //! Every method that touches tenant data takes the `TenantId` it is scoped to; the store
 //! enforces it in the query and, on PostgreSQL, again with row-level security.
 
+use crate::ids::PatientId;
 use std::future::Future;
 
 use telesafe_crypto::TokenHash;
@@ -101,6 +102,11 @@ pub trait PatientRepository: Send + Sync {
         &self,
         tenant: TenantId,
     ) -> impl Future<Output = Result<Vec<Patient>, RepoError>> + Send;
+    fn patient_by_id(
+        &self,
+        tenant: TenantId,
+        id: PatientId,
+    ) -> impl Future<Output = Result<Option<Patient>, RepoError>> + Send;
 }
 
 pub trait SessionRepository: Send + Sync {

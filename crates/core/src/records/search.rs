@@ -590,7 +590,7 @@ mod tests {
         assert!(has("family=lopez-garcia") && has("family=lopez") && has("family=garcia"));
         assert!(has("given=maria") && has("name=ana"));
         assert!(has("identifier=s:urn:mrn|MRN-1") && has("identifier=c:MRN-1"));
-        assert!(has("phone=+15550100199") && has("email=ana@example.test"));
+        assert!(has("phone=15550100199") && has("email=ana@example.test"));
         assert!(has("gender=c:female"));
         assert!(
             entries

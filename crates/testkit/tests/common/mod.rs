@@ -74,3 +74,25 @@ pub async fn post_form(
 ) -> reqwest::Response {
     c.post(s.url(path)).header("origin", &s.base).form(fields).send().await.unwrap()
 }
+
+/// An OAuth client of the demo clinic with `scopes`, and a bearer token for it.
+pub async fn client_token(s: &TestServer, scopes: &str) -> String {
+    use telesafe_core::identity::clients::{self, Scope};
+    let now = s.state.clock.now();
+    let scopes = Scope::parse_list(scopes).unwrap();
+    let reg =
+        clients::register_client(&s.state.store, s.clinic.tenant.id, "Integration", scopes, now)
+            .await
+            .unwrap();
+    let r = s
+        .client()
+        .post(s.url("/oauth2/token"))
+        .basic_auth(&reg.client.client_id, Some(reg.secret.reveal()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,500 @@
+//! FHIR search (3.1.1) and `Patient/$everything`.
+//!
+//! Matching happens on ids and blind index values only; the policy then filters the hits
+//! one by one (the same decision a read makes), and only after that are totals counted,
+//! pages cut and the page's resources decrypted. A hidden record changes no total, no
+//! link and no entry. Unknown parameters are ignored and left out of the `self` link, as
+//! the specification says (3.1.1.4), unless the client sends `Prefer: handling=strict`,
+//! which turns them into a 400.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::json;
+use telesafe_core::PatientId;
+use telesafe_core::access::Action;
+use telesafe_core::audit::Purpose;
+use telesafe_core::records::fhir;
+use telesafe_core::records::keys::KeyRing;
+use telesafe_core::records::search::{self, Kind, parse_date_condition, query_value};
+use telesafe_core::records::{ResourceRepository, SearchHit, StoredResource, StoredSearch};
+
+use super::{FhirError, FhirResult, Session, Target, base, fhir_response};
+use crate::audit::Access;
+
+/// Page size when `_count` is absent, and the most one page holds.
+pub const DEFAULT_COUNT: u32 = 20;
+pub const MAX_COUNT: u32 = 100;
+/// The most matches a search may have before filtering; beyond it the client must narrow.
+pub const MAX_CANDIDATES: u32 = 10_000;
+/// Search complexity limits: parameters per request, values per parameter.
+pub const MAX_PARAMS: usize = 30;
+pub const MAX_VALUES: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortKey {
+    LastUpdated,
+    Date,
+    Id,
+}
+
+struct Parsed {
+    stored: StoredSearch,
+    count: u32,
+    offset: u32,
+    sort: Vec<(SortKey, bool)>,
+    /// The parameters used, for the `self` link.
+    used: Vec<(String, String)>,
+    /// Parameters ignored (lenient handling), for the outcome entry.
+    ignored: Vec<String>,
+    /// A condition that cannot match (a malformed patient id): the result is empty.
+    impossible: bool,
+}
+
+fn strict(headers: &HeaderMap) -> bool {
+    headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.split(';').any(|x| x.trim() == "handling=strict"))
+}
+
+fn parse(
+    resource_type: &str,
+    raw: &str,
+    strict: bool,
+    tk: &telesafe_core::records::keys::TenantKeys,
+) -> Result<Parsed, FhirError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|_| FhirError::bad_request("the search parameters are not valid form encoding"))?;
+    if pairs.len() > MAX_PARAMS {
+        return Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            "too-costly",
+            format!("a search may have at most {MAX_PARAMS} parameters"),
+        ));
+    }
+    let mut p = Parsed {
+        stored: StoredSearch {
+            resource_type: resource_type.to_owned(),
+            limit: MAX_CANDIDATES + 1,
+            ..Default::default()
+        },
+        count: DEFAULT_COUNT,
+        offset: 0,
+        sort: Vec::new(),
+        used: Vec::new(),
+        ignored: Vec::new(),
+        impossible: false,
+    };
+    let defs = search::params(resource_type);
+    let has_patient = fhir::patient_element(resource_type).is_some_and(|e| !e.is_empty());
+    for (name, value) in pairs {
+        let (base_name, modifier) = match name.split_once(':') {
+            Some((b, m)) => (b.to_owned(), Some(m.to_owned())),
+            None => (name.clone(), None),
+        };
+        let values: Vec<&str> = value.split(',').filter(|v| !v.is_empty()).collect();
+        if values.len() > MAX_VALUES {
+            return Err(FhirError::new(
+                StatusCode::BAD_REQUEST,
+                "too-costly",
+                format!("{base_name} may have at most {MAX_VALUES} values"),
+            ));
+        }
+        let bad_value = |what: &str| {
+            FhirError::new(StatusCode::BAD_REQUEST, "value", format!("{base_name}: {what}"))
+        };
+        let unsupported_modifier = modifier.as_deref().is_some_and(|m| {
+            let kind = defs.iter().find(|d| d.name == base_name).map(|d| d.kind);
+            !(m == "exact" && matches!(kind, Some(Kind::Name | Kind::Text)))
+        });
+        if unsupported_modifier {
+            return Err(FhirError::new(
+                StatusCode::BAD_REQUEST,
+                "not-supported",
+                format!(
+                    "the modifier :{} is not supported on {base_name}",
+                    modifier.unwrap_or_default()
+                ),
+            ));
+        }
+        match base_name.as_str() {
+            "_count" => {
+                let n: u32 = value.parse().map_err(|_| bad_value("must be a whole number"))?;
+                // A server may return fewer than asked (3.1.1.5.6).
+                p.count = n.min(MAX_COUNT);
+                continue;
+            }
+            "_offset" => {
+                p.offset = value.parse().map_err(|_| bad_value("must be a whole number"))?;
+                continue;
+            }
+            "_format" => {
+                if !value.contains("json") {
+                    return Err(FhirError::new(
+                        StatusCode::NOT_ACCEPTABLE,
+                        "not-supported",
+                        "this server speaks FHIR JSON only",
+                    ));
+                }
+                continue;
+            }
+            "_sort" => {
+                for v in &values {
+                    let (desc, key) = match v.strip_prefix('-') {
+                        Some(k) => (true, k),
+                        None => (false, *v),
+                    };
+                    let key = match key {
+                        "_lastUpdated" => SortKey::LastUpdated,
+                        "_id" => SortKey::Id,
+                        k if Some(k) == search::sort_param(resource_type) || k == "date" => {
+                            SortKey::Date
+                        }
+                        _ => {
+                            return Err(FhirError::new(
+                                StatusCode::BAD_REQUEST,
+                                "not-supported",
+                                format!("cannot sort by {key}"),
+                            ));
+                        }
+                    };
+                    p.sort.push((key, desc));
+                }
+            }
+            "_id" => {
+                let ids = p.stored.ids.get_or_insert_with(Vec::new);
+                if ids.is_empty() {
+                    ids.extend(values.iter().map(|v| (*v).to_owned()));
+                } else {
+                    // Repeated _id: both must hold.
+                    ids.retain(|i| values.contains(&i.as_str()));
+                    p.impossible |= ids.is_empty();
+                }
+            }
+            "_lastUpdated" => {
+                for v in &values {
+                    p.stored
+                        .last_updated
+                        .push(parse_date_condition(v).ok_or_else(|| bad_value("not a FHIR date"))?);
+                }
+            }
+            "patient" | "subject" if has_patient => {
+                let mut ids = Vec::new();
+                for v in &values {
+                    let id = v.strip_prefix("Patient/").unwrap_or(v);
+                    // A reference that is not a patient of this server matches nothing.
+                    if let Ok(pid) = id.parse::<PatientId>() {
+                        ids.push(pid);
+                    }
+                }
+                if ids.is_empty() {
+                    p.impossible = true;
+                }
+                match &mut p.stored.patients {
+                    Some(existing) => existing.retain(|x| ids.contains(x)),
+                    None => p.stored.patients = Some(ids),
+                }
+            }
+            other => match defs.iter().find(|d| d.name == other) {
+                Some(def) if def.kind == Kind::Date => {
+                    let conds = values
+                        .iter()
+                        .map(|v| {
+                            parse_date_condition(v).ok_or_else(|| bad_value("not a FHIR date"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    p.stored.dates.push((other.to_owned(), conds));
+                }
+                Some(def) => {
+                    let hashes = values
+                        .iter()
+                        .map(|v| KeyRing::blind(tk, def.name, &query_value(def.kind, v)))
+                        .collect();
+                    p.stored.tokens.push((other.to_owned(), hashes));
+                }
+                None => {
+                    if strict {
+                        return Err(FhirError::new(
+                            StatusCode::BAD_REQUEST,
+                            "not-supported",
+                            format!(
+                                "the search parameter {other} is not supported on {resource_type}"
+                            ),
+                        ));
+                    }
+                    p.ignored.push(name.clone());
+                    continue;
+                }
+            },
+        }
+        p.used.push((name, value));
+    }
+    if values_empty(&p) {
+        p.impossible = true;
+    }
+    Ok(p)
+}
+
+fn values_empty(p: &Parsed) -> bool {
+    p.stored.ids.as_ref().is_some_and(Vec::is_empty)
+        || p.stored.patients.as_ref().is_some_and(Vec::is_empty)
+}
+
+/// Filters hits by the policy (one decision per distinct patient/category/label).
+async fn visible(
+    s: &mut Session,
+    resource_type: &str,
+    hits: Vec<SearchHit>,
+) -> Result<Vec<(SearchHit, Purpose)>, FhirError> {
+    let mut cache: HashMap<(Option<PatientId>, String, bool), Option<Purpose>> = HashMap::new();
+    let mut out = Vec::new();
+    for h in hits {
+        let key = (h.patient, h.category.clone(), h.restricted);
+        let decision = match cache.get(&key) {
+            Some(d) => *d,
+            None => {
+                let row = StoredResource {
+                    tenant: s.tenant,
+                    resource_type: resource_type.to_owned(),
+                    id: h.id.clone(),
+                    version: h.version,
+                    patient: h.patient,
+                    last_updated: h.last_updated,
+                    deleted: false,
+                    category: h.category.clone(),
+                    restricted: h.restricted,
+                    body: Vec::new(),
+                };
+                let d = s.decide(Action::Search, &Target::of(&row)?).await?;
+                cache.insert(key, d);
+                d
+            }
+        };
+        if let Some(purpose) = decision {
+            out.push((h, purpose));
+        }
+    }
+    Ok(out)
+}
+
+fn sort_hits(hits: &mut [(SearchHit, Purpose)], sort: &[(SortKey, bool)]) {
+    let order: Vec<(SortKey, bool)> =
+        if sort.is_empty() { vec![(SortKey::LastUpdated, true)] } else { sort.to_vec() };
+    hits.sort_by(|(a, _), (b, _)| {
+        for (key, desc) in &order {
+            let o = match key {
+                SortKey::LastUpdated => a.last_updated.cmp(&b.last_updated),
+                SortKey::Date => a.sort_date.cmp(&b.sort_date),
+                SortKey::Id => a.id.cmp(&b.id),
+            };
+            let o = if *desc { o.reverse() } else { o };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        a.id.cmp(&b.id)
+    });
+}
+
+fn link(
+    base: &str,
+    resource_type: &str,
+    used: &[(String, String)],
+    count: u32,
+    offset: u32,
+) -> String {
+    let mut pairs: Vec<(String, String)> = used.to_vec();
+    pairs.push(("_count".into(), count.to_string()));
+    pairs.push(("_offset".into(), offset.to_string()));
+    let q = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+    format!("{base}/{resource_type}?{q}")
+}
+
+pub(super) async fn search(
+    s: &mut Session,
+    resource_type: &str,
+    raw: &str,
+    headers: &HeaderMap,
+) -> FhirResult {
+    let now = s.now();
+    let tk =
+        s.state.keys.tenant(&s.state.store, s.tenant, now).await.map_err(FhirError::internal)?;
+    let p = parse(resource_type, raw, strict(headers), &tk)?;
+    let hits =
+        if p.impossible { Vec::new() } else { s.state.store.search(s.tenant, &p.stored).await? };
+    if hits.len() > MAX_CANDIDATES as usize {
+        return Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            "too-costly",
+            format!(
+                "the search matches more than {MAX_CANDIDATES} resources; add parameters to narrow it"
+            ),
+        ));
+    }
+    let mut hits = visible(s, resource_type, hits).await?;
+    sort_hits(&mut hits, &p.sort);
+    let total = hits.len();
+    let start = (p.offset as usize).min(total);
+    let end = (start + p.count as usize).min(total);
+    let page = &hits[start..end];
+
+    // Fail closed: the search and every resource it shows are on the log first.
+    let single_patient = p.stored.patients.as_ref().filter(|v| v.len() == 1).map(|v| v[0]);
+    let mut accesses = vec![Access {
+        action: "search",
+        resource_type,
+        resource_id: String::new(),
+        patient_id: single_patient.map(|p| p.to_string()).unwrap_or_default(),
+        purpose: s.purpose(),
+        outcome: "success",
+    }];
+    accesses.extend(page.iter().map(|(h, purpose)| Access {
+        action: "list",
+        resource_type,
+        resource_id: h.id.clone(),
+        patient_id: h.patient.map(|p| p.to_string()).unwrap_or_default(),
+        purpose: *purpose,
+        outcome: "success",
+    }));
+    s.audit(&accesses).await?;
+
+    let ids: Vec<String> = page.iter().map(|(h, _)| h.id.clone()).collect();
+    let rows = s.state.store.current_many(s.tenant, resource_type, &ids).await?;
+    let mut by_id: HashMap<String, StoredResource> =
+        rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let base = base(&s.state);
+    let mut entries = Vec::with_capacity(page.len());
+    for id in &ids {
+        // A resource changed or deleted since the match is left out rather than shown stale.
+        let Some(row) = by_id.remove(id) else { continue };
+        entries.push(json!({
+            "fullUrl": format!("{base}/{resource_type}/{id}"),
+            "resource": s.decrypt(&row).await?,
+            "search": {"mode": "match"},
+        }));
+    }
+    if !p.ignored.is_empty() {
+        entries.push(json!({
+            "resource": {
+                "resourceType": "OperationOutcome",
+                "issue": [{
+                    "severity": "warning",
+                    "code": "not-supported",
+                    "diagnostics": format!("ignored unsupported search parameters: {}", p.ignored.join(", ")),
+                }]
+            },
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let count = p.count.max(1);
+    let mut links = vec![
+        json!({"relation": "self", "url": link(&base, resource_type, &p.used, p.count, p.offset)}),
+        json!({"relation": "first", "url": link(&base, resource_type, &p.used, count, 0)}),
+    ];
+    if end < total {
+        links.push(json!({"relation": "next", "url": link(&base, resource_type, &p.used, count, end as u32)}));
+    }
+    if start > 0 {
+        let prev = start.saturating_sub(count as usize) as u32;
+        links.push(json!({"relation": "previous", "url": link(&base, resource_type, &p.used, count, prev)}));
+    }
+    let last = if total == 0 { 0 } else { ((total - 1) / count as usize) * count as usize };
+    links.push(
+        json!({"relation": "last", "url": link(&base, resource_type, &p.used, count, last as u32)}),
+    );
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": total,
+        "link": links,
+        "entry": entries,
+    });
+    let mut bundle = bundle;
+    if bundle["entry"].as_array().is_some_and(Vec::is_empty) {
+        // FHIR JSON has no empty arrays.
+        if let Some(m) = bundle.as_object_mut() {
+            m.remove("entry");
+        }
+    }
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
+/// The most resources `$everything` returns in one bundle.
+pub const MAX_EVERYTHING: usize = 5_000;
+
+pub(super) async fn everything(s: &mut Session, id: &str, _raw: Option<&str>) -> FhirResult {
+    let (row, purpose) = super::readable(s, "Patient", id, None, "everything").await?;
+    if row.deleted {
+        s.audit_one("everything", "Patient", id, row.patient, purpose, "success").await?;
+        return Err(FhirError::new(StatusCode::GONE, "deleted", "this patient was deleted"));
+    }
+    let Some(patient) = row.patient else {
+        return Err(FhirError::internal("a Patient row without its patient"));
+    };
+    let rows = s.state.store.compartment(s.tenant, patient).await?;
+    if rows.len() > MAX_EVERYTHING {
+        return Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            "too-costly",
+            format!(
+                "this record holds more than {MAX_EVERYTHING} resources; search by type instead"
+            ),
+        ));
+    }
+    let mut shown: Vec<(StoredResource, Purpose)> = Vec::new();
+    let mut cache: HashMap<(String, String, bool), Option<Purpose>> = HashMap::new();
+    for r in rows {
+        let key = (r.resource_type.clone(), r.category.clone(), r.restricted);
+        let d = match cache.get(&key) {
+            Some(d) => *d,
+            None => {
+                let d = s.decide(Action::Read, &Target::of(&r)?).await?;
+                cache.insert(key, d);
+                d
+            }
+        };
+        if let Some(p) = d {
+            shown.push((r, p));
+        }
+    }
+    let mut accesses = vec![Access {
+        action: "everything",
+        resource_type: "Patient",
+        resource_id: id.to_owned(),
+        patient_id: patient.to_string(),
+        purpose,
+        outcome: "success",
+    }];
+    accesses.extend(shown.iter().map(|(r, p)| Access {
+        action: "read",
+        resource_type: r.resource_type.as_str(),
+        resource_id: r.id.clone(),
+        patient_id: patient.to_string(),
+        purpose: *p,
+        outcome: "success",
+    }));
+    s.audit(&accesses).await?;
+    let base = base(&s.state);
+    let mut entries = Vec::with_capacity(shown.len());
+    for (r, _) in &shown {
+        entries.push(json!({
+            "fullUrl": format!("{base}/{}/{}", r.resource_type, r.id),
+            "resource": s.decrypt(r).await?,
+            "search": {"mode": "match"},
+        }));
+    }
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": entries.len(),
+        "link": [{"relation": "self", "url": format!("{base}/Patient/{id}/$everything")}],
+        "entry": entries,
+    });
+    if shown.is_empty()
+        && let Some(m) = bundle.as_object_mut()
+    {
+        m.remove("entry");
+    }
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
