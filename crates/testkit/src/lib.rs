@@ -107,6 +107,11 @@ pub async fn start_with(
 
 impl TestServer {
     /// The database URL the server uses (for running the CLI against the same data).
+    /// The server's certificate (PEM), for clients that must trust it.
+    pub fn cert_pem(&self) -> &[u8] {
+        &self.cert_pem
+    }
+
     pub fn database_url(&self) -> &str {
         &self._db.url
     }
