@@ -74,10 +74,19 @@ for (const [email, home] of [
       await signIn(page, demo.url, email, demo.password, (label) => audit(page, `${label} as ${home} @${width}`), org);
       assert.equal(new URL(page.url()).pathname, home);
       await audit(page, `${home} @${width}`);
-      const extra = { '/portal': '/portal/access', '/security': '/security/audit', '/console': email.startsWith('dr.') ? '/console/break-glass' : undefined }[home];
-      if (extra) {
-        await page.goto(`${demo.url}${extra}`);
-        await audit(page, `${extra} @${width}`);
+      const extra = { '/portal': ['/portal/access', '/portal/record'], '/security': ['/security/audit'], '/console': email.startsWith('dr.') ? ['/console/break-glass'] : [] }[home] ?? [];
+      for (const path of extra) {
+        await page.goto(`${demo.url}${path}`);
+        await audit(page, `${path} @${width}`);
+      }
+      if (home === '/console') {
+        // A patient's chart, with every form opened.
+        await page.goto(`${demo.url}/console`);
+        await page.getByRole('link', { name: 'Ana López' }).click();
+        await page.waitForURL(/\/console\/patients\//);
+        await page.getByRole('heading', { level: 2, name: 'Vital signs' }).waitFor();
+        await page.$$eval('details', (ds) => ds.forEach((d) => { d.open = true; }));
+        await audit(page, `patient chart @${width}`);
       }
       await page.getByRole('link', { name: 'My account' }).click();
       await page.waitForURL(/\/account$/);

@@ -78,8 +78,11 @@ fn expectation(path: &str) -> Option<Who> {
         | "/mfa/passkey/options"
         | "/mfa/passkey"
         | "/api/v1/me" => SignedIn,
-        "/portal" | "/portal/access" => Roles(&[Role::Patient]),
-        "/console" => Roles(CLINIC_STAFF),
+        "/portal" | "/portal/access" | "/portal/record" => Roles(&[Role::Patient]),
+        "/console"
+        | "/console/patients/{id}"
+        | "/console/patients/{id}/records"
+        | "/console/patients/{id}/demographics" => Roles(CLINIC_STAFF),
         "/console/break-glass" => Roles(&[Role::Clinician]),
         "/admin" | "/admin/people" | "/admin/session-limits" | "/admin/policies" => {
             Roles(&[Role::TenantAdmin])

@@ -91,7 +91,7 @@ async fn the_console_lists_the_clinics_patients(backend: DbBackend) {
     let c = s.signed_in(DR).await;
     let html = c.get(s.url("/console")).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("Ana López") && html.contains("Walter Brown"), "console lists patients");
-    assert!(html.contains("Patient without a portal account"));
+    assert!(html.contains("Maria Santos"));
 }
 
 async fn each_role_reaches_only_its_own_console(backend: DbBackend) {

@@ -7,7 +7,7 @@
 
 pub mod capability;
 pub mod outcome;
-mod query;
+pub(crate) mod query;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 use telesafe_crypto::keys::SealingKey;
 
 use crate::audit::{Access, Actor, record_as};
-use crate::auth::Caller;
+use crate::auth::{Caller, CurrentUser};
 use crate::error::AppError;
 use crate::state::AppState;
 pub use outcome::{FHIR_JSON, FhirError};
@@ -78,7 +78,7 @@ impl Target {
 
 /// One request's view of the record: who asks, under which policies, with caches for the
 /// patient facts and break-glass grants it needs.
-struct Session {
+pub(crate) struct Session {
     state: AppState,
     tenant: TenantId,
     principal: Principal,
@@ -150,6 +150,11 @@ impl Session {
             facts: HashMap::new(),
             grants: None,
         })
+    }
+
+    /// A signed-in user's view (for the record pages).
+    pub(crate) async fn for_user(state: &AppState, me: &CurrentUser) -> Result<Self, FhirError> {
+        Self::open(state, Ok(Caller::User(Box::new(me.clone()))), None).await
     }
 
     fn now(&self) -> Timestamp {
@@ -463,14 +468,50 @@ async fn owner(
     Ok(Some(patient))
 }
 
+/// A resource as stored by a write.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub resource: Value,
+    pub id: String,
+    pub version: u32,
+    pub at: Timestamp,
+    pub created: bool,
+}
+
 async fn write(
+    s: &mut Session,
+    resource_type: &str,
+    path_id: Option<&str>,
+    resource: Value,
+    expected: Option<u32>,
+    minimal: bool,
+) -> FhirResult {
+    let w = write_resource(s, resource_type, path_id, resource, expected).await?;
+    let status = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut resp =
+        if minimal { status.into_response() } else { fhir_response(status, &w.resource) };
+    if w.created
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{}/{resource_type}/{}/_history/{}",
+            base(&s.state),
+            w.id,
+            w.version
+        ))
+    {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(with_version_headers(resp, w.version, w.at))
+}
+
+/// Create (`path_id` None) or update: validated, owner checked, decided, logged, sealed,
+/// indexed and stored.
+pub(crate) async fn write_resource(
     s: &mut Session,
     resource_type: &str,
     path_id: Option<&str>,
     mut resource: Value,
     expected: Option<u32>,
-    minimal: bool,
-) -> FhirResult {
+) -> Result<Written, FhirError> {
     let issues = fhir::validate(resource_type, &resource);
     if !issues.is_empty() {
         return Err(FhirError::invalid(issues));
@@ -594,16 +635,7 @@ async fn write(
         body: Vec::new(),
     };
     seal_and_store(&s.state, &key, row, &resource).await?;
-    let mut resp = if minimal { status.into_response() } else { fhir_response(status, &resource) };
-    if status == StatusCode::CREATED
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "{}/{resource_type}/{id}/_history/{version}",
-            base(&s.state)
-        ))
-    {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(with_version_headers(resp, version, now))
+    Ok(Written { resource, id, version, at: now, created: status == StatusCode::CREATED })
 }
 
 /// Loads a row the caller may read, or the answer to give instead. Denied and missing
@@ -648,15 +680,46 @@ async fn read_version(
     id: &str,
     version: Option<u32>,
 ) -> FhirResult {
+    let (body, row) = read_value(s, resource_type, id, version).await?;
+    Ok(with_version_headers(fhir_response(StatusCode::OK, &body), row.version, row.last_updated))
+}
+
+/// One resource version as JSON, with its row: decided, logged, decrypted.
+pub(crate) async fn read_value(
+    s: &mut Session,
+    resource_type: &str,
+    id: &str,
+    version: Option<u32>,
+) -> Result<(Value, StoredResource), FhirError> {
     let (row, purpose) = readable(s, resource_type, id, version, "read").await?;
     s.audit_one("read", resource_type, id, row.patient, purpose, "success").await?;
     if row.deleted {
         return Err(FhirError::new(StatusCode::GONE, "deleted", "this resource was deleted"));
     }
     let body = s.decrypt(&row).await?;
-    Ok(with_version_headers(fhir_response(StatusCode::OK, &body), row.version, row.last_updated))
+    Ok((body, row))
 }
 
+/// The current Patient resources of `ids` that exist, decrypted, without logging: for a
+/// list whose caller has already logged each patient it shows.
+pub(crate) async fn patients_unlogged(
+    s: &Session,
+    ids: &[String],
+) -> Result<HashMap<String, Value>, FhirError> {
+    let rows = s.state.store.current_many(s.tenant, "Patient", ids).await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        match s.decrypt(&r).await {
+            Ok(v) => {
+                out.insert(r.id.clone(), v);
+            }
+            // An erased patient has no name to show; the list says so.
+            Err(e) if e.status == StatusCode::GONE => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
 /// `GET /fhir/{type}/{id}/_history/{vid}`: one version.
 pub async fn vread(
     State(state): State<AppState>,
@@ -738,15 +801,12 @@ pub async fn instance_operation(
     Path((resource_type, id, op)): Path<(String, String, String)>,
     caller: Result<Caller, AppError>,
     peer: Peer,
-    RawQuery(raw): RawQuery,
 ) -> FhirResult {
     let mut s = Session::open(&state, caller, peer).await?;
     supported(&resource_type)?;
     match op.as_str() {
         "_history" => history(&mut s, &resource_type, &id).await,
-        "$everything" if resource_type == "Patient" => {
-            query::everything(&mut s, &id, raw.as_deref()).await
-        }
+        "$everything" if resource_type == "Patient" => query::everything(&mut s, &id).await,
         _ => Err(FhirError::new(
             StatusCode::NOT_FOUND,
             "not-supported",

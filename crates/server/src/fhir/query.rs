@@ -423,7 +423,17 @@ pub(super) async fn search(
 /// The most resources `$everything` returns in one bundle.
 pub const MAX_EVERYTHING: usize = 5_000;
 
-pub(super) async fn everything(s: &mut Session, id: &str, _raw: Option<&str>) -> FhirResult {
+/// A patient's record as the caller may see it: decided resource by resource, logged
+/// (one `everything` entry and one `read` per resource), then decrypted.
+#[derive(Debug)]
+pub(crate) struct RecordView {
+    /// The Patient first, then the rest by type and id.
+    pub resources: Vec<serde_json::Value>,
+    /// Whether anything was shown only under a break-glass grant.
+    pub emergency: bool,
+}
+
+pub(crate) async fn patient_record(s: &mut Session, id: &str) -> Result<RecordView, FhirError> {
     let (row, purpose) = super::readable(s, "Patient", id, None, "everything").await?;
     if row.deleted {
         s.audit_one("everything", "Patient", id, row.patient, purpose, "success").await?;
@@ -458,6 +468,9 @@ pub(super) async fn everything(s: &mut Session, id: &str, _raw: Option<&str>) ->
             shown.push((r, p));
         }
     }
+    shown.sort_by_key(|(r, _)| {
+        (r.resource_type != "Patient", r.resource_type.clone(), r.id.clone())
+    });
     let mut accesses = vec![Access {
         action: "everything",
         resource_type: "Patient",
@@ -475,15 +488,30 @@ pub(super) async fn everything(s: &mut Session, id: &str, _raw: Option<&str>) ->
         outcome: "success",
     }));
     s.audit(&accesses).await?;
-    let base = base(&s.state);
-    let mut entries = Vec::with_capacity(shown.len());
+    let mut resources = Vec::with_capacity(shown.len());
     for (r, _) in &shown {
-        entries.push(json!({
-            "fullUrl": format!("{base}/{}/{}", r.resource_type, r.id),
-            "resource": s.decrypt(r).await?,
-            "search": {"mode": "match"},
-        }));
+        resources.push(s.decrypt(r).await?);
     }
+    let emergency =
+        purpose == Purpose::Emergency || shown.iter().any(|(_, p)| *p == Purpose::Emergency);
+    Ok(RecordView { resources, emergency })
+}
+
+pub(super) async fn everything(s: &mut Session, id: &str) -> FhirResult {
+    let view = patient_record(s, id).await?;
+    let base = base(&s.state);
+    let entries: Vec<serde_json::Value> = view
+        .resources
+        .into_iter()
+        .map(|r| {
+            let url = format!(
+                "{base}/{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
+            );
+            json!({"fullUrl": url, "resource": r, "search": {"mode": "match"}})
+        })
+        .collect();
     let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
@@ -491,7 +519,7 @@ pub(super) async fn everything(s: &mut Session, id: &str, _raw: Option<&str>) ->
         "link": [{"relation": "self", "url": format!("{base}/Patient/{id}/$everything")}],
         "entry": entries,
     });
-    if shown.is_empty()
+    if bundle["entry"].as_array().is_some_and(Vec::is_empty)
         && let Some(m) = bundle.as_object_mut()
     {
         m.remove("entry");

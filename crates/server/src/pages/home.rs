@@ -75,7 +75,9 @@ pub async fn portal(
 }
 
 struct PatientLine {
+    id: String,
     name: String,
+    born: String,
     registered: String,
     account: &'static str,
     /// Shown under a break-glass grant: until when.
@@ -170,13 +172,30 @@ pub async fn console(
         outcome: "success",
     }));
     crate::audit::record(&state, &me, &accesses).await.map_err(|e| PageError::new(&state, e))?;
+    // Names and birth dates come from each patient's encrypted record; the list entries
+    // logged above cover showing them.
+    let fhir = crate::fhir::Session::for_user(&state, &me)
+        .await
+        .map_err(|e| super::record::page_error(&state, e))?;
+    let ids: Vec<String> = patients.iter().map(|p| p.id.to_string()).collect();
+    let records = crate::fhir::patients_unlogged(&fhir, &ids)
+        .await
+        .map_err(|e| super::record::page_error(&state, e))?;
     let patients = patients
         .into_iter()
         .map(|p| PatientLine {
-            name: p
-                .user_id
-                .and_then(|u| names.get(&u).cloned())
-                .unwrap_or_else(|| "Patient without a portal account".to_owned()),
+            id: p.id.to_string(),
+            born: records
+                .get(&p.id.to_string())
+                .and_then(|r| r["birthDate"].as_str())
+                .unwrap_or("")
+                .to_owned(),
+            name: records
+                .get(&p.id.to_string())
+                .map(super::record::display_name)
+                .filter(|n| !n.is_empty())
+                .or_else(|| p.user_id.and_then(|u| names.get(&u).cloned()))
+                .unwrap_or_else(|| "Patient without a record".to_owned()),
             registered: p.created_at.to_rfc3339(),
             account: if p.user_id.is_some() { "Yes" } else { "No" },
             emergency_until: emergency(&p)

@@ -11,6 +11,7 @@ mod chart;
 mod home;
 mod mfa;
 mod platform;
+mod record;
 mod setup;
 mod signin;
 
@@ -39,6 +40,7 @@ pub use home::{console, portal, root, security};
 pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
 pub use platform::{create_organisation, platform};
+pub use record::{add_record, my_record, save_demographics, show_chart};
 pub use setup::{setup, show_setup};
 pub use signin::{show_signin, signin, signout};
 

@@ -1,0 +1,595 @@
+//! The patient chart for clinic staff and "my record" for patients: the encrypted FHIR
+//! record, read and written through the same policy decision, audit entry and key path
+//! as the FHIR API (`crate::fhir`). Nothing here touches storage directly.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use telesafe_core::identity::{PatientRepository, Role};
+
+use super::chart;
+use super::home::organisation;
+use super::{PageError, Shell, failed, render, require};
+use crate::auth::{CurrentUser, MaybeUser};
+use crate::fhir::query::{RecordView, patient_record};
+use crate::fhir::{FhirError, Session, read_value, write_resource};
+use crate::http::form::ValidForm;
+use crate::state::AppState;
+
+const CLINIC_STAFF: &[Role] = &[Role::Clinician, Role::Nurse, Role::FrontDesk];
+
+/// A vital sign the chart can record.
+#[derive(Debug, Clone, Copy)]
+pub struct VitalKind {
+    /// The form's value.
+    pub key: &'static str,
+    pub loinc: &'static str,
+    pub name: &'static str,
+    /// UCUM code and the unit as shown.
+    pub ucum: &'static str,
+    pub unit: &'static str,
+    /// What a living person can have; outside it the reading is refused as a typo.
+    pub plausible: (f64, f64),
+}
+
+const fn vital(
+    key: &'static str,
+    loinc: &'static str,
+    name: &'static str,
+    ucum: &'static str,
+    unit: &'static str,
+    plausible: (f64, f64),
+) -> VitalKind {
+    VitalKind { key, loinc, name, ucum, unit, plausible }
+}
+
+pub const VITALS: &[VitalKind] = &[
+    vital("heart-rate", "8867-4", "Heart rate", "/min", "beats/min", (20.0, 300.0)),
+    vital("spo2", "59408-5", "Oxygen saturation (SpO2)", "%", "%", (50.0, 100.0)),
+    vital("temperature", "8310-5", "Body temperature", "Cel", "°C", (30.0, 45.0)),
+    vital("weight", "29463-7", "Body weight", "kg", "kg", (0.5, 500.0)),
+    vital("respiratory-rate", "9279-1", "Respiratory rate", "/min", "breaths/min", (3.0, 80.0)),
+    vital("glucose", "2339-0", "Blood glucose", "mg/dL", "mg/dL", (10.0, 1000.0)),
+];
+
+/// Measurements of one code, gathered for a chart.
+struct Series {
+    code: String,
+    name: String,
+    unit: String,
+    points: Vec<(i64, f64, String)>,
+}
+
+/// One line of a list (a problem, an allergy, a medication).
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub title: String,
+    pub detail: String,
+    pub date: String,
+}
+
+/// One vital sign's series: latest reading and a drawn chart.
+#[derive(Debug, Clone)]
+pub struct Vital {
+    pub name: String,
+    pub latest: String,
+    pub when: String,
+    pub count: usize,
+    pub svg: String,
+}
+
+/// What the pages show of a record.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub name: String,
+    pub born: String,
+    pub gender: String,
+    pub mrn: String,
+    pub phone: String,
+    pub family: String,
+    pub given: String,
+    pub version: String,
+    pub problems: Vec<Item>,
+    pub allergies: Vec<Item>,
+    pub medications: Vec<Item>,
+    pub vitals: Vec<Vital>,
+}
+
+fn text_of(cc: &Value) -> String {
+    cc["text"]
+        .as_str()
+        .or_else(|| cc["coding"][0]["display"].as_str())
+        .or_else(|| cc["coding"][0]["code"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn day(s: &Value) -> String {
+    s.as_str().map(|d| d.chars().take(10).collect()).unwrap_or_default()
+}
+
+fn minute(s: &str) -> String {
+    s.chars().take(16).collect::<String>().replace('T', " ")
+}
+
+pub fn summarise(view: &RecordView) -> Summary {
+    let mut out = Summary::default();
+    let mut series: Vec<Series> = Vec::new();
+    for r in &view.resources {
+        match r["resourceType"].as_str().unwrap_or("") {
+            "Patient" => {
+                let n = &r["name"][0];
+                out.family = n["family"].as_str().unwrap_or("").to_owned();
+                out.given = n["given"]
+                    .as_array()
+                    .map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default();
+                out.name = format!("{} {}", out.given, out.family).trim().to_owned();
+                out.born = day(&r["birthDate"]);
+                out.gender = r["gender"].as_str().unwrap_or("").to_owned();
+                out.mrn = r["identifier"][0]["value"].as_str().unwrap_or("").to_owned();
+                out.phone = r["telecom"]
+                    .as_array()
+                    .and_then(|t| t.iter().find(|c| c["system"] == "phone"))
+                    .and_then(|c| c["value"].as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                out.version = r["meta"]["versionId"].as_str().unwrap_or("").to_owned();
+            }
+            "Condition" => out.problems.push(Item {
+                title: text_of(&r["code"]),
+                detail: text_of(&r["clinicalStatus"]),
+                date: day(r.get("onsetDateTime").unwrap_or(&r["recordedDate"])),
+            }),
+            "AllergyIntolerance" => out.allergies.push(Item {
+                title: text_of(&r["code"]),
+                detail: r["criticality"]
+                    .as_str()
+                    .map(|c| format!("criticality {c}"))
+                    .unwrap_or_default(),
+                date: day(&r["recordedDate"]),
+            }),
+            "MedicationRequest" => out.medications.push(Item {
+                title: text_of(&r["medicationCodeableConcept"]),
+                detail: format!(
+                    "{}{}",
+                    r["dosageInstruction"][0]["text"].as_str().unwrap_or(""),
+                    r["status"].as_str().map(|s| format!(" ({s})")).unwrap_or_default()
+                )
+                .trim()
+                .to_owned(),
+                date: day(&r["authoredOn"]),
+            }),
+            "Observation" => {
+                let (Some(v), Some(at)) =
+                    (r["valueQuantity"]["value"].as_f64(), r["effectiveDateTime"].as_str())
+                else {
+                    continue;
+                };
+                let Some(range) = telesafe_core::records::search::parse_date_range(at) else {
+                    continue;
+                };
+                // One series per LOINC code, named as the chart's own list names it.
+                let code = r["code"]["coding"][0]["code"].as_str().unwrap_or("").to_owned();
+                let point = (range.low, v, minute(at));
+                match series.iter_mut().find(|s| s.code == code) {
+                    Some(s) => s.points.push(point),
+                    None => series.push(Series {
+                        name: VITALS
+                            .iter()
+                            .find(|x| x.loinc == code)
+                            .map(|x| x.name.to_owned())
+                            .unwrap_or_else(|| text_of(&r["code"])),
+                        unit: r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned(),
+                        points: vec![point],
+                        code,
+                    }),
+                }
+            }
+            _ => {}
+        }
+    }
+    for Series { name, unit, mut points, .. } in series {
+        points.sort_by_key(|p| p.0);
+        let Some(last) = points.last() else { continue };
+        out.vitals.push(Vital {
+            latest: format!("{} {unit}", chart_number(last.1)),
+            when: last.2.clone(),
+            count: points.len(),
+            svg: chart::line(&format!("{name} over time"), &unit, &points),
+            name,
+        });
+    }
+    out.vitals.sort_by(|a, b| a.name.cmp(&b.name));
+    for list in [&mut out.problems, &mut out.allergies, &mut out.medications] {
+        list.sort_by(|a, b| b.date.cmp(&a.date));
+    }
+    out
+}
+
+/// "Given Family" from a Patient resource's first name.
+pub fn display_name(patient: &Value) -> String {
+    let n = &patient["name"][0];
+    let given = n["given"]
+        .as_array()
+        .map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    format!("{given} {}", n["family"].as_str().unwrap_or("")).trim().to_owned()
+}
+
+fn chart_number(v: f64) -> String {
+    if v.fract() == 0.0 { format!("{}", v as i64) } else { format!("{v:.1}") }
+}
+
+/// A FHIR failure in words for a page.
+fn sentence_of(e: &FhirError) -> String {
+    match e.status.as_u16() {
+        403 => "You may not change this patient's record.".to_owned(),
+        404 | 410 => "This patient's record is not available to you.".to_owned(),
+        409 | 412 => "Someone else changed this record while you were editing; nothing was saved. Review it and try again.".to_owned(),
+        503 => "The record cannot be changed right now because the audit log is unavailable; nothing was saved.".to_owned(),
+        400 | 422 => {
+            let d: Vec<String> = e.issues.iter().map(|i| i.2.clone()).collect();
+            format!("That could not be saved: {}.", d.join("; "))
+        }
+        _ => "Something went wrong on our side; nothing was saved.".to_owned(),
+    }
+}
+
+pub(super) fn page_error(state: &AppState, e: FhirError) -> PageError {
+    use crate::error::AppError;
+    let err = match e.status.as_u16() {
+        404 | 410 => AppError::NotFound,
+        403 => AppError::Forbidden,
+        503 => AppError::Unavailable,
+        _ => AppError::Internal(e.issues.first().map(|i| i.2.clone()).unwrap_or_default()),
+    };
+    PageError::new(state, err)
+}
+
+#[derive(Template)]
+#[template(path = "patient_chart.html")]
+struct ChartPage {
+    shell: Shell,
+    id: String,
+    r: Summary,
+    emergency: bool,
+    error: Option<String>,
+    saved: Option<String>,
+    vitals: Vec<(&'static str, &'static str)>,
+    can_edit: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChartQuery {
+    saved: Option<String>,
+}
+
+async fn chart_page(
+    state: &AppState,
+    me: &CurrentUser,
+    id: &str,
+    error: Option<String>,
+    saved: Option<String>,
+) -> Result<Response, PageError> {
+    let mut s = Session::for_user(state, me).await.map_err(|e| page_error(state, e))?;
+    let view = patient_record(&mut s, id).await.map_err(|e| page_error(state, e))?;
+    let r = summarise(&view);
+    let org = organisation(state, me.user.tenant_id).await?;
+    let title = if r.name.is_empty() { "Patient".to_owned() } else { r.name.clone() };
+    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let page = ChartPage {
+        shell: Shell::for_user(state, &title, me, &org, "/console"),
+        id: id.to_owned(),
+        r,
+        emergency: view.emergency,
+        error,
+        saved: saved.and_then(|k| saved_words(&k)),
+        vitals: VITALS.iter().map(|v| (v.key, v.name)).collect(),
+        can_edit: matches!(me.role(), Role::Clinician | Role::Nurse),
+    };
+    Ok(render(&page, status))
+}
+
+fn saved_words(kind: &str) -> Option<String> {
+    Some(
+        match kind {
+            "condition" => "The problem was added.",
+            "allergy" => "The allergy was added.",
+            "medication" => "The medication was added.",
+            "vital" => "The measurement was recorded.",
+            "demographics" => "The patient's details were saved.",
+            _ => return None,
+        }
+        .to_owned(),
+    )
+}
+
+/// `GET /console/patients/{id}`: the chart.
+pub async fn show_chart(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    Path(id): Path<String>,
+    Query(q): Query<ChartQuery>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, CLINIC_STAFF)?;
+    chart_page(&state, &me, &id, None, q.saved).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AddForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    date: String,
+    #[serde(default)]
+    criticality: String,
+    #[serde(default)]
+    dosage: String,
+    #[serde(default)]
+    vital: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    when: String,
+}
+
+/// Turns the chart's add form into a FHIR resource, or a sentence saying what to fix.
+fn resource_from(
+    form: &AddForm,
+    patient: &str,
+    now: &str,
+) -> Result<(&'static str, Value), String> {
+    let subject = json!({"reference": format!("Patient/{patient}")});
+    let text = form.text.trim();
+    let date = form.date.trim();
+    if !date.is_empty() && telesafe_core::records::search::parse_date_range(date).is_none() {
+        return Err("Enter the date as YYYY-MM-DD.".to_owned());
+    }
+    match form.kind.as_str() {
+        "condition" => {
+            if text.is_empty() {
+                return Err("Describe the problem.".to_owned());
+            }
+            let status = match form.status.as_str() {
+                s @ ("active" | "resolved" | "inactive") => s,
+                _ => return Err("Choose whether the problem is active or resolved.".to_owned()),
+            };
+            let mut r = json!({
+                "resourceType": "Condition",
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]},
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
+                "code": {"text": text},
+                "subject": subject,
+                "recordedDate": now,
+            });
+            if !date.is_empty() {
+                r["onsetDateTime"] = json!(date);
+            }
+            Ok(("Condition", r))
+        }
+        "allergy" => {
+            if text.is_empty() {
+                return Err("Name the substance the patient reacts to.".to_owned());
+            }
+            let criticality = match form.criticality.as_str() {
+                c @ ("low" | "high" | "unable-to-assess") => c,
+                _ => return Err("Choose how serious a reaction would be.".to_owned()),
+            };
+            Ok((
+                "AllergyIntolerance",
+                json!({
+                    "resourceType": "AllergyIntolerance",
+                    "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
+                    "code": {"text": text},
+                    "criticality": criticality,
+                    "patient": subject,
+                    "recordedDate": now,
+                }),
+            ))
+        }
+        "medication" => {
+            if text.is_empty() {
+                return Err("Name the medication.".to_owned());
+            }
+            let mut r = json!({
+                "resourceType": "MedicationRequest",
+                "status": "active",
+                "intent": "order",
+                "medicationCodeableConcept": {"text": text},
+                "subject": subject,
+                "authoredOn": now,
+            });
+            if !form.dosage.trim().is_empty() {
+                r["dosageInstruction"] = json!([{"text": form.dosage.trim()}]);
+            }
+            Ok(("MedicationRequest", r))
+        }
+        "vital" => {
+            let Some(v) = VITALS.iter().find(|v| v.key == form.vital) else {
+                return Err("Choose what was measured.".to_owned());
+            };
+            let Ok(value) = form.value.trim().replace(',', ".").parse::<f64>() else {
+                return Err(format!("Enter the {} as a number.", v.name.to_lowercase()));
+            };
+            if !(v.plausible.0..=v.plausible.1).contains(&value) {
+                return Err(format!(
+                    "{} {value} {} is outside what a person can have ({}–{}); check the reading.",
+                    v.name, v.unit, v.plausible.0, v.plausible.1
+                ));
+            }
+            let when = form.when.trim();
+            let at = if when.is_empty() {
+                now.to_owned()
+            } else {
+                // A datetime-local input: minutes, no zone; taken as UTC (the form says so).
+                let full = format!("{when}:00Z");
+                if telesafe_core::records::search::parse_date_range(&full).is_none() {
+                    return Err(
+                        "Enter the time of the measurement, or leave it empty for now.".to_owned()
+                    );
+                }
+                full
+            };
+            Ok((
+                "Observation",
+                json!({
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs", "display": "Vital Signs"}]}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": v.loinc, "display": v.name}], "text": v.name},
+                    "subject": subject,
+                    "effectiveDateTime": at,
+                    "valueQuantity": {"value": value, "unit": v.unit, "system": "http://unitsofmeasure.org", "code": v.ucum},
+                }),
+            ))
+        }
+        _ => Err("Choose what to add.".to_owned()),
+    }
+}
+
+/// `POST /console/patients/{id}/records`: add a problem, allergy, medication or vital sign.
+pub async fn add_record(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    Path(id): Path<String>,
+    ValidForm(form): ValidForm<AddForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, CLINIC_STAFF)?;
+    me.check_csrf(&form.csrf).map_err(failed(&state))?;
+    let now = state.clock.now().to_rfc3339();
+    let (resource_type, resource) = match resource_from(&form, &id, &now) {
+        Ok(r) => r,
+        Err(msg) => return chart_page(&state, &me, &id, Some(msg), None).await,
+    };
+    let mut s = Session::for_user(&state, &me).await.map_err(|e| page_error(&state, e))?;
+    match write_resource(&mut s, resource_type, None, resource, None).await {
+        Ok(_) => {
+            Ok(Redirect::to(&format!("/console/patients/{id}?saved={}", form.kind)).into_response())
+        }
+        Err(e) => chart_page(&state, &me, &id, Some(sentence_of(&e)), None).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DemographicsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    given: String,
+    #[serde(default)]
+    family: String,
+    #[serde(default)]
+    birth_date: String,
+    #[serde(default)]
+    phone: String,
+}
+
+/// `POST /console/patients/{id}/demographics`: a new version of the Patient, refused if
+/// someone saved another since the form was shown.
+pub async fn save_demographics(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    Path(id): Path<String>,
+    ValidForm(form): ValidForm<DemographicsForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, CLINIC_STAFF)?;
+    me.check_csrf(&form.csrf).map_err(failed(&state))?;
+    let invalid = |msg: &str| chart_page(&state, &me, &id, Some(msg.to_owned()), None);
+    if form.family.trim().is_empty() && form.given.trim().is_empty() {
+        return invalid("Enter the patient's name.").await;
+    }
+    let born = form.birth_date.trim();
+    if !born.is_empty()
+        && (born.len() != 10 || telesafe_core::records::search::parse_date_range(born).is_none())
+    {
+        return invalid("Enter the date of birth as YYYY-MM-DD.").await;
+    }
+    let Ok(expected) = form.version.parse::<u32>() else {
+        return invalid("The form is out of date; reload the page.").await;
+    };
+    let mut s = Session::for_user(&state, &me).await.map_err(|e| page_error(&state, e))?;
+    let (mut patient, _) =
+        read_value(&mut s, "Patient", &id, None).await.map_err(|e| page_error(&state, e))?;
+    let mut name = json!({"use": "official"});
+    if !form.family.trim().is_empty() {
+        name["family"] = json!(form.family.trim());
+    }
+    let given: Vec<&str> = form.given.split_whitespace().collect();
+    if !given.is_empty() {
+        name["given"] = json!(given);
+    }
+    patient["name"] = json!([name]);
+    match born {
+        "" => drop(patient.as_object_mut().map(|m| m.remove("birthDate"))),
+        b => patient["birthDate"] = json!(b),
+    }
+    let mut telecom: Vec<Value> = patient["telecom"]
+        .as_array()
+        .map(|t| t.iter().filter(|c| c["system"] != "phone").cloned().collect())
+        .unwrap_or_default();
+    if !form.phone.trim().is_empty() {
+        telecom.push(json!({"system": "phone", "value": form.phone.trim()}));
+    }
+    match telecom.is_empty() {
+        true => drop(patient.as_object_mut().map(|m| m.remove("telecom"))),
+        false => patient["telecom"] = json!(telecom),
+    }
+    match write_resource(&mut s, "Patient", Some(&id), patient, Some(expected)).await {
+        Ok(_) => {
+            Ok(Redirect::to(&format!("/console/patients/{id}?saved=demographics")).into_response())
+        }
+        Err(e) => chart_page(&state, &me, &id, Some(sentence_of(&e)), None).await,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "my_record.html")]
+struct MyRecordPage {
+    shell: Shell,
+    r: Summary,
+    has_record: bool,
+}
+
+/// `GET /portal/record`: the patient's own record, read-only.
+pub async fn my_record(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::Patient])?;
+    let tenant = me.user.tenant_id;
+    let org = organisation(&state, tenant).await?;
+    let mine = state
+        .store
+        .list_patients(tenant)
+        .await
+        .map_err(failed(&state))?
+        .into_iter()
+        .find(|p| p.user_id == Some(me.user.id));
+    let mut s = Session::for_user(&state, &me).await.map_err(|e| page_error(&state, e))?;
+    let summary = match mine {
+        Some(p) => match patient_record(&mut s, &p.id.to_string()).await {
+            Ok(view) => Some(summarise(&view)),
+            Err(e) if e.status == StatusCode::NOT_FOUND => None,
+            Err(e) => return Err(page_error(&state, e)),
+        },
+        None => None,
+    };
+    let page = MyRecordPage {
+        shell: Shell::for_user(&state, "My record", &me, &org, "/portal"),
+        has_record: summary.is_some(),
+        r: summary.unwrap_or_default(),
+    };
+    Ok(render(&page, StatusCode::OK))
+}
