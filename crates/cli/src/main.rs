@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod demo;
 mod init;
+mod keys;
 mod logging;
 
 use std::path::PathBuf;
@@ -58,6 +59,12 @@ enum Command {
     /// Verify the tamper-evident audit log; export its signed heads.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Rotate the keys under the encrypted record.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Erase a patient (crypto-shredding).
+    #[command(subcommand)]
+    Patient(keys::PatientCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -165,6 +172,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Client(cmd) => admin::client(cmd).await,
         Command::Operator(cmd) => admin::operator(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Keys(cmd) => keys::keys(cmd).await,
+        Command::Patient(cmd) => keys::patient(cmd).await,
     }
 }
 

@@ -81,8 +81,113 @@ pub fn mfa_keys(root: &SecretKey) -> MfaKeys {
 /// How many patient data keys are held unwrapped at once (each well under a kilobyte).
 pub const KEY_CACHE_CAPACITY: u64 = 10_000;
 
-/// The record's key hierarchy, rooted in the root key (version 1).
-pub fn key_ring(root: &SecretKey) -> telesafe_core::records::keys::KeyRing {
-    let provider = telesafe_crypto::keys::LocalKeyProvider::new(root, 1);
+/// Where root key version `version` lives: version 1 is the original root key (its file,
+/// or the environment); later versions, made by `telesafe keys rotate-root`, are files
+/// `root-v<N>.key` beside it.
+pub fn root_key_version_path(config: &Config, version: u32) -> std::path::PathBuf {
+    let first = config.root_key_path();
+    if version <= 1 {
+        return first;
+    }
+    first.with_file_name(format!("root-v{version}.key"))
+}
+
+/// The record hierarchy's root keys: version 1 and every later version present, the
+/// newest wrapping new tenant keys. (The purpose keys above derive from version 1.)
+pub fn record_provider(
+    config: &Config,
+    root: &SecretKey,
+) -> Result<telesafe_crypto::keys::LocalKeyProvider, KeyLoadError> {
+    let mut versions = vec![(1u32, root.clone())];
+    for v in 2.. {
+        let path = root_key_version_path(config, v);
+        match std::fs::read(&path) {
+            Ok(bytes) => versions.push((
+                v,
+                SecretKey::from_bytes(&bytes).map_err(|_| KeyLoadError::BadFile {
+                    path: path.display().to_string(),
+                    len: bytes.len(),
+                })?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(source) => {
+                return Err(KeyLoadError::Io { path: path.display().to_string(), source });
+            }
+        }
+    }
+    let (newest_version, newest) = versions.pop().unwrap_or((1, root.clone()));
+    let mut provider = telesafe_crypto::keys::LocalKeyProvider::new(&newest, newest_version);
+    for (v, key) in versions {
+        provider = provider.with_previous(&key, v);
+    }
+    Ok(provider)
+}
+
+/// The root keys a running server holds: loaded at start, and loaded again when a
+/// tenant key arrives wrapped under a root version it has not seen (a `telesafe keys
+/// rotate-root` run while it was up), so servers need no restart after a rotation.
+#[derive(Debug)]
+pub struct RootKeys {
+    config: Config,
+    first: SecretKey,
+    inner: std::sync::RwLock<telesafe_crypto::keys::LocalKeyProvider>,
+}
+
+impl RootKeys {
+    pub fn load(config: &Config, first: &SecretKey) -> Result<Self, KeyLoadError> {
+        Ok(Self {
+            config: config.clone(),
+            first: first.clone(),
+            inner: std::sync::RwLock::new(record_provider(config, first)?),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&telesafe_crypto::keys::LocalKeyProvider) -> T) -> T {
+        match self.inner.read() {
+            Ok(p) => f(&p),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+}
+
+impl telesafe_crypto::keys::KeyProvider for RootKeys {
+    fn current_version(&self) -> u32 {
+        self.with(|p| p.current_version())
+    }
+
+    fn wrap(
+        &self,
+        key: &SecretKey,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, telesafe_crypto::keys::KeyError> {
+        self.with(|p| p.wrap(key, aad))
+    }
+
+    fn unwrap(
+        &self,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<SecretKey, telesafe_crypto::keys::KeyError> {
+        let first = self.with(|p| p.unwrap(wrapped, aad));
+        let newer = telesafe_crypto::keys::sealed_key_version(wrapped)
+            .is_some_and(|v| v > self.current_version());
+        match first {
+            Err(_) if newer => {
+                if let Ok(fresh) = record_provider(&self.config, &self.first)
+                    && let Ok(mut p) = self.inner.write()
+                {
+                    *p = fresh;
+                }
+                self.with(|p| p.unwrap(wrapped, aad))
+            }
+            other => other,
+        }
+    }
+}
+
+/// The record's key hierarchy over `provider`.
+pub fn key_ring(
+    provider: impl telesafe_crypto::keys::KeyProvider + 'static,
+) -> telesafe_core::records::keys::KeyRing {
     telesafe_core::records::keys::KeyRing::new(std::sync::Arc::new(provider), KEY_CACHE_CAPACITY)
 }

@@ -325,6 +325,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         telesafe_core::audit::AuditLog::open(store.clone(), signer, clock.clone(), sink)
             .await
             .map_err(|e| StartError::Audit(e.to_string()))?;
+    let keys = keys::key_ring(keys::RootKeys::load(&config, &root_key)?);
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -344,7 +345,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         ceremony_key: keys::ceremony_key(&root_key),
         webauthn: Arc::new(webauthn),
         posture: Arc::new(posture),
-        keys: keys::key_ring(&root_key),
+        keys,
     };
     let server = Server::from_listener(listener, tls_config, app(state.clone()), grace);
     Ok(Prepared { state, server, local_addr, fingerprint, generated_certificate: generated })

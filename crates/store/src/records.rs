@@ -172,6 +172,11 @@ impl KeyRepository for Store {
                 "DELETE FROM fhir_index WHERE tenant_id = $1 AND resource_id IN \
                  (SELECT id FROM fhir_resources WHERE tenant_id = $1 AND patient_id = $2)")
                 .bind(&t).bind(&p).execute(&mut **c).await.map_err(repo_err)?;
+            // The ciphertexts cannot be opened any more; they go too, and every version
+            // reads as deleted (410), so nothing of the patient is served or searched.
+            sqlx::query(
+                "UPDATE fhir_resources SET body = $3, deleted = 1 WHERE tenant_id = $1 AND patient_id = $2")
+                .bind(&t).bind(&p).bind(Vec::<u8>::new()).execute(&mut **c).await.map_err(repo_err)?;
             sqlx::query(
                 "INSERT INTO key_tombstones (tenant_id, patient_id, destroyed_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id, patient_id) DO NOTHING")
@@ -198,6 +203,90 @@ impl KeyRepository for Store {
             })
             .collect()
     }
+
+    async fn all_tenant_keys(&self) -> Result<Vec<StoredTenantKey>, RepoError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let rows: Vec<TenantKeyRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT tenant_id, version, root_version, wrapped_kek, wrapped_index, \
+                    wrapped_directory, created_at \
+             FROM tenant_keys ORDER BY tenant_id, version")
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(tenant_key_from).collect()
+    }
+
+    async fn rewrap_tenant_key(&self, k: &StoredTenantKey) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(k.tenant)).await?;
+        let done = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE tenant_keys SET root_version = $1, wrapped_kek = $2, wrapped_index = $3, \
+                wrapped_directory = $4 WHERE tenant_id = $5 AND version = $6")
+            .bind(i64::from(k.root_version))
+            .bind(&k.wrapped_kek)
+            .bind(&k.wrapped_index)
+            .bind(&k.wrapped_directory)
+            .bind(k.tenant.to_string())
+            .bind(i64::from(k.version))
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        if done != 1 {
+            return Err(RepoError::NotFound);
+        }
+        tx.commit().await
+    }
+
+    async fn patient_keys_of(&self, tenant: TenantId) -> Result<Vec<StoredPatientKey>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<PatientKeyRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT tenant_id, patient_id, version, kek_version, wrapped, created_at \
+             FROM patient_keys WHERE tenant_id = $1 ORDER BY patient_id, version")
+            .bind(tenant.to_string())
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(patient_key_from).collect()
+    }
+
+    async fn rewrap_patient_key(&self, k: &StoredPatientKey) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(k.tenant)).await?;
+        let done = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE patient_keys SET kek_version = $1, wrapped = $2 \
+             WHERE tenant_id = $3 AND patient_id = $4 AND version = $5")
+            .bind(i64::from(k.kek_version))
+            .bind(&k.wrapped)
+            .bind(k.tenant.to_string())
+            .bind(k.patient.to_string())
+            .bind(i64::from(k.version))
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        if done != 1 {
+            return Err(RepoError::NotFound);
+        }
+        tx.commit().await
+    }
+}
+
+fn tenant_key_from(r: TenantKeyRow) -> Result<StoredTenantKey, RepoError> {
+    Ok(StoredTenantKey {
+        tenant: r.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
+        version: version_u32(r.version)?,
+        root_version: version_u32(r.root_version)?,
+        wrapped_kek: r.wrapped_kek,
+        wrapped_index: r.wrapped_index,
+        wrapped_directory: r.wrapped_directory,
+        created_at: Timestamp::from_unix_millis(r.created_at),
+    })
+}
+
+fn patient_key_from(r: PatientKeyRow) -> Result<StoredPatientKey, RepoError> {
+    Ok(StoredPatientKey {
+        tenant: r.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
+        patient: r.patient_id.parse().map_err(|_| corrupt("patient id"))?,
+        version: version_u32(r.version)?,
+        kek_version: version_u32(r.kek_version)?,
+        wrapped: r.wrapped,
+        created_at: Timestamp::from_unix_millis(r.created_at),
+    })
 }
 
 #[derive(sqlx::FromRow)]

@@ -110,6 +110,25 @@ pub trait KeyRepository: Send + Sync {
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
     /// Every tombstone, for applying after a restore.
     fn key_tombstones(&self) -> impl Future<Output = Result<Vec<KeyTombstone>, RepoError>> + Send;
+    /// Every tenant's key rows (for a root rotation).
+    fn all_tenant_keys(
+        &self,
+    ) -> impl Future<Output = Result<Vec<StoredTenantKey>, RepoError>> + Send;
+    /// Replaces a tenant key row's wrapped keys and root version (same tenant and version).
+    fn rewrap_tenant_key(
+        &self,
+        key: &StoredTenantKey,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// Every patient data key of the tenant (for a tenant rotation).
+    fn patient_keys_of(
+        &self,
+        tenant: TenantId,
+    ) -> impl Future<Output = Result<Vec<StoredPatientKey>, RepoError>> + Send;
+    /// Replaces a patient key's wrapping and KEK version (same tenant, patient, version).
+    fn rewrap_patient_key(
+        &self,
+        key: &StoredPatientKey,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +151,8 @@ pub struct TenantKeys {
     keks: Vec<SealingKey>,
     index: SecretKey,
     directory: SealingKey,
+    /// The directory key's material, for re-wrapping it in a rotation.
+    directory_secret: SecretKey,
 }
 
 impl std::fmt::Debug for TenantKeys {
@@ -286,10 +307,12 @@ impl KeyRing {
         // The index and directory keys were made with version 1 and are re-wrapped, never
         // replaced, by rotations; the newest wrap is authoritative.
         let newest = stored.last().unwrap_or(first);
+        let directory = unwrap(newest, &newest.wrapped_directory, "directory")?;
         Ok(TenantKeys {
             keks,
             index: unwrap(newest, &newest.wrapped_index, "index")?,
-            directory: SealingKey::new(unwrap(newest, &newest.wrapped_directory, "directory")?, 1),
+            directory: SealingKey::new(directory.clone(), 1),
+            directory_secret: directory,
         })
     }
 
@@ -306,7 +329,7 @@ impl KeyRing {
         if let Some(k) = self.patients.get(&(tenant, patient)) {
             return Ok(k);
         }
-        let tk = self.tenant(repo, tenant, now).await?;
+        let mut tk = self.tenant(repo, tenant, now).await?;
         let stored = match repo.patient_key(tenant, patient).await? {
             Some(s) => s,
             None => {
@@ -316,6 +339,10 @@ impl KeyRing {
                 if !create {
                     return Err(KeyRingError::Repo(RepoError::NotFound));
                 }
+                // A new key is wrapped under the newest KEK in storage, not a cached one
+                // that a rotation may have superseded.
+                self.tenants.invalidate(&tenant);
+                tk = self.tenant(repo, tenant, now).await?;
                 let kek = tk.current_kek().ok_or(KeyRingError::Corrupt("no tenant KEK"))?;
                 let fresh = StoredPatientKey {
                     tenant,
@@ -337,6 +364,11 @@ impl KeyRing {
                 repo.patient_key(tenant, patient).await?.ok_or(KeyRingError::Erased)?
             }
         };
+        if tk.kek(stored.kek_version).is_none() {
+            // Rotated since this node cached the tenant's keys.
+            self.tenants.invalidate(&tenant);
+            tk = self.tenant(repo, tenant, now).await?;
+        }
         let kek = tk.kek(stored.kek_version).ok_or(KeyRingError::Corrupt("KEK version missing"))?;
         let key = unwrap_key(kek, &stored.wrapped, &patient_aad(tenant, patient, stored.version))
             .map_err(|_| KeyRingError::Corrupt("a patient key did not unwrap"))?;
@@ -357,6 +389,109 @@ impl KeyRing {
         repo.shred_patient(tenant, patient, now).await?;
         self.patients.invalidate(&(tenant, patient));
         Ok(())
+    }
+
+    /// Re-wraps every tenant key row that is not yet under the provider's current root key
+    /// version. Resumable: rows already done are skipped. Returns how many rows changed.
+    pub async fn rewrap_under_current_root<R: KeyRepository>(
+        &self,
+        repo: &R,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<usize, KeyRingError> {
+        let current = self.provider.current_version();
+        let pending: Vec<StoredTenantKey> = repo
+            .all_tenant_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.root_version != current)
+            .collect();
+        let total = pending.len();
+        for (i, k) in pending.into_iter().enumerate() {
+            let rewrap = |wrapped: &[u8], which: &str| -> Result<Vec<u8>, KeyRingError> {
+                let aad = tenant_aad(k.tenant, k.version, which);
+                let key = self
+                    .provider
+                    .unwrap(wrapped, &aad)
+                    .map_err(|_| KeyRingError::Corrupt("a tenant key did not unwrap"))?;
+                self.provider
+                    .wrap(&key, &aad)
+                    .map_err(|_| KeyRingError::Corrupt("the root key could not wrap"))
+            };
+            let updated = StoredTenantKey {
+                root_version: current,
+                wrapped_kek: rewrap(&k.wrapped_kek, "kek")?,
+                wrapped_index: rewrap(&k.wrapped_index, "index")?,
+                wrapped_directory: rewrap(&k.wrapped_directory, "directory")?,
+                ..k.clone()
+            };
+            repo.rewrap_tenant_key(&updated).await?;
+            self.tenants.invalidate(&k.tenant);
+            progress(i + 1, total);
+        }
+        Ok(total)
+    }
+
+    /// Rotates the tenant's key-encryption key: a new KEK version, then every patient data
+    /// key re-wrapped under it. Resumable: when patient keys are still under an older
+    /// version, it finishes those instead of making yet another KEK. Returns the KEK
+    /// version in force and how many patient keys were re-wrapped.
+    pub async fn rotate_tenant<R: KeyRepository>(
+        &self,
+        repo: &R,
+        tenant: TenantId,
+        now: Timestamp,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<(u32, usize), KeyRingError> {
+        self.tenants.invalidate(&tenant);
+        let keys = self.tenant(repo, tenant, now).await?;
+        let newest = keys.current_kek().map(SealingKey::version).unwrap_or(1);
+        let unfinished =
+            repo.patient_keys_of(tenant).await?.iter().any(|p| p.kek_version != newest);
+        if !unfinished {
+            let version = newest + 1;
+            let wrap = |key: &SecretKey, which: &str| {
+                self.provider
+                    .wrap(key, &tenant_aad(tenant, version, which))
+                    .map_err(|_| KeyRingError::Corrupt("the root key could not wrap"))
+            };
+            let fresh = StoredTenantKey {
+                tenant,
+                version,
+                root_version: self.provider.current_version(),
+                wrapped_kek: wrap(&SecretKey::generate()?, "kek")?,
+                wrapped_index: wrap(&keys.index, "index")?,
+                wrapped_directory: wrap(&keys.directory_secret, "directory")?,
+                created_at: now,
+            };
+            repo.insert_tenant_key(&fresh).await?;
+            self.tenants.invalidate(&tenant);
+        }
+        let keys = self.tenant(repo, tenant, now).await?;
+        let target = keys.current_kek().ok_or(KeyRingError::Corrupt("no tenant KEK"))?;
+        let pending: Vec<StoredPatientKey> = repo
+            .patient_keys_of(tenant)
+            .await?
+            .into_iter()
+            .filter(|p| p.kek_version != target.version())
+            .collect();
+        let total = pending.len();
+        for (i, p) in pending.into_iter().enumerate() {
+            let aad = patient_aad(tenant, p.patient, p.version);
+            let old =
+                keys.kek(p.kek_version).ok_or(KeyRingError::Corrupt("KEK version missing"))?;
+            let key = unwrap_key(old, &p.wrapped, &aad)
+                .map_err(|_| KeyRingError::Corrupt("a patient key did not unwrap"))?;
+            let wrapped = wrap_key(target, &key, &aad)
+                .map_err(|_| KeyRingError::Corrupt("the tenant KEK could not wrap"))?;
+            repo.rewrap_patient_key(&StoredPatientKey {
+                kek_version: target.version(),
+                wrapped,
+                ..p
+            })
+            .await?;
+            progress(i + 1, total);
+        }
+        Ok((target.version(), total))
     }
 
     /// Keyed hash of a normalised search value: equal inputs give equal outputs under one
