@@ -128,6 +128,20 @@ def main():
         raise AssertionError("a deleted patient was still readable")
     except ResourceNotFound:
         pass
+    # AuditEvents from the tamper-evident log, read by the patient they are about: valid
+    # R4, and only hers.
+    me = os.environ["TELESAFE_PATIENT_ID"]
+    mine = {"Authorization": f"Bearer {os.environ['TELESAFE_PATIENT_TOKEN']}", "Accept": "application/fhir+json"}
+    r = requests.get(f"{BASE}/AuditEvent?_count=5", headers=mine, verify=CA, timeout=30)
+    assert r.status_code == 200, r.text
+    events = valid(r.json())
+    assert events["total"] > 0
+    for e in events["entry"]:
+        ev = valid(e["resource"])
+        assert any(x.get("what", {}).get("reference") == f"Patient/{me}" for x in ev["entity"]), ev
+    one = requests.get(f"{BASE}/AuditEvent/{events['entry'][0]['resource']['id']}", headers=mine, verify=CA, timeout=30)
+    assert one.status_code == 200
+    valid(one.json())
     print(f"fhirpy interop ok: {checked} resources validated as FHIR R4 (4.0.1)")
 
 

@@ -348,6 +348,39 @@ async fn fhir_access_follows_policy_and_every_interaction_is_audited(backend: Db
         reader.send(reqwest::Method::POST, "/fhir/Patient", Some(&patient_body("Nobody"))).await;
     assert_eq!(st, 403);
 
+    // AuditEvent, from the same log: the security officer reads the organisation's, the
+    // patient only her own, others nothing; it cannot be written.
+    let (st, events) = sec.get(&format!("/fhir/AuditEvent?patient={ana}&_count=500")).await;
+    assert_eq!(st, 200);
+    let total = events["total"].as_u64().unwrap();
+    assert!(total >= 5, "{events}");
+    assert!(
+        events["entry"].as_array().unwrap().iter().any(|e| e["resource"]["outcome"] == "4"),
+        "refusals are there"
+    );
+    let (_, mine) = me.get("/fhir/AuditEvent?_count=500").await;
+    assert!(mine["entry"].as_array().unwrap().iter().all(|e| {
+        e["resource"]["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["what"]["reference"] == format!("Patient/{ana}"))
+    }));
+    let (_, not_hers) = me.get(&format!("/fhir/AuditEvent?patient={offline}")).await;
+    assert_eq!(not_hers["total"], 0);
+    let first = events["entry"][0]["resource"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(sec.get(&format!("/fhir/AuditEvent/{first}")).await.0, 200);
+    assert_eq!(nurse.get("/fhir/AuditEvent").await.0, 403);
+    assert_eq!(nurse.get(&format!("/fhir/AuditEvent/{first}")).await.0, 404);
+    let (st, _, _) = sec
+        .send(
+            reqwest::Method::POST,
+            "/fhir/AuditEvent",
+            Some(&json!({"resourceType": "AuditEvent"})),
+        )
+        .await;
+    assert_eq!(st, 405);
+
     // The log has every one of those, allowed and refused, with who and why.
     let n = s.state.store.audit_size().await.unwrap();
     let entries: Vec<_> = s
@@ -378,6 +411,12 @@ async fn fhir_access_follows_policy_and_every_interaction_is_audited(backend: Db
             .any(|e| e.action == "create" && e.resource_type == "Patient" && e.outcome == "denied")
     );
     // Ids only: no name, no value in any entry.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.resource_type == "AuditEvent" && e.actor_role == "security-officer"),
+        "reading the log is logged"
+    );
     for e in &entries {
         let text = format!("{e:?}");
         assert!(!text.contains("López") && !text.contains("beats"), "{text}");

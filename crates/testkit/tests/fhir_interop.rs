@@ -33,7 +33,27 @@ async fn fhirpy_round_trips_and_every_answer_is_valid_r4(backend: DbBackend) {
     let ca = s.data_dir().join("interop-ca.pem");
     std::fs::write(&ca, s.cert_pem()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fhir/test_fhirpy.py");
+    // A patient's own session (the native sign-in API) for reading her AuditEvents.
+    use secrecy::ExposeSecret;
+    let r = s
+        .client()
+        .post(s.url("/api/v1/sessions"))
+        .json(&serde_json::json!({"organisation": "demo", "email": PATIENT, "password": s.password.expose_secret()}))
+        .send()
+        .await
+        .unwrap();
+    let session: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(session["stage"], "full", "{session}");
+    let patient_token = session["session_token"].as_str().unwrap().to_owned();
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = {
+        use telesafe_core::identity::PatientRepository;
+        let patients = s.state.store.list_patients(s.clinic.tenant.id).await.unwrap();
+        patients.into_iter().find(|p| p.user_id == Some(ana_user)).unwrap().id.to_string()
+    };
     let out = tokio::process::Command::new(python)
+        .env("TELESAFE_PATIENT_TOKEN", &patient_token)
+        .env("TELESAFE_PATIENT_ID", &ana)
         .arg(script)
         .env("TELESAFE_FHIR_BASE", s.url("/fhir"))
         .env("TELESAFE_FHIR_TOKEN", &token)

@@ -61,6 +61,22 @@ fn resource(resource_type: &str) -> Value {
     r
 }
 
+/// AuditEvent: read-only, from the tamper-evident audit log.
+fn audit_event() -> Value {
+    json!({
+        "type": "AuditEvent",
+        "documentation": "Read-only: one AuditEvent per entry of the tamper-evident audit log (id = its sequence number). Security officers read their organisation's entries; a patient reads the entries about themselves.",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "searchParam": [
+            {"name": "patient", "type": "reference", "documentation": "Entries about this patient"},
+            {"name": "agent", "type": "reference", "documentation": "The account or client id that acted"},
+            {"name": "date", "type": "date", "documentation": "Prefixes eq, lt, gt, le, ge, sa, eb"},
+            {"name": "subtype", "type": "token", "documentation": "The action (read, create, update, delete, search-type, break_glass, ...)"},
+        ],
+    })
+}
+
 /// `GET /fhir/metadata`.
 pub fn statement(state: &AppState) -> Value {
     let public = state.config.server.public_url.clone().unwrap_or_default();
@@ -88,7 +104,7 @@ pub fn statement(state: &AppState) -> Value {
                 }]}],
                 "description": "OAuth 2.0 client credentials (POST /oauth2/token) with system/<Type>.read and .write scopes, or a signed-in session"
             },
-            "resource": RESOURCE_TYPES.iter().map(|t| resource(t)).collect::<Vec<_>>(),
+            "resource": RESOURCE_TYPES.iter().map(|t| resource(t)).chain([audit_event()]).collect::<Vec<_>>(),
         }],
     })
 }

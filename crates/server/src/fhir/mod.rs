@@ -5,6 +5,7 @@
 //! before anything is answered or changed), and only then the key lookup and the
 //! decryption or encryption of the resource. There is no other path to the record.
 
+mod audit_event;
 pub mod capability;
 pub mod outcome;
 pub(crate) mod query;
@@ -299,6 +300,13 @@ impl Session {
 }
 
 fn supported(resource_type: &str) -> Result<(), FhirError> {
+    if resource_type == "AuditEvent" {
+        return Err(FhirError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            "AuditEvent is read-only: it comes from the audit log",
+        ));
+    }
     if RESOURCE_TYPES.contains(&resource_type) {
         Ok(())
     } else {
@@ -669,6 +677,9 @@ pub async fn read(
     peer: Peer,
 ) -> FhirResult {
     let mut s = Session::open(&state, caller, peer).await?;
+    if resource_type == "AuditEvent" {
+        return audit_event::read(&mut s, &id).await;
+    }
     supported(&resource_type)?;
     read_version(&mut s, &resource_type, &id, None).await
 }
@@ -864,6 +875,9 @@ pub async fn search_get(
     RawQuery(raw): RawQuery,
 ) -> FhirResult {
     let mut s = Session::open(&state, caller, peer).await?;
+    if resource_type == "AuditEvent" {
+        return audit_event::search(&mut s, raw.as_deref().unwrap_or("")).await;
+    }
     supported(&resource_type)?;
     query::search(&mut s, &resource_type, raw.as_deref().unwrap_or(""), &headers).await
 }
