@@ -73,8 +73,8 @@ pub fn to_fhir(e: &Entry) -> Value {
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
         }));
     }
-    if !e.resource_id.is_empty() && !(e.resource_type == "Patient" && e.resource_id == e.patient_id)
-    {
+    let is_the_patient = e.resource_type == "Patient" && e.resource_id == e.patient_id;
+    if !e.resource_id.is_empty() && !is_the_patient {
         let what = if RESOURCE_TYPES.contains(&e.resource_type.as_str()) {
             json!({"reference": format!("{}/{}", e.resource_type, e.resource_id)})
         } else {
