@@ -423,7 +423,67 @@ async fn fhir_access_follows_policy_and_every_interaction_is_audited(backend: Db
     }
 }
 
+async fn a_patients_consent_denials_bind_every_decision(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let patients = s.state.store.list_patients(s.clinic.tenant.id).await.unwrap();
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = patients.iter().find(|p| p.user_id == Some(ana_user)).unwrap().id.to_string();
+    let nurse_id = s.clinic.users.iter().find(|u| u.email.as_str() == NURSE).unwrap().id;
+    let as_user = |c: reqwest::Client| Api { s: &s, c, token: None };
+    let dr = as_user(s.signed_in(DR).await);
+    let nurse = as_user(s.signed_in(NURSE).await);
+    let me = as_user(s.signed_in(PATIENT).await);
+    let vitals = format!("/fhir/Observation?patient={ana}");
+    assert_eq!(dr.get(&vitals).await.1["total"], 14, "a week of heart rate and SpO2");
+    assert_eq!(nurse.get(&format!("/fhir/Patient/{ana}")).await.0, 200);
+
+    // Ana refuses her vital signs to everyone, and everything to the nurse.
+    let consent = |provision: Value| {
+        json!({
+            "resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": format!("Patient/{ana}")},
+            "provision": provision
+        })
+    };
+    let writer =
+        Api { s: &s, c: s.client(), token: Some(client_token(&s, "system/Consent.*").await) };
+    let deny_vitals = consent(
+        json!({"type": "deny", "class": [{"system": "urn:telesafe:policy-category", "code": "vitals"}]}),
+    );
+    let (st, _, c1) = writer.send(reqwest::Method::POST, "/fhir/Consent", Some(&deny_vitals)).await;
+    assert_eq!(st, 201, "{c1}");
+    let deny_nurse = consent(json!({"type": "deny", "actor": [{
+        "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+        "reference": {"reference": format!("Practitioner/{nurse_id}")}
+    }]}));
+    assert_eq!(writer.send(reqwest::Method::POST, "/fhir/Consent", Some(&deny_nurse)).await.0, 201);
+
+    // Decisions are made per request from the record: no new sign-in is needed.
+    assert_eq!(dr.get(&vitals).await.1["total"], 0, "the doctor no longer sees her vitals");
+    assert_eq!(dr.get(&format!("/fhir/Patient/{ana}")).await.0, 200, "but still her details");
+    assert_eq!(nurse.get(&format!("/fhir/Patient/{ana}")).await.0, 404, "the nurse sees nothing");
+    let list = nurse.c.get(s.url("/console")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        !list.contains("Ana López") && list.contains("Walter Brown"),
+        "nor in her patient list"
+    );
+    assert_eq!(me.get(&vitals).await.1["total"], 14, "Ana herself still does");
+
+    // Withdrawn (inactive), the denial no longer applies.
+    let mut withdrawn = c1.clone();
+    withdrawn["status"] = json!("inactive");
+    let id = c1["id"].as_str().unwrap();
+    assert_eq!(
+        writer.send(reqwest::Method::PUT, &format!("/fhir/Consent/{id}"), Some(&withdrawn)).await.0,
+        200
+    );
+    assert_eq!(dr.get(&vitals).await.1["total"], 14);
+}
+
 both_backends!(
     fhir_interactions_are_versioned_and_errors_are_operation_outcomes,
     fhir_access_follows_policy_and_every_interaction_is_audited,
+    a_patients_consent_denials_bind_every_decision,
 );

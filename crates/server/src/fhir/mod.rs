@@ -39,6 +39,10 @@ pub use outcome::{FHIR_JSON, FhirError};
 
 type FhirResult = Result<Response, FhirError>;
 
+/// The code system of the policy categories a Consent may deny (`vitals`, `clinical`,
+/// `scheduling`, `messaging`, `devices`, ...).
+pub const CONSENT_CATEGORY_SYSTEM: &str = "urn:telesafe:policy-category";
+
 /// What a decision is about: the patient, one of their records, or the directory.
 #[derive(Debug, Clone)]
 enum Target {
@@ -177,11 +181,57 @@ impl Session {
         }
         let store = &self.state.store;
         let f = match store.patient_by_id(self.tenant, patient).await? {
-            Some(p) => Some(PatientFacts::of(&p, store.care_team_of(self.tenant, patient).await?)),
+            Some(p) => {
+                let mut f = PatientFacts::of(&p, store.care_team_of(self.tenant, patient).await?);
+                self.apply_consents(&mut f).await?;
+                Some(f)
+            }
             None => None,
         };
         self.facts.insert(patient, f.clone());
         Ok(f)
+    }
+
+    /// The patient's active Consent resources that deny: `provision.class` codes of the
+    /// `urn:telesafe:policy-category` system deny a category, `provision.actor` references
+    /// `Practitioner/<account id>` deny a person. Read for the decision only: not shown,
+    /// so not logged as an access.
+    pub(crate) async fn apply_consents(&self, f: &mut PatientFacts) -> Result<(), FhirError> {
+        let q = telesafe_core::records::StoredSearch {
+            resource_type: "Consent".to_owned(),
+            patients: Some(vec![f.id]),
+            limit: 100,
+            ..Default::default()
+        };
+        let hits = self.state.store.search(self.tenant, &q).await?;
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+        for row in self.state.store.current_many(self.tenant, "Consent", &ids).await? {
+            let c = self.decrypt(&row).await?;
+            let p = &c["provision"];
+            if c["status"] != "active" || p["type"] != "deny" {
+                continue;
+            }
+            for class in p["class"].as_array().into_iter().flatten() {
+                if class["system"] == CONSENT_CATEGORY_SYSTEM
+                    && let Some(code) = class["code"].as_str()
+                {
+                    f.denied_categories.push(code.to_owned());
+                }
+            }
+            for actor in p["actor"].as_array().into_iter().flatten() {
+                if let Some(id) = actor["reference"]["reference"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("Practitioner/"))
+                    .and_then(|id| id.parse().ok())
+                {
+                    f.denied_recipients.push(id);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn has_grant(&mut self, patient: PatientId) -> Result<bool, FhirError> {

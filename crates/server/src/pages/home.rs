@@ -126,8 +126,13 @@ pub async fn console(
     let mut patients = Vec::new();
     // Patients visible only under a break-glass grant: their entries say "emergency".
     let mut under_grant = std::collections::HashSet::new();
+    // The record's own view: consent denials are read from each patient's record.
+    let fhir = crate::fhir::Session::for_user(&state, &me)
+        .await
+        .map_err(|e| super::record::page_error(&state, e))?;
     for p in state.store.list_patients(tenant).await.map_err(fail)? {
-        let facts = PatientFacts::of(&p, teams.remove(&p.id).unwrap_or_default());
+        let mut facts = PatientFacts::of(&p, teams.remove(&p.id).unwrap_or_default());
+        fhir.apply_consents(&mut facts).await.map_err(|e| super::record::page_error(&state, e))?;
         let resource = Resource::Patient(facts);
         let ordinary = AccessContext { purpose: "treatment".to_owned(), break_glass: false };
         if state.policy.decide(&who, Action::Search, &resource, &ordinary, set.as_ref()).allowed {
@@ -174,9 +179,6 @@ pub async fn console(
     crate::audit::record(&state, &me, &accesses).await.map_err(|e| PageError::new(&state, e))?;
     // Names and birth dates come from each patient's encrypted record; the list entries
     // logged above cover showing them.
-    let fhir = crate::fhir::Session::for_user(&state, &me)
-        .await
-        .map_err(|e| super::record::page_error(&state, e))?;
     let ids: Vec<String> = patients.iter().map(|p| p.id.to_string()).collect();
     let records = crate::fhir::patients_unlogged(&fhir, &ids)
         .await
