@@ -7,6 +7,7 @@
 
 mod admin;
 mod audit;
+mod bench;
 mod demo;
 mod init;
 mod keys;
@@ -65,6 +66,8 @@ enum Command {
     /// Erase a patient (crypto-shredding).
     #[command(subcommand)]
     Patient(keys::PatientCommand),
+    /// Measure the server under load over loopback and print (or write) a table.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -174,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Keys(cmd) => keys::keys(cmd).await,
         Command::Patient(cmd) => keys::patient(cmd).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -70,7 +70,7 @@ impl KeyRepository for Store {
     }
 
     async fn insert_tenant_key(&self, k: &StoredTenantKey) -> Result<(), RepoError> {
-        let mut tx = self.begin(Scope::Tenant(k.tenant)).await?;
+        let mut tx = self.begin_write(Scope::Tenant(k.tenant)).await?;
         on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO tenant_keys (tenant_id, version, root_version, wrapped_kek, \
                 wrapped_index, wrapped_directory, created_at) \
@@ -116,7 +116,7 @@ impl KeyRepository for Store {
     }
 
     async fn insert_patient_key(&self, k: &StoredPatientKey) -> Result<(), RepoError> {
-        let mut tx = self.begin(Scope::Tenant(k.tenant)).await?;
+        let mut tx = self.begin_write(Scope::Tenant(k.tenant)).await?;
         // A tombstone wins over a late insert: an erased patient never gets a key again.
         let erased: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
             "SELECT destroyed_at FROM key_tombstones WHERE tenant_id = $1 AND patient_id = $2")
@@ -163,7 +163,7 @@ impl KeyRepository for Store {
         patient: PatientId,
         now: Timestamp,
     ) -> Result<(), RepoError> {
-        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
         let (t, p) = (tenant.to_string(), patient.to_string());
         on_tx!(&mut tx, c => {
             sqlx::query("DELETE FROM patient_keys WHERE tenant_id = $1 AND patient_id = $2")
@@ -217,7 +217,7 @@ impl KeyRepository for Store {
     }
 
     async fn rewrap_tenant_key(&self, k: &StoredTenantKey) -> Result<(), RepoError> {
-        let mut tx = self.begin(Scope::Tenant(k.tenant)).await?;
+        let mut tx = self.begin_write(Scope::Tenant(k.tenant)).await?;
         let done = on_tx!(&mut tx, c => sqlx::query(
             "UPDATE tenant_keys SET root_version = $1, wrapped_kek = $2, wrapped_index = $3, \
                 wrapped_directory = $4 WHERE tenant_id = $5 AND version = $6")
@@ -248,7 +248,7 @@ impl KeyRepository for Store {
     }
 
     async fn rewrap_patient_key(&self, k: &StoredPatientKey) -> Result<(), RepoError> {
-        let mut tx = self.begin(Scope::Tenant(k.tenant)).await?;
+        let mut tx = self.begin_write(Scope::Tenant(k.tenant)).await?;
         let done = on_tx!(&mut tx, c => sqlx::query(
             "UPDATE patient_keys SET kek_version = $1, wrapped = $2 \
              WHERE tenant_id = $3 AND patient_id = $4 AND version = $5")
@@ -434,7 +434,7 @@ impl ResourceRepository for Store {
         index: &[IndexEntry],
         sort_date: Option<i64>,
     ) -> Result<(), RepoError> {
-        let mut tx = self.begin(Scope::Tenant(r.tenant)).await?;
+        let mut tx = self.begin_write(Scope::Tenant(r.tenant)).await?;
         let (t, id) = (r.tenant.to_string(), r.id.clone());
         let patient = r.patient.map(|p| p.to_string());
         // Creating a Patient creates the patient it describes (same id), in this transaction.

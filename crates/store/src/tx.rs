@@ -46,7 +46,22 @@ impl Store {
     /// row-level security, transaction-local (`set_config(..., true)`), so it cannot leak to
     /// the next user of the pooled connection.
     pub(crate) async fn begin(&self, scope: Scope) -> Result<Tx, RepoError> {
+        self.begin_as(scope, false).await
+    }
+
+    /// Like [`Store::begin`], for a transaction that reads and then writes: on SQLite it
+    /// takes the write lock at the start (`BEGIN IMMEDIATE`), so it waits its turn under
+    /// the busy timeout instead of failing when another writer committed between its read
+    /// and its write (SQLITE_BUSY_SNAPSHOT). PostgreSQL needs nothing extra.
+    pub(crate) async fn begin_write(&self, scope: Scope) -> Result<Tx, RepoError> {
+        self.begin_as(scope, true).await
+    }
+
+    async fn begin_as(&self, scope: Scope, write: bool) -> Result<Tx, RepoError> {
         match &self.pool {
+            Pool::Sqlite(p) if write => {
+                Ok(Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await.map_err(repo_err)?))
+            }
             Pool::Sqlite(p) => Ok(Tx::Sqlite(p.begin().await.map_err(repo_err)?)),
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await.map_err(repo_err)?;

@@ -266,15 +266,48 @@ async fn search_matches_blind_tokens_and_date_ranges_only(db: TestDatabase) {
     }
 }
 
+async fn concurrent_writers_all_succeed(db: TestDatabase) {
+    let s = &db.store;
+    let tenant = clinic(s, "alpha").await;
+    let ring = ring(&SecretKey::generate().unwrap());
+    let patient = PatientId::new_v7();
+    put(
+        s,
+        &ring,
+        tenant,
+        patient,
+        1,
+        &json!({"resourceType": "Patient", "id": patient.to_string()}),
+    )
+    .await
+    .unwrap();
+    // Sixteen writers at once, each creating its own resource: on SQLite each transaction
+    // takes the write lock up front and waits its turn rather than failing.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (s, ring) = (s.clone(), ring.clone());
+        tasks.push(tokio::spawn(async move {
+            let obs = json!({"resourceType": "Observation", "id": format!("o{i}"), "status": "final",
+                             "code": {"text": "pulse"}, "effectiveDateTime": "2024-05-01T08:00:00Z"});
+            put(&s, &ring, tenant, patient, 1, &obs).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let q = StoredSearch { resource_type: "Observation".into(), limit: 100, ..Default::default() };
+    assert_eq!(s.search(tenant, &q).await.unwrap().len(), 16);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
-            $(#[tokio::test] async fn $case() {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() {
                 if let Some(db) = super::db(super::Backend::Sqlite).await { super::$case(db).await }
             })*
         }
         mod postgres {
-            $(#[tokio::test] async fn $case() {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() {
                 if let Some(db) = super::db(super::Backend::Postgres).await { super::$case(db).await }
             })*
         }
@@ -285,4 +318,5 @@ conformance!(
     keys_unwrap_through_the_hierarchy_and_shredding_is_final,
     versions_are_kept_and_writers_cannot_both_win,
     search_matches_blind_tokens_and_date_ranges_only,
+    concurrent_writers_all_succeed,
 );
