@@ -19,10 +19,24 @@ use telesafe_store::Store;
 use crate::Overrides;
 
 #[derive(Subcommand, Debug)]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "the commands people type: rotate-root, rotate-data, rotate-tenant"
+)]
 pub enum KeysCommand {
     /// Make a new root key version (a 0600 file beside the first) and re-wrap every
     /// tenant's keys under it. Resumes an unfinished rotation instead of starting another.
     RotateRoot {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Give every patient of one organisation a new data key and re-encrypt their whole
+    /// record (every version) under it, then destroy the old keys. Runs beside live
+    /// servers; resumes an interrupted run.
+    RotateData {
+        /// The organisation code.
+        #[arg(long)]
+        tenant: String,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -167,6 +181,34 @@ pub async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             }
             println!(
                 "{n} tenant key set(s) now wrapped under root key version {version}. Keep the older root key files offline until no backup needs them."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::RotateData { tenant, overrides } => {
+            let o = open(&overrides).await?;
+            let tenant = tenant_id(&o.store, &tenant).await?;
+            let ring = telesafe_server::keys::key_ring(telesafe_server::keys::record_provider(
+                &o.cfg, &o.root,
+            )?);
+            log(&o, tenant, "rotate-data-keys", None).await?;
+            let progress = bar("re-encrypting patients");
+            let done = telesafe_core::records::reencrypt::reencrypt_tenant(
+                &ring,
+                &o.store,
+                tenant,
+                SystemClock.now(),
+                |done, total| {
+                    progress.set_length(total as u64);
+                    progress.set_position(done as u64);
+                },
+            )
+            .await?;
+            progress.finish_and_clear();
+            println!(
+                "{}{} patient(s) on new data keys; {} stored resource version(s) re-encrypted; the old data keys are destroyed.",
+                if done.resumed { "resumed an interrupted rotation: " } else { "" },
+                done.patients,
+                done.resources
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -106,6 +106,51 @@ async fn rotations_keep_the_record_readable_and_erasure_is_final() {
         );
         assert_eq!(read(ana.clone()).await, 200);
 
+        // Data keys: an interrupted rotation (one patient already has a new key) resumes;
+        // afterwards every stored version of every patient is sealed under version 2, the
+        // version-1 keys are gone, and the running server reads and writes on.
+        let ring = telesafe_server::keys::key_ring(LocalKeyProvider::new(&v2, 2));
+        let now = s.state.clock.now();
+        store.open_data_key_rotation(tenant, now).await.unwrap();
+        ring.new_data_key(store, tenant, ana.parse().unwrap(), now).await.unwrap();
+        let out = run(&s, &["keys", "rotate-data", "--tenant", "demo"]).await;
+        assert!(out.contains("resumed an interrupted rotation: 3 patient(s)"), "{out}");
+        for p in store.patient_keys_of(tenant).await.unwrap() {
+            assert_eq!(p.version, 2, "one key per patient, the new one");
+        }
+        for p in &patients {
+            for row in store.patient_versions(tenant, p.id).await.unwrap() {
+                assert_eq!(
+                    telesafe_crypto::keys::sealed_key_version(&row.body),
+                    Some(2),
+                    "{row:?}"
+                );
+            }
+        }
+        assert_eq!(read(ana.clone()).await, 200, "the running server reads the re-sealed record");
+        assert!(readable_with(&s, LocalKeyProvider::new(&v2, 2), &ana).await);
+        let before = store.patient_versions(tenant, ana.parse().unwrap()).await.unwrap().len();
+        let obs = serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+            "subject": {"reference": format!("Patient/{ana}")}});
+        let r = dr
+            .post(s.url("/fhir/Observation"))
+            .header("origin", &s.base)
+            .header("content-type", "application/fhir+json")
+            .body(obs.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let rows = store.patient_versions(tenant, ana.parse().unwrap()).await.unwrap();
+        assert_eq!(rows.len(), before + 1);
+        assert!(
+            rows.iter().all(|r| telesafe_crypto::keys::sealed_key_version(&r.body) == Some(2)),
+            "new writes use the new key"
+        );
+        // A finished rotation leaves nothing to resume: the next run rotates again.
+        let out = run(&s, &["keys", "rotate-data", "--tenant", "demo"]).await;
+        assert!(!out.contains("resumed") && out.contains("3 patient(s)"), "{out}");
+
         // Erasure: refused without --yes; then the record is gone, everywhere, for good.
         let out = telesafe(&s, &["patient", "erase", "--tenant", "demo", "--patient", &walter])
             .output()
@@ -135,7 +180,7 @@ async fn rotations_keep_the_record_readable_and_erasure_is_final() {
         use telesafe_core::audit::AuditRepository;
         let n = store.audit_size().await.unwrap();
         let entries = store.audit_entries(0, u32::try_from(n).unwrap()).await.unwrap();
-        for action in ["rotate-tenant-key", "rotate-root-key", "erase"] {
+        for action in ["rotate-tenant-key", "rotate-root-key", "rotate-data-keys", "erase"] {
             assert!(
                 entries
                     .iter()

@@ -9,6 +9,7 @@
 pub mod fhir;
 pub mod keys;
 pub mod normalise;
+pub mod reencrypt;
 pub mod search;
 
 use std::future::Future;
@@ -133,6 +134,14 @@ pub trait ResourceRepository: Send + Sync {
         resource_type: &str,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<StoredResource>, RepoError>> + Send;
+    /// Every version of every resource in the patient's compartment (for re-sealing).
+    fn patient_versions(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> impl Future<Output = Result<Vec<StoredResource>, RepoError>> + Send;
+    /// Replaces one stored version's sealed body (same row, same plaintext, new key).
+    fn reseal(&self, r: &StoredResource) -> impl Future<Output = Result<(), RepoError>> + Send;
     /// Every current, not deleted resource in the patient's compartment.
     fn compartment(
         &self,

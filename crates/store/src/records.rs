@@ -247,6 +247,77 @@ impl KeyRepository for Store {
         rows.into_iter().map(patient_key_from).collect()
     }
 
+    async fn patient_key_version(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        version: u32,
+    ) -> Result<Option<StoredPatientKey>, RepoError> {
+        self.patient_key_row(tenant, patient, version).await
+    }
+
+    async fn delete_patient_key_version(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        version: u32,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "DELETE FROM patient_keys WHERE tenant_id = $1 AND patient_id = $2 AND version = $3")
+            .bind(tenant.to_string())
+            .bind(patient.to_string())
+            .bind(i64::from(version))
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
+    async fn open_data_key_rotation(
+        &self,
+        tenant: TenantId,
+        now: Timestamp,
+    ) -> Result<Timestamp, RepoError> {
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        let open: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT started_at FROM data_key_rotations \
+             WHERE tenant_id = $1 AND finished_at IS NULL ORDER BY started_at LIMIT 1")
+            .bind(tenant.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        let started = match open {
+            Some(at) => at,
+            None => {
+                on_tx!(&mut tx, c => sqlx::query(
+                    "INSERT INTO data_key_rotations (tenant_id, started_at) VALUES ($1, $2)")
+                    .bind(tenant.to_string())
+                    .bind(now.unix_millis())
+                    .execute(&mut **c).await.map(|_| ()))
+                .map_err(repo_err)?;
+                now.unix_millis()
+            }
+        };
+        tx.commit().await?;
+        Ok(Timestamp::from_unix_millis(started))
+    }
+
+    async fn finish_data_key_rotation(
+        &self,
+        tenant: TenantId,
+        started: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE data_key_rotations SET finished_at = $1 WHERE tenant_id = $2 AND started_at = $3")
+            .bind(now.unix_millis())
+            .bind(tenant.to_string())
+            .bind(started.unix_millis())
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
     async fn rewrap_patient_key(&self, k: &StoredPatientKey) -> Result<(), RepoError> {
         let mut tx = self.begin_write(Scope::Tenant(k.tenant)).await?;
         let done = on_tx!(&mut tx, c => sqlx::query(
@@ -263,6 +334,27 @@ impl KeyRepository for Store {
             return Err(RepoError::NotFound);
         }
         tx.commit().await
+    }
+}
+
+impl Store {
+    async fn patient_key_row(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        version: u32,
+    ) -> Result<Option<StoredPatientKey>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let row: Option<PatientKeyRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT tenant_id, patient_id, version, kek_version, wrapped, created_at \
+             FROM patient_keys WHERE tenant_id = $1 AND patient_id = $2 AND version = $3")
+            .bind(tenant.to_string())
+            .bind(patient.to_string())
+            .bind(i64::from(version))
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        row.map(patient_key_from).transpose()
     }
 }
 
@@ -619,6 +711,40 @@ impl ResourceRepository for Store {
         .map_err(repo_err)?;
         tx.commit().await?;
         rows.into_iter().map(StoredResource::try_from).collect()
+    }
+
+    async fn patient_versions(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> Result<Vec<StoredResource>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM fhir_resources \
+             WHERE tenant_id = $1 AND patient_id = $2 ORDER BY resource_type, id, version"
+        );
+        let rows: Vec<ResourceRow> =
+            on_tx!(&mut tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
+            .bind(tenant.to_string()).bind(patient.to_string())
+            .fetch_all(&mut **c).await)
+            .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(StoredResource::try_from).collect()
+    }
+
+    async fn reseal(&self, r: &StoredResource) -> Result<(), RepoError> {
+        let mut tx = self.begin_write(Scope::Tenant(r.tenant)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE fhir_resources SET body = $1 \
+             WHERE tenant_id = $2 AND resource_type = $3 AND id = $4 AND version = $5")
+            .bind(&r.body)
+            .bind(r.tenant.to_string())
+            .bind(&r.resource_type)
+            .bind(&r.id)
+            .bind(i64::from(r.version))
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
     }
 
     async fn compartment(

@@ -129,6 +129,33 @@ pub trait KeyRepository: Send + Sync {
         &self,
         key: &StoredPatientKey,
     ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// One version of a patient's data key.
+    fn patient_key_version(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        version: u32,
+    ) -> impl Future<Output = Result<Option<StoredPatientKey>, RepoError>> + Send;
+    /// Destroys one (superseded) version of a patient's data key.
+    fn delete_patient_key_version(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        version: u32,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// The start of the tenant's unfinished data-key rotation, or a new one started `now`.
+    fn open_data_key_rotation(
+        &self,
+        tenant: TenantId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Timestamp, RepoError>> + Send;
+    /// Marks the rotation started at `started` finished.
+    fn finish_data_key_rotation(
+        &self,
+        tenant: TenantId,
+        started: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +222,9 @@ pub struct KeyRing {
     provider: Arc<dyn KeyProvider>,
     tenants: moka::sync::Cache<TenantId, Arc<TenantKeys>>,
     patients: moka::sync::Cache<(TenantId, PatientId), Arc<SealingKey>>,
+    /// Superseded data-key versions still needed to open older ciphertexts during a
+    /// data-key rotation.
+    older: moka::sync::Cache<(TenantId, PatientId, u32), Arc<SealingKey>>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -232,6 +262,11 @@ impl KeyRing {
                 .build(),
             patients: moka::sync::Cache::builder()
                 .max_capacity(capacity)
+                .time_to_idle(idle)
+                .time_to_live(lifetime)
+                .build(),
+            older: moka::sync::Cache::builder()
+                .max_capacity(capacity.clamp(16, 10_000))
                 .time_to_idle(idle)
                 .time_to_live(lifetime)
                 .build(),
@@ -327,9 +362,16 @@ impl KeyRing {
         create: bool,
     ) -> Result<Arc<SealingKey>, KeyRingError> {
         if let Some(k) = self.patients.get(&(tenant, patient)) {
-            return Ok(k);
+            // A writer always seals under the newest key in storage (a data-key rotation
+            // may have made one since this node cached it); readers use the cache.
+            if !create {
+                return Ok(k);
+            }
+            match repo.patient_key(tenant, patient).await? {
+                Some(s) if s.version == k.version() => return Ok(k),
+                _ => self.patients.invalidate(&(tenant, patient)),
+            }
         }
-        let mut tk = self.tenant(repo, tenant, now).await?;
         let stored = match repo.patient_key(tenant, patient).await? {
             Some(s) => s,
             None => {
@@ -342,7 +384,7 @@ impl KeyRing {
                 // A new key is wrapped under the newest KEK in storage, not a cached one
                 // that a rotation may have superseded.
                 self.tenants.invalidate(&tenant);
-                tk = self.tenant(repo, tenant, now).await?;
+                let tk = self.tenant(repo, tenant, now).await?;
                 let kek = tk.current_kek().ok_or(KeyRingError::Corrupt("no tenant KEK"))?;
                 let fresh = StoredPatientKey {
                     tenant,
@@ -364,17 +406,93 @@ impl KeyRing {
                 repo.patient_key(tenant, patient).await?.ok_or(KeyRingError::Erased)?
             }
         };
-        if tk.kek(stored.kek_version).is_none() {
-            // Rotated since this node cached the tenant's keys.
-            self.tenants.invalidate(&tenant);
-            tk = self.tenant(repo, tenant, now).await?;
-        }
-        let kek = tk.kek(stored.kek_version).ok_or(KeyRingError::Corrupt("KEK version missing"))?;
-        let key = unwrap_key(kek, &stored.wrapped, &patient_aad(tenant, patient, stored.version))
-            .map_err(|_| KeyRingError::Corrupt("a patient key did not unwrap"))?;
-        let key = Arc::new(SealingKey::new(key, stored.version));
+        let key = self.unwrap_patient(repo, &stored, now).await?;
         self.patients.insert((tenant, patient), key.clone());
         Ok(key)
+    }
+
+    /// The patient's data key of `version` (from a ciphertext's header): the current one,
+    /// or a superseded one still in storage during a data-key rotation.
+    pub async fn patient_at<R: KeyRepository>(
+        &self,
+        repo: &R,
+        tenant: TenantId,
+        patient: PatientId,
+        version: u32,
+        now: Timestamp,
+    ) -> Result<Arc<SealingKey>, KeyRingError> {
+        let current = self.patient(repo, tenant, patient, now, false).await?;
+        if current.version() == version {
+            return Ok(current);
+        }
+        if let Some(k) = self.older.get(&(tenant, patient, version)) {
+            return Ok(k);
+        }
+        let Some(stored) = repo.patient_key_version(tenant, patient, version).await? else {
+            // Perhaps this node's current key is stale: look once more without the cache.
+            self.patients.invalidate(&(tenant, patient));
+            let fresh = self.patient(repo, tenant, patient, now, false).await?;
+            return if fresh.version() == version {
+                Ok(fresh)
+            } else {
+                Err(KeyRingError::Corrupt("the data key version of a ciphertext is gone"))
+            };
+        };
+        let key = self.unwrap_patient(repo, &stored, now).await?;
+        self.older.insert((tenant, patient, version), key.clone());
+        Ok(key)
+    }
+
+    async fn unwrap_patient<R: KeyRepository>(
+        &self,
+        repo: &R,
+        stored: &StoredPatientKey,
+        now: Timestamp,
+    ) -> Result<Arc<SealingKey>, KeyRingError> {
+        let mut tk = self.tenant(repo, stored.tenant, now).await?;
+        if tk.kek(stored.kek_version).is_none() {
+            // Rotated since this node cached the tenant's keys.
+            self.tenants.invalidate(&stored.tenant);
+            tk = self.tenant(repo, stored.tenant, now).await?;
+        }
+        let kek = tk.kek(stored.kek_version).ok_or(KeyRingError::Corrupt("KEK version missing"))?;
+        let aad = patient_aad(stored.tenant, stored.patient, stored.version);
+        let key = unwrap_key(kek, &stored.wrapped, &aad)
+            .map_err(|_| KeyRingError::Corrupt("a patient key did not unwrap"))?;
+        Ok(Arc::new(SealingKey::new(key, stored.version)))
+    }
+
+    /// Makes a new data key version for the patient (wrapped under the newest KEK) and
+    /// returns it; the older versions stay until their ciphertexts are re-sealed.
+    pub async fn new_data_key<R: KeyRepository>(
+        &self,
+        repo: &R,
+        tenant: TenantId,
+        patient: PatientId,
+        now: Timestamp,
+    ) -> Result<Arc<SealingKey>, KeyRingError> {
+        let current = repo.patient_key(tenant, patient).await?.ok_or(KeyRingError::Erased)?;
+        self.tenants.invalidate(&tenant);
+        let tk = self.tenant(repo, tenant, now).await?;
+        let kek = tk.current_kek().ok_or(KeyRingError::Corrupt("no tenant KEK"))?;
+        let version = current.version + 1;
+        let fresh = StoredPatientKey {
+            tenant,
+            patient,
+            version,
+            kek_version: kek.version(),
+            wrapped: wrap_key(kek, &SecretKey::generate()?, &patient_aad(tenant, patient, version))
+                .map_err(|_| KeyRingError::Corrupt("the tenant KEK could not wrap"))?,
+            created_at: now,
+        };
+        repo.insert_patient_key(&fresh).await?;
+        self.patients.invalidate(&(tenant, patient));
+        self.patient(repo, tenant, patient, now, false).await
+    }
+
+    /// Forgets a superseded key version (after it was destroyed in storage).
+    pub fn forget_version(&self, tenant: TenantId, patient: PatientId, version: u32) {
+        self.older.invalidate(&(tenant, patient, version));
     }
 
     /// Erases the patient: destroys their data key (here and in storage) and records the

@@ -332,20 +332,35 @@ impl Session {
             Some(p) => keys.patient(store, self.tenant, p, now, create).await.map(|k| (*k).clone()),
             None => keys.tenant(store, self.tenant, now).await.map(|k| k.directory_key().clone()),
         };
-        key.map_err(|e| match e {
-            KeyRingError::Erased => FhirError::new(
-                StatusCode::GONE,
-                "deleted",
-                "this patient's record was erased and cannot be read",
-            ),
-            other => FhirError::internal(other),
-        })
+        key.map_err(key_error)
     }
 
     async fn decrypt(&self, r: &StoredResource) -> Result<Value, FhirError> {
-        let key = self.key_for(r.patient, false).await?;
+        let key = match (r.patient, telesafe_crypto::keys::sealed_key_version(&r.body)) {
+            // The key version the ciphertext names (older ones live on during a data-key
+            // rotation).
+            (Some(p), Some(v)) => self
+                .state
+                .keys
+                .patient_at(&self.state.store, self.tenant, p, v, self.now())
+                .await
+                .map(|k| (*k).clone())
+                .map_err(key_error)?,
+            _ => self.key_for(r.patient, false).await?,
+        };
         let bytes = open_resource(&key, r).map_err(FhirError::internal)?;
         serde_json::from_slice(&bytes).map_err(FhirError::internal)
+    }
+}
+
+fn key_error(e: KeyRingError) -> FhirError {
+    match e {
+        KeyRingError::Erased => FhirError::new(
+            StatusCode::GONE,
+            "deleted",
+            "this patient's record was erased and cannot be read",
+        ),
+        other => FhirError::internal(other),
     }
 }
 
