@@ -128,6 +128,54 @@ def main():
         raise AssertionError("a deleted patient was still readable")
     except ResourceNotFound:
         pass
+    # Every other resource type, with nested elements, round-trips and validates as R4.
+    client.resource("Patient", name=[{"family": "Ngata"}], birthDate="1961-02-03").save()
+    pat = client.resources("Patient").search(family="ngata").fetch()[0]
+    subject = {"reference": f"Patient/{pat.id}"}
+    org = client.resource("Organization", name="Riverside Clinic", active=True,
+                          type=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}],
+                          telecom=[{"system": "phone", "value": "+1 555 0100"}])
+    org.save()
+    doc = client.resource("Practitioner", name=[{"family": "Rivera", "given": ["Sam"], "prefix": ["Dr."]}],
+                          qualification=[{"code": {"text": "MD"}}], gender="other")
+    doc.save()
+    samples = [
+        ("PractitionerRole", {"practitioner": {"reference": f"Practitioner/{doc.id}"}, "organization": {"reference": f"Organization/{org.id}"},
+                              "code": [{"text": "General practice"}],
+                              "availableTime": [{"daysOfWeek": ["mon", "wed"], "availableStartTime": "09:00:00", "availableEndTime": "17:00:00"}]}),
+        ("CareTeam", {"status": "active", "subject": subject, "participant": [{"member": {"reference": f"Practitioner/{doc.id}"}, "role": [{"text": "GP"}]}]}),
+        ("Encounter", {"status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR", "display": "virtual"},
+                       "subject": subject, "period": {"start": "2024-05-01T09:00:00Z", "end": "2024-05-01T09:20:00Z"},
+                       "participant": [{"individual": {"reference": f"Practitioner/{doc.id}"}}]}),
+        ("Condition", {"clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                       "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006", "display": "Diabetes mellitus type 2"}]},
+                       "subject": subject, "onsetDateTime": "2019-03-01", "note": [{"text": "Diet controlled."}]}),
+        ("AllergyIntolerance", {"patient": subject, "code": {"text": "Penicillin"}, "criticality": "high", "category": ["medication"],
+                                "reaction": [{"manifestation": [{"text": "Hives"}], "severity": "moderate"}]}),
+        ("MedicationRequest", {"status": "active", "intent": "order", "subject": subject, "medicationCodeableConcept": {"text": "Metformin 500 mg"},
+                               "dosageInstruction": [{"text": "Twice daily with meals", "timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
+                                                      "doseAndRate": [{"doseQuantity": {"value": 500, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}}]}]}),
+        ("Appointment", {"status": "booked", "start": "2024-06-01T09:00:00Z", "end": "2024-06-01T09:20:00Z",
+                         "participant": [{"actor": subject, "status": "accepted"}, {"actor": {"reference": f"Practitioner/{doc.id}"}, "status": "accepted"}]}),
+        ("Communication", {"status": "completed", "subject": subject, "sent": "2024-05-02T10:00:00Z", "payload": [{"contentString": "Your results are normal."}]}),
+        ("Consent", {"status": "active", "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+                     "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}], "patient": subject,
+                     "provision": {"type": "deny", "class": [{"system": "urn:telesafe:policy-category", "code": "messaging"}]}}),
+        ("Device", {"status": "active", "patient": subject, "manufacturer": "Acme", "serialNumber": "SN-1",
+                    "deviceName": [{"name": "Pulse oximeter", "type": "user-friendly-name"}]}),
+        ("DocumentReference", {"status": "current", "subject": subject, "date": "2024-05-01T10:00:00Z",
+                               "content": [{"attachment": {"contentType": "text/plain", "data": "Tm8gY29uY2VybnMu", "title": "Visit note"}}]}),
+    ]
+    for rtype, body in samples:
+        r = client.resource(rtype, **body)
+        r.save()
+        back = client.reference(rtype, r.id).to_resource()
+        valid(back.serialize())
+        found = client.resources(rtype).search(_id=r.id).fetch()
+        assert [x.id for x in found] == [r.id], rtype
+    for rtype in ("Organization", "Practitioner"):
+        raw(f"/{rtype}?_count=5")
+
     # AuditEvents from the tamper-evident log, read by the patient they are about: valid
     # R4, and only hers.
     me = os.environ["TELESAFE_PATIENT_ID"]
