@@ -62,7 +62,42 @@ async fn patient_data_and_secrets_never_reach_the_log() {
     let console = doctor.get(s.url("/console")).send().await.unwrap().text().await.unwrap();
     assert!(console.contains("Walter Brown"), "the page itself does show names");
 
+    // The record: a chart page, FHIR searches whose query strings carry a name, a birth
+    // date and a phone number, an invalid resource whose error names an element, and a
+    // write whose body carries clinical text.
+    let ana =
+        doctor.get(s.url("/fhir/Patient?family=Brown&birthdate=1941-09-03")).send().await.unwrap();
+    assert_eq!(ana.status(), 200);
+    let bundle: serde_json::Value = ana.json().await.unwrap();
+    let walter = bundle["entry"][0]["resource"]["id"].as_str().unwrap().to_owned();
+    doctor.get(s.url("/fhir/Patient?phone=5550100")).send().await.unwrap();
+    let chart = doctor.get(s.url(&format!("/console/patients/{walter}"))).send().await.unwrap();
+    assert!(chart.text().await.unwrap().contains("Walter Brown"));
+    let bad = serde_json::json!({"resourceType": "Patient", "name": [{"family": "Walterson"}], "gender": "diabetes"});
+    let r = doctor
+        .post(s.url("/fhir/Patient"))
+        .header("origin", &s.base)
+        .header("content-type", "application/fhir+json")
+        .body(bad.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let obs = serde_json::json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "diabetes screening"}, "subject": {"reference": format!("Patient/{walter}")},
+        "note": [{"text": "Walter reports diabetes in the family"}]});
+    let r = doctor
+        .post(s.url("/fhir/Observation"))
+        .header("origin", &s.base)
+        .header("content-type", "application/fhir+json")
+        .body(obs.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("\"route\":\"/fhir/{type}\""), "FHIR spans carry the template");
     assert!(log.contains("\"route\":\"/portal\""), "spans carry the route template");
     assert!(log.contains("signed in"), "sign-ins are logged (by id)");
     let password = s.password.expose_secret().to_owned();
@@ -72,6 +107,9 @@ async fn patient_data_and_secrets_never_reach_the_log() {
         "Ana+Lopez",
         "Walter",
         "diabetes",
+        "Brown",
+        "1941-09-03",
+        "5550100",
         patient_email,
         "ana.lopez",
         "Wrong-But-Long-Password-1",

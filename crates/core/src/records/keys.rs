@@ -623,3 +623,52 @@ impl KeyRing {
         hex::encode(&keys.index.mac(&msg)[..16])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use telesafe_crypto::keys::LocalKeyProvider;
+
+    #[test]
+    fn no_key_material_in_debug_output() {
+        let secret = SecretKey::from_bytes(&[0xAB; 32]).unwrap();
+        let keys = TenantKeys {
+            keks: vec![SealingKey::new(secret.clone(), 1)],
+            index: secret.clone(),
+            directory: SealingKey::new(secret.clone(), 1),
+            directory_secret: secret.clone(),
+        };
+        let ring = KeyRing::new(Arc::new(LocalKeyProvider::new(&secret, 1)), 10);
+        let tenant = TenantId::new_v7();
+        let stored = StoredPatientKey {
+            tenant,
+            patient: PatientId::new_v7(),
+            version: 1,
+            kek_version: 1,
+            wrapped: vec![0xCD; 60],
+            created_at: Timestamp::from_unix_millis(0),
+        };
+        let tk = StoredTenantKey {
+            tenant,
+            version: 1,
+            root_version: 1,
+            wrapped_kek: vec![0xCD; 60],
+            wrapped_index: vec![0xCD; 60],
+            wrapped_directory: vec![0xCD; 60],
+            created_at: Timestamp::from_unix_millis(0),
+        };
+        for shown in [
+            format!("{keys:?}"),
+            format!("{ring:?}"),
+            format!("{stored:?}"),
+            format!("{tk:?}"),
+            format!("{secret:?}"),
+        ] {
+            // The bytes as `Debug` of a slice or as hex would print them.
+            for needle in ["171, 171", "abab", "ABAB", "205, 205", "cdcd", "CDCD"] {
+                assert!(!shown.contains(needle), "{shown}");
+            }
+        }
+    }
+}
