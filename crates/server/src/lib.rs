@@ -346,6 +346,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         webauthn: Arc::new(webauthn),
         posture: Arc::new(posture),
         keys,
+        policy_cache: moka::sync::Cache::new(10_000),
     };
     let server = Server::from_listener(listener, tls_config, app(state.clone()), grace);
     Ok(Prepared { state, server, local_addr, fingerprint, generated_certificate: generated })

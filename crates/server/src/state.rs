@@ -53,4 +53,10 @@ pub struct AppState {
     pub posture: Arc<Posture>,
     /// The key hierarchy under the clinical record (tenant and patient keys, cached).
     pub keys: telesafe_core::records::keys::KeyRing,
+    /// Each tenant's parsed policies, by the source they were parsed from.
+    pub policy_cache: PolicyCache,
 }
+
+/// Tenants' parsed forbid policies, keyed by tenant, with the source they came from.
+pub type PolicyCache =
+    moka::sync::Cache<telesafe_core::TenantId, (String, Arc<cedar_policy::PolicySet>)>;

@@ -431,6 +431,22 @@ impl PatientRepository for Store {
         tx.commit().await?;
         row.map(Patient::try_from).transpose()
     }
+
+    async fn patient_by_user(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<Patient>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let row: Option<PatientRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT id, tenant_id, user_id, created_at FROM patients WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        row.map(Patient::try_from).transpose()
+    }
 }
 
 impl SessionRepository for Store {

@@ -107,6 +107,12 @@ pub trait PatientRepository: Send + Sync {
         tenant: TenantId,
         id: PatientId,
     ) -> impl Future<Output = Result<Option<Patient>, RepoError>> + Send;
+    /// The patient whose portal account `user` is.
+    fn patient_by_user(
+        &self,
+        tenant: TenantId,
+        user: crate::ids::UserId,
+    ) -> impl Future<Output = Result<Option<Patient>, RepoError>> + Send;
 }
 
 pub trait SessionRepository: Send + Sync {

@@ -124,7 +124,7 @@ async fn scope(s: &mut Session) -> Result<Option<Option<String>>, FhirError> {
             Action::ReadAudit,
             &Resource::AuditLog(s.tenant),
             &ctx,
-            s.policies.as_ref(),
+            s.policies.as_deref(),
         )
         .allowed;
     if auditor {
@@ -133,13 +133,7 @@ async fn scope(s: &mut Session) -> Result<Option<Option<String>>, FhirError> {
     if let (Some(Role::Patient), telesafe_core::access::Principal::User { id, .. }) =
         (s.role, &s.principal)
     {
-        let own = s
-            .state
-            .store
-            .list_patients(s.tenant)
-            .await?
-            .into_iter()
-            .find(|p| p.user_id == Some(*id));
+        let own = s.state.store.patient_by_user(s.tenant, *id).await?;
         return Ok(own.map(|p| Some(p.id.to_string())));
     }
     Ok(None)

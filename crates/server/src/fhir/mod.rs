@@ -89,7 +89,7 @@ pub(crate) struct Session {
     principal: Principal,
     actor: Actor,
     role: Option<Role>,
-    policies: Option<cedar_policy::PolicySet>,
+    policies: Option<std::sync::Arc<cedar_policy::PolicySet>>,
     facts: HashMap<PatientId, Option<PatientFacts>>,
     grants: Option<HashSet<PatientId>>,
 }
@@ -277,7 +277,7 @@ impl Session {
         let ordinary = AccessContext { purpose: purpose.as_str().to_owned(), break_glass: false };
         let engine = self.state.policy.clone();
         if engine
-            .decide(&self.principal, action, &resource, &ordinary, self.policies.as_ref())
+            .decide(&self.principal, action, &resource, &ordinary, self.policies.as_deref())
             .allowed
         {
             return Ok(Some(purpose));
@@ -287,7 +287,7 @@ impl Session {
         {
             let ctx = AccessContext { purpose: "emergency".to_owned(), break_glass: true };
             if engine
-                .decide(&self.principal, action, &resource, &ctx, self.policies.as_ref())
+                .decide(&self.principal, action, &resource, &ctx, self.policies.as_deref())
                 .allowed
             {
                 return Ok(Some(Purpose::Emergency));

@@ -90,13 +90,7 @@ pub async fn access_log(
 ) -> Result<Response, PageError> {
     let me = require(&state, me, &[Role::Patient])?;
     let tenant = me.user.tenant_id;
-    let mine = state
-        .store
-        .list_patients(tenant)
-        .await
-        .map_err(failed(&state))?
-        .into_iter()
-        .find(|p| p.user_id == Some(me.user.id));
+    let mine = state.store.patient_by_user(tenant, me.user.id).await.map_err(failed(&state))?;
     let mut entries = Vec::new();
     let mut grants = Vec::new();
     if let Some(p) = &mine {
@@ -110,7 +104,7 @@ pub async fn access_log(
             .map_err(|e| PageError::new(&state, e))?;
         if !state
             .policy
-            .decide(&who, Action::Read, &Resource::Patient(facts), &ctx, set.as_ref())
+            .decide(&who, Action::Read, &Resource::Patient(facts), &ctx, set.as_deref())
             .allowed
         {
             return Err(PageError::new(&state, crate::error::AppError::Forbidden));
@@ -243,7 +237,7 @@ pub async fn audit_search(
         crate::policy::tenant_set(&state, tenant).await.map_err(|e| PageError::new(&state, e))?;
     if !state
         .policy
-        .decide(&who, Action::ReadAudit, &Resource::AuditLog(tenant), &ctx, set.as_ref())
+        .decide(&who, Action::ReadAudit, &Resource::AuditLog(tenant), &ctx, set.as_deref())
         .allowed
     {
         return Err(PageError::new(&state, crate::error::AppError::Forbidden));

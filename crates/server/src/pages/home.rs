@@ -135,11 +135,11 @@ pub async fn console(
         fhir.apply_consents(&mut facts).await.map_err(|e| super::record::page_error(&state, e))?;
         let resource = Resource::Patient(facts);
         let ordinary = AccessContext { purpose: "treatment".to_owned(), break_glass: false };
-        if state.policy.decide(&who, Action::Search, &resource, &ordinary, set.as_ref()).allowed {
+        if state.policy.decide(&who, Action::Search, &resource, &ordinary, set.as_deref()).allowed {
             patients.push(p);
         } else if grants.contains_key(&p.id) {
             let ctx = AccessContext { purpose: "emergency".to_owned(), break_glass: true };
-            if state.policy.decide(&who, Action::Search, &resource, &ctx, set.as_ref()).allowed {
+            if state.policy.decide(&who, Action::Search, &resource, &ctx, set.as_deref()).allowed {
                 under_grant.insert(p.id);
                 patients.push(p);
             }

@@ -570,13 +570,7 @@ pub async fn my_record(
     let me = require(&state, me, &[Role::Patient])?;
     let tenant = me.user.tenant_id;
     let org = organisation(&state, tenant).await?;
-    let mine = state
-        .store
-        .list_patients(tenant)
-        .await
-        .map_err(failed(&state))?
-        .into_iter()
-        .find(|p| p.user_id == Some(me.user.id));
+    let mine = state.store.patient_by_user(tenant, me.user.id).await.map_err(failed(&state))?;
     let mut s = Session::for_user(&state, &me).await.map_err(|e| page_error(&state, e))?;
     let summary = match mine {
         Some(p) => match patient_record(&mut s, &p.id.to_string()).await {
