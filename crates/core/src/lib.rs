@@ -9,6 +9,7 @@
 pub mod access;
 pub mod audit;
 pub mod clock;
+pub mod devices;
 pub mod identity;
 pub mod ids;
 pub mod records;

@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod password;
+pub mod sign;
 
 pub mod token;
 

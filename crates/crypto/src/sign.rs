@@ -1,0 +1,103 @@
+//! Ed25519 device keys (aws-lc-rs, the provider rustls already uses): generated on the
+//! device, the private half never leaving it; the server holds public keys only.
+
+use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the device key could not be created or read")]
+pub struct KeyPairError;
+
+/// A device's Ed25519 key pair. `Debug` prints the public key only.
+pub struct DeviceKey {
+    pair: Ed25519KeyPair,
+    /// The PKCS#8 document the device stores (secret).
+    pkcs8: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceKey").field("public", &hex::encode(self.public_key())).finish()
+    }
+}
+
+impl DeviceKey {
+    /// A new random key pair.
+    pub fn generate() -> Result<Self, KeyPairError> {
+        let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .map_err(|_| KeyPairError)?;
+        Self::from_pkcs8(doc.as_ref())
+    }
+
+    /// The key pair stored as PKCS#8 (v1 or v2).
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, KeyPairError> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| KeyPairError)?;
+        Ok(Self { pair, pkcs8: Zeroizing::new(der.to_vec()) })
+    }
+
+    /// What to store on the device's disk (0600).
+    pub fn pkcs8(&self) -> &[u8] {
+        &self.pkcs8
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.pair.public_key().as_ref()[..32]);
+        out
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.pair.sign(message).as_ref());
+        out
+    }
+}
+
+/// Whether `sig` is a valid Ed25519 signature of `message` under `public_key` (32 bytes).
+pub fn verify_ed25519(public_key: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    public_key.len() == 32
+        && sig.len() == 64
+        && UnparsedPublicKey::new(&signature::ED25519, public_key).verify(message, sig).is_ok()
+}
+
+/// base64url without padding (RFC 4648 §5), as signatures and keys travel.
+pub fn encode_base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes [`encode_base64url`]'s form; `None` for anything else.
+pub fn decode_base64url(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_refuse_tampering() {
+        let k = DeviceKey::generate().unwrap();
+        let sig = k.sign(b"reading");
+        assert!(verify_ed25519(&k.public_key(), b"reading", &sig));
+        assert!(!verify_ed25519(&k.public_key(), b"readinG", &sig));
+        let other = DeviceKey::generate().unwrap();
+        assert!(!verify_ed25519(&other.public_key(), b"reading", &sig));
+        assert!(!verify_ed25519(&k.public_key()[..31], b"reading", &sig));
+        let again = DeviceKey::from_pkcs8(k.pkcs8()).unwrap();
+        assert_eq!(again.public_key(), k.public_key());
+        let shown = format!("{k:?}");
+        assert!(shown.contains(&hex::encode(k.public_key())));
+        assert!(!shown.contains(&hex::encode(&k.pkcs8()[16..32])));
+    }
+
+    #[test]
+    fn rfc8032_test_vector_1_verifies() {
+        // RFC 8032 §7.1, TEST 1 (empty message).
+        let pk = hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+            .unwrap();
+        let sig = hex::decode("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b").unwrap();
+        assert!(verify_ed25519(&pk, b"", &sig));
+    }
+}
