@@ -6,6 +6,8 @@
 //! wire format (`telesafe-proto`) and crypto (`telesafe-crypto`), so that a third party can
 //! build a device from the protocol document alone and this SDK is just one implementation.
 
+pub mod batch;
 pub mod sequence;
 
+pub use batch::{BatchError, DeviceIdentity};
 pub use sequence::{SequenceError, SequenceFile};
