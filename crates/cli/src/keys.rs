@@ -70,14 +70,14 @@ pub enum PatientCommand {
     },
 }
 
-struct Opened {
-    cfg: Config,
-    store: Store,
-    root: telesafe_crypto::keys::SecretKey,
-    audit: AuditLog,
+pub(crate) struct Opened {
+    pub(crate) cfg: Config,
+    pub(crate) store: Store,
+    pub(crate) root: telesafe_crypto::keys::SecretKey,
+    pub(crate) audit: AuditLog,
 }
 
-async fn open(o: &Overrides) -> anyhow::Result<Opened> {
+pub(crate) async fn open(o: &Overrides) -> anyhow::Result<Opened> {
     let cfg = o.load()?;
     if std::env::var(telesafe_server::keys::ROOT_KEY_ENV).is_err() && !cfg.root_key_path().exists()
     {
@@ -97,13 +97,13 @@ async fn open(o: &Overrides) -> anyhow::Result<Opened> {
     Ok(Opened { cfg, store, root, audit })
 }
 
-async fn tenant_id(store: &Store, slug: &str) -> anyhow::Result<TenantId> {
+pub(crate) async fn tenant_id(store: &Store, slug: &str) -> anyhow::Result<TenantId> {
     let slug = TenantSlug::parse(slug).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
     Ok(store.tenant_by_slug(&slug).await?.context("no organisation with that code")?.id)
 }
 
 /// Records what the command did, as the system, and signs a head so a witness sees it.
-async fn log(
+pub(crate) async fn log(
     o: &Opened,
     tenant: TenantId,
     action: &str,

@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod bench;
 mod demo;
+mod devices;
 mod init;
 mod keys;
 mod logging;
@@ -68,6 +69,9 @@ enum Command {
     Patient(keys::PatientCommand),
     /// Measure the server under load over loopback and print (or write) a table.
     Bench(bench::BenchArgs),
+    /// Register device models, enrol and revoke devices.
+    #[command(subcommand)]
+    Device(devices::DeviceCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -178,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => keys::keys(cmd).await,
         Command::Patient(cmd) => keys::patient(cmd).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Device(cmd) => devices::run(cmd).await,
     }
 }
 

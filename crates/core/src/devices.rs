@@ -117,6 +117,114 @@ pub fn decide(
     }
 }
 
+/// A device model a tenant's administrators registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceModel {
+    pub id: String,
+    pub tenant: crate::ids::TenantId,
+    pub manufacturer: String,
+    pub model: String,
+    pub policy: ModelPolicy,
+    pub created_at: Timestamp,
+}
+
+/// A one-time enrolment: a code (stored as a hash) that lets one device of `model_id`
+/// enrol for `patient` until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub code_hash: telesafe_crypto::TokenHash,
+    pub tenant: crate::ids::TenantId,
+    pub patient: crate::ids::PatientId,
+    pub model_id: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// How long an enrolment code is valid.
+pub const ENROLLMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub tenant: crate::ids::TenantId,
+    pub patient: crate::ids::PatientId,
+    pub model_id: String,
+    pub public_key: Vec<u8>,
+    pub serial: String,
+    pub firmware: String,
+    pub revoked: bool,
+    pub last_seq: u64,
+    pub enrolled_at: Timestamp,
+}
+
+impl Device {
+    pub fn state(&self) -> DeviceState {
+        DeviceState {
+            id: self.id.clone(),
+            public_key: self.public_key.clone(),
+            revoked: self.revoked,
+            last_seq: self.last_seq,
+        }
+    }
+}
+
+/// A stored batch (its readings live on as Observations, or wait in quarantine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub tenant: crate::ids::TenantId,
+    pub device_id: String,
+    pub seq: u64,
+    pub received_at: Timestamp,
+    pub gap_from: Option<u64>,
+    pub quarantine: Option<String>,
+    /// The readings, sealed under the patient's data key.
+    pub body: Vec<u8>,
+}
+
+pub trait DeviceRepository: Send + Sync {
+    fn create_model(
+        &self,
+        m: &DeviceModel,
+    ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+    fn model(
+        &self,
+        tenant: crate::ids::TenantId,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<DeviceModel>, crate::repo::RepoError>> + Send;
+    fn create_enrollment(
+        &self,
+        e: &Enrollment,
+    ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+    /// Uses up an unexpired, unused enrolment atomically; `None` otherwise.
+    fn redeem_enrollment(
+        &self,
+        code: &telesafe_crypto::TokenHash,
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = Result<Option<Enrollment>, crate::repo::RepoError>> + Send;
+    fn create_device(
+        &self,
+        d: &Device,
+    ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+    /// A device by its (globally unique) id.
+    fn device(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<Device>, crate::repo::RepoError>> + Send;
+    /// Stores a batch and raises the device's last sequence number, atomically;
+    /// `Conflict` when the number is not above the last (stored exactly once).
+    fn record_batch(
+        &self,
+        b: &StoredBatch,
+    ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+    fn revoke_device(
+        &self,
+        tenant: crate::ids::TenantId,
+        id: &str,
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = Result<bool, crate::repo::RepoError>> + Send;
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]

@@ -53,6 +53,38 @@ impl DeviceKey {
     }
 }
 
+/// A server-side Ed25519 key made from a seed derived from the root key (it is kept,
+/// backed up and rotated with the other keys). `Debug` shows the public key only.
+pub struct SeedSigner {
+    pair: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for SeedSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedSigner").field("public", &hex::encode(self.public_key())).finish()
+    }
+}
+
+impl SeedSigner {
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, KeyPairError> {
+        Ed25519KeyPair::from_seed_unchecked(seed)
+            .map(|pair| Self { pair })
+            .map_err(|_| KeyPairError)
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.pair.public_key().as_ref()[..32]);
+        out
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.pair.sign(message).as_ref());
+        out
+    }
+}
+
 /// Whether `sig` is a valid Ed25519 signature of `message` under `public_key` (32 bytes).
 pub fn verify_ed25519(public_key: &[u8], message: &[u8], sig: &[u8]) -> bool {
     public_key.len() == 32

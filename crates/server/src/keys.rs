@@ -65,6 +65,13 @@ pub fn audit_signer(
     )
 }
 
+/// The key that signs the server's answers to devices (telemetry acknowledgements).
+pub fn device_ack_signer(
+    root: &SecretKey,
+) -> Result<telesafe_crypto::sign::SeedSigner, telesafe_crypto::sign::KeyPairError> {
+    telesafe_crypto::sign::SeedSigner::from_seed(root.derive("telesafe/v1/device-acks").expose())
+}
+
 /// The key sealing WebAuthn ceremony state while a passkey ceremony is in progress.
 pub fn ceremony_key(root: &SecretKey) -> SealingKey {
     SealingKey::new(root.derive("telesafe/v1/webauthn-ceremony"), 1)

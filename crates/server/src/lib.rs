@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod devices;
 pub mod error;
 pub mod fhir;
 pub mod http;
@@ -108,6 +109,8 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/fhir/{type}/{id}/{op}", get(fhir::instance_operation)),
         ("/fhir/{type}/{id}/{op}/{vid}", get(fhir::vread)),
         ("/fhir", any(fhir::unknown)),
+        ("/api/v1/devices/enroll", post(devices::enroll)),
+        ("/api/v1/devices/telemetry", post(devices::telemetry)),
         ("/oauth2/token", post(oauth::token)),
         ("/oauth2/introspect", post(oauth::introspect)),
         ("/oauth2/revoke", post(oauth::revoke)),
@@ -347,6 +350,9 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         posture: Arc::new(posture),
         keys,
         policy_cache: moka::sync::Cache::new(10_000),
+        device_signer: Arc::new(
+            keys::device_ack_signer(&root_key).map_err(|e| StartError::Audit(e.to_string()))?,
+        ),
     };
     let server = Server::from_listener(listener, tls_config, app(state.clone()), grace);
     Ok(Prepared { state, server, local_addr, fingerprint, generated_certificate: generated })

@@ -55,6 +55,8 @@ pub struct AppState {
     pub keys: telesafe_core::records::keys::KeyRing,
     /// Each tenant's parsed policies, by the source they were parsed from.
     pub policy_cache: PolicyCache,
+    /// Signs the answers to devices.
+    pub device_signer: Arc<telesafe_crypto::sign::SeedSigner>,
 }
 
 /// Tenants' parsed forbid policies, keyed by tenant, with the source they came from.

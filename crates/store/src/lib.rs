@@ -11,6 +11,7 @@
 mod access;
 mod audit;
 mod clients;
+mod devices;
 mod identity;
 
 mod mfa;

@@ -54,6 +54,9 @@ fn expectation(path: &str) -> Option<Who> {
         | "/oauth2/token"
         | "/oauth2/introspect"
         | "/oauth2/revoke"
+        // Devices authenticate by their enrolment code and then by signatures.
+        | "/api/v1/devices/enroll"
+        | "/api/v1/devices/telemetry"
         | "/fhir/metadata"
         // Bare /fhir answers every caller with the same OperationOutcome (no data).
         | "/fhir" => Public,

@@ -999,6 +999,28 @@ pub async fn write_as_system(
     resource_type: &str,
     id: &str,
     patient: Option<PatientId>,
+    resource: Value,
+) -> Result<u32, FhirError> {
+    let actor = Actor {
+        tenant: tenant.to_string(),
+        kind: telesafe_core::audit::ActorKind::System,
+        id: "telesafe".to_owned(),
+        role: "system".to_owned(),
+        source: String::new(),
+        session: String::new(),
+    };
+    write_as(state, &actor, tenant, resource_type, id, patient, resource).await
+}
+
+/// Writes a resource for a non-person actor (the system, a device): validated, sealed,
+/// indexed and audited like any write. Returns the version.
+pub async fn write_as(
+    state: &AppState,
+    actor: &Actor,
+    tenant: TenantId,
+    resource_type: &str,
+    id: &str,
+    patient: Option<PatientId>,
     mut resource: Value,
 ) -> Result<u32, FhirError> {
     let issues = fhir::validate(resource_type, &resource);
@@ -1009,24 +1031,24 @@ pub async fn write_as_system(
     let now = state.clock.now();
     let version = store.current(tenant, resource_type, id).await?.map_or(1, |r| r.version + 1);
     resource["id"] = json!(id);
-    resource["meta"] = json!({"versionId": version.to_string(), "lastUpdated": now.to_rfc3339()});
-    let actor = Actor {
-        tenant: tenant.to_string(),
-        kind: telesafe_core::audit::ActorKind::System,
-        id: "telesafe".to_owned(),
-        role: "system".to_owned(),
-        source: String::new(),
-        session: String::new(),
-    };
+    if !resource["meta"].is_object() {
+        resource["meta"] = json!({});
+    }
+    resource["meta"]["versionId"] = json!(version.to_string());
+    resource["meta"]["lastUpdated"] = json!(now.to_rfc3339());
     record_as(
         state,
-        &actor,
+        actor,
         &[Access {
             action: if version == 1 { "create" } else { "update" },
             resource_type,
             resource_id: id.to_owned(),
             patient_id: patient.map(|p| p.to_string()).unwrap_or_default(),
-            purpose: Purpose::Operations,
+            purpose: if actor.kind == telesafe_core::audit::ActorKind::Device {
+                Purpose::Treatment
+            } else {
+                Purpose::Operations
+            },
             outcome: "success",
         }],
     )

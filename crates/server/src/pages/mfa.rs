@@ -176,7 +176,7 @@ struct RecoveryCodesPage {
 }
 
 /// A QR code of `text` as inline SVG (no image request, so nothing to cache or leak).
-fn qr_svg(text: &str) -> Result<String, AppError> {
+pub fn qr_svg(text: &str) -> Result<String, AppError> {
     let code = qrcode::QrCode::new(text.as_bytes()).map_err(AppError::internal)?;
     let svg = code
         .render::<qrcode::render::svg::Color<'_>>()

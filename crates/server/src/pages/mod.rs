@@ -37,6 +37,7 @@ pub use admin::{add_person, admin, set_policies, set_session_limits};
 pub use audit::{access_log, audit_search};
 pub use break_glass::{break_glass, show_break_glass};
 pub use home::{console, portal, root, security};
+pub use mfa::qr_svg;
 pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
 pub use platform::{create_organisation, platform};

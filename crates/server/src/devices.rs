@@ -1,0 +1,270 @@
+//! Device endpoints over HTTPS (docs/device-protocol.md): enrolment with a one-time code,
+//! and telemetry batches, each decided by `core::devices::decide`, stored exactly once,
+//! and turned into FHIR Observations with provenance. Answers to devices carry the
+//! server's Ed25519 signature over the body (`Telesafe-Signature`).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use telesafe_core::audit::{ActorKind, Purpose};
+use telesafe_core::devices::{Device, DeviceRepository, Outcome, StoredBatch, decide};
+use telesafe_crypto::OpaqueToken;
+use telesafe_proto::telemetry::{Ack, Reason, SignedBatch, canonical, parse};
+
+use crate::audit::{Access, Actor, record_as};
+use crate::error::AppError;
+use crate::http::json::ValidJson;
+use crate::state::AppState;
+
+/// The prefix of the message the server signs over an answer's body.
+pub const ACK_CONTEXT: &[u8] = b"telesafe-ack-v1\n";
+/// The most batches one request may carry.
+pub const MAX_BATCHES: usize = 100;
+
+/// A JSON answer signed by the server.
+fn signed(state: &AppState, status: StatusCode, body: &impl Serialize) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut msg = ACK_CONTEXT.to_vec();
+    msg.extend_from_slice(&bytes);
+    let sig = telesafe_crypto::sign::encode_base64url(&state.device_signer.sign(&msg));
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&sig) {
+        resp.headers_mut().insert("telesafe-signature", v);
+    }
+    resp
+}
+
+fn text_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && !s.chars().any(char::is_control)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    code: String,
+    /// base64url of the 32-byte Ed25519 public key.
+    public_key: String,
+    serial: String,
+    firmware: String,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnrollResponse {
+    device_id: String,
+    /// base64url of the server's Ed25519 key that signs every answer.
+    server_public_key: String,
+}
+
+fn device_actor(tenant: telesafe_core::TenantId, device: &str) -> Actor {
+    Actor {
+        tenant: tenant.to_string(),
+        kind: ActorKind::Device,
+        id: device.to_owned(),
+        role: "device".to_owned(),
+        source: String::new(),
+        session: String::new(),
+    }
+}
+
+/// `POST /api/v1/devices/enroll`.
+pub async fn enroll(
+    State(state): State<AppState>,
+    ValidJson(req): ValidJson<EnrollRequest>,
+) -> Result<Response, AppError> {
+    let refused = || {
+        AppError::InvalidCredentials(
+            "the enrolment code is not valid, was already used, or expired".into(),
+        )
+    };
+    let code = OpaqueToken::parse(req.code.trim()).ok_or_else(refused)?;
+    let public_key = telesafe_crypto::sign::decode_base64url(&req.public_key)
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| {
+            AppError::BadRequest("public_key must be base64url of a 32-byte Ed25519 key".into())
+        })?;
+    if !text_ok(&req.serial) || !text_ok(&req.firmware) {
+        return Err(AppError::BadRequest(
+            "serial and firmware must be 1-64 printable characters".into(),
+        ));
+    }
+    let now = state.clock.now();
+    let e = state.store.redeem_enrollment(&code.hash(), now).await?.ok_or_else(refused)?;
+    let model = state.store.model(e.tenant, &e.model_id).await?.ok_or(AppError::NotFound)?;
+    let device = Device {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: e.tenant,
+        patient: e.patient,
+        model_id: model.id.clone(),
+        public_key,
+        serial: req.serial.clone(),
+        firmware: req.firmware.clone(),
+        revoked: false,
+        last_seq: 0,
+        enrolled_at: now,
+    };
+    state.store.create_device(&device).await?;
+    // The device in the patient's record, as FHIR sees it.
+    let fhir_device = json!({
+        "resourceType": "Device",
+        "status": "active",
+        "patient": {"reference": format!("Patient/{}", e.patient)},
+        "manufacturer": model.manufacturer,
+        "serialNumber": req.serial,
+        "deviceName": [{"name": model.model, "type": "model-name"}],
+        "version": [{"value": req.firmware}],
+    });
+    crate::fhir::write_as(
+        &state,
+        &device_actor(e.tenant, &device.id),
+        e.tenant,
+        "Device",
+        &device.id,
+        Some(e.patient),
+        fhir_device,
+    )
+    .await
+    .map_err(|f| AppError::Internal(f.issues.first().map(|i| i.2.clone()).unwrap_or_default()))?;
+    let body = EnrollResponse {
+        device_id: device.id,
+        server_public_key: telesafe_crypto::sign::encode_base64url(
+            &state.device_signer.public_key(),
+        ),
+    };
+    Ok(signed(&state, StatusCode::CREATED, &body))
+}
+
+/// `POST /api/v1/devices/telemetry`: one signed batch, or an array of up to 100.
+pub async fn telemetry(State(state): State<AppState>, body: Bytes) -> Result<Response, AppError> {
+    let items: Vec<Vec<u8>> = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(items)) if items.len() <= MAX_BATCHES => {
+            items.iter().map(|v| serde_json::to_vec(v).unwrap_or_default()).collect()
+        }
+        Ok(Value::Array(_)) => {
+            return Err(AppError::BadRequest(format!("at most {MAX_BATCHES} batches per request")));
+        }
+        Ok(_) => vec![body.to_vec()],
+        Err(_) => {
+            return Ok(signed(
+                &state,
+                StatusCode::OK,
+                &[Ack::Refused { seq: None, reason: Reason::Malformed }],
+            ));
+        }
+    };
+    let mut acks = Vec::with_capacity(items.len());
+    for raw in items {
+        acks.push(one(&state, &raw).await?);
+    }
+    Ok(signed(&state, StatusCode::OK, &acks))
+}
+
+/// Decides, stores and files one batch. Storage failures fail the request (503/500): the
+/// device keeps the batch and resends it.
+async fn one(state: &AppState, raw: &[u8]) -> Result<Ack, AppError> {
+    let b: SignedBatch = match parse(raw) {
+        Ok(b) => b,
+        Err(reason) => return Ok(Ack::Refused { seq: None, reason }),
+    };
+    let seq = b.batch.seq;
+    let device = state.store.device(&b.batch.device).await?;
+    let model = match &device {
+        Some(d) => state.store.model(d.tenant, &d.model_id).await?,
+        None => None,
+    };
+    let (Some(device), Some(model)) = (device, model) else {
+        return Ok(Ack::Refused { seq: Some(seq), reason: Reason::UnknownDevice });
+    };
+    let now = state.clock.now();
+    let actor = device_actor(device.tenant, &device.id);
+    let audit = |action: &'static str, outcome: &'static str| Access {
+        action,
+        resource_type: "Device",
+        resource_id: device.id.clone(),
+        patient_id: device.patient.to_string(),
+        purpose: Purpose::Treatment,
+        outcome,
+    };
+    match decide(Some(&device.state()), &model.policy, &b, now) {
+        Outcome::Refuse(reason) => {
+            if matches!(reason, Reason::Revoked | Reason::BadSignature) {
+                record_as(state, &actor, &[audit("telemetry", "denied")]).await?;
+            }
+            Ok(Ack::Refused { seq: Some(seq), reason })
+        }
+        Outcome::Duplicate => Ok(Ack::Duplicate { seq }),
+        Outcome::Store { gap_from, quarantine } => {
+            let key = state
+                .keys
+                .patient(&state.store, device.tenant, device.patient, now, true)
+                .await
+                .map_err(AppError::internal)?;
+            // Bound to its row: tenant, patient, device and sequence number.
+            let aad = format!(
+                "telesafe/device-batch/v1|{}|{}|{}|{seq}",
+                device.tenant, device.patient, device.id
+            );
+            let body =
+                key.seal(&canonical(&b.batch), aad.as_bytes()).map_err(AppError::internal)?;
+            let stored = StoredBatch {
+                tenant: device.tenant,
+                device_id: device.id.clone(),
+                seq,
+                received_at: now,
+                gap_from,
+                quarantine: quarantine.clone(),
+                body,
+            };
+            record_as(state, &actor, &[audit("telemetry", "success")]).await?;
+            match state.store.record_batch(&stored).await {
+                Ok(()) => {}
+                // Another request stored the same number first: exactly once.
+                Err(telesafe_core::RepoError::Conflict) => return Ok(Ack::Duplicate { seq }),
+                Err(e) => return Err(e.into()),
+            }
+            if quarantine.is_none() {
+                for (i, r) in b.batch.readings.iter().enumerate() {
+                    let value: f64 = r.value.parse().unwrap_or_default();
+                    let obs = json!({
+                        "resourceType": "Observation",
+                        "meta": {"tag": [{"system": "urn:telesafe:provenance", "code": "device-signature-verified"}]},
+                        "identifier": [{"system": "urn:telesafe:device-batch", "value": format!("{}/{seq}/{i}", device.id)}],
+                        "status": "final",
+                        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+                        "code": {"coding": [{"system": "http://loinc.org", "code": r.code}]},
+                        "subject": {"reference": format!("Patient/{}", device.patient)},
+                        "effectiveDateTime": r.at,
+                        "valueQuantity": {"value": value, "unit": r.unit, "system": "http://unitsofmeasure.org", "code": r.unit},
+                        "device": {"reference": format!("Device/{}", device.id)},
+                    });
+                    let id = uuid::Uuid::now_v7().to_string();
+                    crate::fhir::write_as(
+                        state,
+                        &actor,
+                        device.tenant,
+                        "Observation",
+                        &id,
+                        Some(device.patient),
+                        obs,
+                    )
+                    .await
+                    .map_err(|f| {
+                        AppError::Internal(
+                            f.issues.first().map(|i| i.2.clone()).unwrap_or_default(),
+                        )
+                    })?;
+                }
+            }
+            Ok(Ack::Stored { seq, gap_from, quarantined: quarantine })
+        }
+    }
+}

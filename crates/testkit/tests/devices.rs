@@ -1,0 +1,209 @@
+//! Remote monitoring over HTTPS, on both backends: a device enrols with a one-time code,
+//! sends signed batches (made by the SDK), and its readings become Observations with
+//! provenance; replays are acknowledged but stored once, gaps are recorded, forged,
+//! future and unsupported batches are refused with their reason, old firmware is
+//! quarantined, a revoked device is refused, and every answer is signed by the server.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a failed step must fail the test loudly"
+)]
+
+use serde_json::{Value, json};
+use telesafe_core::devices::{DeviceModel, DeviceRepository, Enrollment, ModelPolicy};
+use telesafe_core::identity::PatientRepository;
+use telesafe_crypto::OpaqueToken;
+use telesafe_crypto::sign::{DeviceKey, decode_base64url, encode_base64url, verify_ed25519};
+use telesafe_device::{DeviceIdentity, SequenceFile};
+use telesafe_proto::telemetry::{Reading, signing_message};
+use telesafe_testkit::{DbBackend, TestServer, both_backends};
+
+mod common;
+#[allow(unused_imports, reason = "each suite uses a different subset")]
+use common::*;
+
+async fn post(s: &TestServer, path: &str, body: &Value, server_key: Option<&[u8]>) -> (u16, Value) {
+    let r = s.client().post(s.url(path)).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let sig = r.headers().get("telesafe-signature").map(|v| v.to_str().unwrap().to_owned());
+    let bytes = r.bytes().await.unwrap();
+    if let (Some(key), Some(sig)) = (server_key, &sig) {
+        let mut msg = b"telesafe-ack-v1\n".to_vec();
+        msg.extend_from_slice(&bytes);
+        assert!(verify_ed25519(key, &msg, &decode_base64url(sig).unwrap()), "the answer is signed");
+    }
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn hr(at: &str, v: &str) -> Reading {
+    Reading { at: at.into(), code: "8867-4".into(), unit: "/min".into(), value: v.into() }
+}
+
+async fn devices_enrol_and_deliver_signed_readings_exactly_once(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let store = &s.state.store;
+    let tenant = s.clinic.tenant.id;
+    let now = s.state.clock.now();
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
+    let model = DeviceModel {
+        id: "oximeter-x".into(),
+        tenant,
+        manufacturer: "Acme Medical".into(),
+        model: "PulseOx 2".into(),
+        policy: ModelPolicy {
+            measures: vec![("8867-4".into(), "/min".into()), ("59408-5".into(), "%".into())],
+            min_firmware: "2.0.0".into(),
+            vulnerable: vec![("2.1.0".into(), "ADV-2026-0042".into())],
+        },
+        created_at: now,
+    };
+    store.create_model(&model).await.unwrap();
+    let enrol = |code: &OpaqueToken| Enrollment {
+        code_hash: code.hash(),
+        tenant,
+        patient: ana,
+        model_id: model.id.clone(),
+        created_at: now,
+        expires_at: now.plus(telesafe_core::devices::ENROLLMENT_LIFETIME),
+    };
+    let code = OpaqueToken::generate().unwrap();
+    store.create_enrollment(&enrol(&code)).await.unwrap();
+
+    // Enrolment: the device keeps its private key; the code works once.
+    let key = DeviceKey::generate().unwrap();
+    let req = json!({"code": code.reveal(), "public_key": encode_base64url(&key.public_key()), "serial": "SN-0042", "firmware": "2.3.1"});
+    let (st, enrolled) = post(&s, "/api/v1/devices/enroll", &req, None).await;
+    assert_eq!(st, 201, "{enrolled}");
+    let server_key = decode_base64url(enrolled["server_public_key"].as_str().unwrap()).unwrap();
+    assert_eq!(server_key, s.state.device_signer.public_key());
+    let device_id = enrolled["device_id"].as_str().unwrap().to_owned();
+    assert_eq!(post(&s, "/api/v1/devices/enroll", &req, None).await.0, 401, "single use");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut counter = SequenceFile::open(&dir.path().join("seq")).unwrap();
+    let id = DeviceIdentity { device_id: device_id.clone(), key, firmware: "2.3.1".into() };
+    let clock = "2026-01-01T00:00:00Z";
+    let b1 = id
+        .sign(
+            &mut counter,
+            clock,
+            vec![hr("2025-12-31T23:59:00Z", "71"), hr("2025-12-31T23:59:30Z", "73")],
+        )
+        .unwrap();
+    let (s, server_key) = (&s, &server_key);
+    let send = |batches: Value| async move {
+        post(s, "/api/v1/devices/telemetry", &batches, Some(server_key.as_slice())).await
+    };
+    let (st, acks) = send(serde_json::to_value(&b1).unwrap()).await;
+    assert_eq!(st, 200);
+    assert_eq!(acks[0]["status"], "stored", "{acks}");
+    // The same batch again (a replay, or a resend after a lost answer): stored once.
+    let (_, acks) = send(json!([b1.clone(), b1.clone()])).await;
+    assert_eq!(
+        (acks[0]["status"].as_str(), acks[1]["status"].as_str()),
+        (Some("duplicate"), Some("duplicate"))
+    );
+    // A gap is stored and recorded.
+    counter.reserve_next().unwrap();
+    let b3 = id.sign(&mut counter, clock, vec![hr("2026-01-01T00:00:00Z", "75")]).unwrap();
+    let (_, acks) = send(serde_json::to_value(&b3).unwrap()).await;
+    assert_eq!(
+        (acks[0]["status"].as_str(), acks[0]["gap_from"].as_u64()),
+        (Some("stored"), Some(2))
+    );
+    // Forged, future, unsupported, malformed: refused with their reason, nothing stored.
+    let mut forged = id.sign(&mut counter, clock, vec![hr("2026-01-01T00:00:00Z", "80")]).unwrap();
+    forged.batch.readings[0].value = "180".into();
+    let future = id
+        .sign(&mut counter, "2099-01-01T00:00:00Z", vec![hr("2026-01-01T00:00:00Z", "80")])
+        .unwrap();
+    let glucose = id
+        .sign(
+            &mut counter,
+            clock,
+            vec![Reading {
+                at: "2026-01-01T00:00:00Z".into(),
+                code: "2339-0".into(),
+                unit: "mg/dL".into(),
+                value: "99".into(),
+            }],
+        )
+        .unwrap();
+    let (_, acks) = send(json!([forged, future, glucose, {"batch": 1}])).await;
+    let reasons: Vec<&str> =
+        acks.as_array().unwrap().iter().map(|a| a["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["bad_signature", "future", "unsupported_reading", "malformed"]);
+
+    // The readings are Observations in the patient's record, with provenance.
+    let dr = s.signed_in(DR).await;
+    let bundle: Value = dr
+        .get(s.url(&format!(
+            "/fhir/Observation?patient={ana}&date=ge2025-12-31T00:00:00Z&date=le2026-01-02"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["total"], 3, "{bundle}");
+    let o = &bundle["entry"][0]["resource"];
+    assert_eq!(o["device"]["reference"], format!("Device/{device_id}"));
+    assert_eq!(o["meta"]["tag"][0]["code"], "device-signature-verified");
+    let dev: Value = dr
+        .get(s.url(&format!("/fhir/Device/{device_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dev["serialNumber"], "SN-0042");
+
+    // Old or vulnerable firmware: kept, not clinical, and the device is told why.
+    let code2 = OpaqueToken::generate().unwrap();
+    store.create_enrollment(&enrol(&code2)).await.unwrap();
+    let old_key = DeviceKey::generate().unwrap();
+    let (_, old) = post(s, "/api/v1/devices/enroll", &json!({"code": code2.reveal(), "public_key": encode_base64url(&old_key.public_key()), "serial": "SN-7", "firmware": "2.1.0"}), None).await;
+    let old_id = DeviceIdentity {
+        device_id: old["device_id"].as_str().unwrap().to_owned(),
+        key: old_key,
+        firmware: "2.1.0".into(),
+    };
+    let mut c2 = SequenceFile::open(&dir.path().join("seq2")).unwrap();
+    let q = old_id.sign(&mut c2, clock, vec![hr("2025-12-31T12:00:00Z", "190")]).unwrap();
+    let (_, acks) = send(serde_json::to_value(&q).unwrap()).await;
+    assert_eq!(acks[0]["status"], "stored");
+    assert!(acks[0]["quarantined"].as_str().unwrap().contains("ADV-2026-0042"));
+    let bundle: Value = dr
+        .get(s.url(&format!("/fhir/Observation?patient={ana}&date=2025-12-31T12:00:00Z")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["total"], 0, "quarantined readings are not clinical data");
+
+    // Revoked: refused, and the refusal is on the audit log.
+    assert!(store.revoke_device(tenant, &device_id, now).await.unwrap());
+    let after = id.sign(&mut counter, clock, vec![hr("2026-01-01T00:00:00Z", "70")]).unwrap();
+    let (_, acks) = send(serde_json::to_value(&after).unwrap()).await;
+    assert_eq!(acks[0]["reason"], "revoked");
+    use telesafe_core::audit::AuditRepository;
+    let n = store.audit_size().await.unwrap();
+    let entries = store.audit_entries(0, u32::try_from(n).unwrap()).await.unwrap();
+    assert!(entries.iter().any(|(e, _)| e.actor_kind.as_str() == "device"
+        && e.outcome == "denied"
+        && e.actor_id == device_id));
+    assert!(entries.iter().any(|(e, _)| e.actor_kind.as_str() == "device"
+        && e.action == "create"
+        && e.resource_type == "Observation"));
+    // The signature covers the canonical batch: the SDK's and the protocol's agree.
+    assert!(signing_message(&b1.batch).starts_with(b"telesafe-telemetry-v1\n{\"clock\":"));
+}
+
+both_backends!(devices_enrol_and_deliver_signed_readings_exactly_once,);
