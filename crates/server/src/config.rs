@@ -27,6 +27,26 @@ pub struct Config {
     pub keys: KeysConfig,
     pub mail: MailConfig,
     pub audit: AuditConfig,
+    pub mqtt: MqttConfig,
+}
+
+/// The MQTT transport for devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `host:port` of the broker (Mosquitto, EMQX). Unset: devices use HTTPS only.
+    pub broker: Option<String>,
+    /// This server's MQTT client id.
+    pub client_id: String,
+    /// The first topic level (`<root>/<organisation>/devices/<id>/telemetry`). Run the
+    /// bridge on one node per root: every subscriber receives every batch.
+    pub topic_root: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self { broker: None, client_id: "telesafe".to_owned(), topic_root: "telesafe".to_owned() }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

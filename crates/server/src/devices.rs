@@ -168,13 +168,44 @@ pub async fn telemetry(State(state): State<AppState>, body: Bytes) -> Result<Res
     Ok(signed(&state, StatusCode::OK, &acks))
 }
 
-/// Decides, stores and files one batch. Storage failures fail the request (503/500): the
-/// device keeps the batch and resends it.
-async fn one(state: &AppState, raw: &[u8]) -> Result<Ack, AppError> {
+/// One batch that arrived on an MQTT topic: the topic must name the batch's device and
+/// its organisation.
+pub(crate) async fn one_on_topic(
+    state: &AppState,
+    raw: &[u8],
+    organisation: &str,
+    device: &str,
+) -> Result<Ack, AppError> {
     let b: SignedBatch = match parse(raw) {
         Ok(b) => b,
         Err(reason) => return Ok(Ack::Refused { seq: None, reason }),
     };
+    if b.batch.device != device {
+        return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
+    }
+    if let Some(d) = state.store.device(device).await? {
+        use telesafe_core::identity::{TenantRepository, TenantSlug};
+        let tenant = match TenantSlug::parse(organisation) {
+            Ok(slug) => state.store.tenant_by_slug(&slug).await?,
+            Err(_) => None,
+        };
+        if tenant.map(|t| t.id) != Some(d.tenant) {
+            return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
+        }
+    }
+    decide_and_file(state, b).await
+}
+
+/// Decides, stores and files one batch. Storage failures fail the request (503/500): the
+/// device keeps the batch and resends it.
+async fn one(state: &AppState, raw: &[u8]) -> Result<Ack, AppError> {
+    match parse(raw) {
+        Ok(b) => decide_and_file(state, b).await,
+        Err(reason) => Ok(Ack::Refused { seq: None, reason }),
+    }
+}
+
+async fn decide_and_file(state: &AppState, b: SignedBatch) -> Result<Ack, AppError> {
     let seq = b.batch.seq;
     let device = state.store.device(&b.batch.device).await?;
     let model = match &device {

@@ -19,6 +19,7 @@ pub mod fhir;
 pub mod http;
 pub mod keys;
 pub mod mail;
+pub mod mqtt;
 pub mod native;
 pub mod oauth;
 pub mod pages;

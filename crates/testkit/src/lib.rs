@@ -83,6 +83,7 @@ pub async fn start_with(
             .await
             .expect("demo clinic seeds");
     demo::seed_records(&prepared.state, &clinic).await.expect("demo records seed");
+    telesafe_server::mqtt::spawn(prepared.state.clone());
     let cert_pem = std::fs::read(&cert_path).unwrap_or_default();
     let addr = prepared.local_addr;
     let state = prepared.state.clone();

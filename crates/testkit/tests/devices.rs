@@ -206,4 +206,147 @@ async fn devices_enrol_and_deliver_signed_readings_exactly_once(backend: DbBacke
     assert!(signing_message(&b1.batch).starts_with(b"telesafe-telemetry-v1\n{\"clock\":"));
 }
 
-both_backends!(devices_enrol_and_deliver_signed_readings_exactly_once,);
+/// The broker `scripts/test` starts (host:port), or `None` (skipped unless `CI=true`).
+fn broker() -> Option<String> {
+    let b = std::env::var("TELESAFE_TEST_MQTT").ok();
+    assert!(
+        b.is_some() || !telesafe_store::testing::postgres_required(),
+        "TELESAFE_TEST_MQTT is not set: run the suite through scripts/test"
+    );
+    b
+}
+
+async fn batches_over_mqtt_are_filed_once_and_acknowledged_on_the_device_topic(backend: DbBackend) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let Some(broker) = broker() else {
+        eprintln!("SKIPPED: TELESAFE_TEST_MQTT is not set");
+        return;
+    };
+    let clock: std::sync::Arc<dyn telesafe_core::Clock> =
+        std::sync::Arc::new(telesafe_core::SystemClock);
+    let client_id = format!("telesafe-test-{}", uuid_like());
+    let Some(s) = telesafe_testkit::start_with(backend, clock, |cfg| {
+        cfg.mqtt.broker = Some(broker.clone());
+        cfg.mqtt.client_id = client_id.clone();
+        // A topic root of its own: tests share the broker.
+        cfg.mqtt.topic_root = client_id.clone();
+    })
+    .await
+    else {
+        return;
+    };
+    let store = &s.state.store;
+    let tenant = s.clinic.tenant.id;
+    let now = s.state.clock.now();
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
+    let model_id = format!("m-{}", uuid_like());
+    store
+        .create_model(&DeviceModel {
+            id: model_id.clone(),
+            tenant,
+            manufacturer: "Acme".into(),
+            model: model_id.clone(),
+            policy: ModelPolicy {
+                measures: vec![("8867-4".into(), "/min".into())],
+                min_firmware: "1.0".into(),
+                vulnerable: vec![],
+            },
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    let code = OpaqueToken::generate().unwrap();
+    store
+        .create_enrollment(&Enrollment {
+            code_hash: code.hash(),
+            tenant,
+            patient: ana,
+            model_id,
+            created_at: now,
+            expires_at: now.plus(telesafe_core::devices::ENROLLMENT_LIFETIME),
+        })
+        .await
+        .unwrap();
+    let key = DeviceKey::generate().unwrap();
+    let (_, enrolled) = post(&s, "/api/v1/devices/enroll", &json!({"code": code.reveal(), "public_key": encode_base64url(&key.public_key()), "serial": "M-1", "firmware": "1.0"}), None).await;
+    let device_id = enrolled["device_id"].as_str().unwrap().to_owned();
+    let server_key = decode_base64url(enrolled["server_public_key"].as_str().unwrap()).unwrap();
+
+    // The device: its own MQTT client, listening on its acknowledgement topic.
+    let (host, port) = broker.rsplit_once(':').unwrap();
+    let mut opts = MqttOptions::new(format!("dev-{device_id}"), host, port.parse::<u16>().unwrap());
+    opts.set_keep_alive(std::time::Duration::from_secs(10));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                let _ = tx.send(p.payload.to_vec()).await;
+            }
+        }
+    });
+    let root = s.state.config.mqtt.topic_root.clone();
+    let base = format!("{root}/demo/devices/{device_id}");
+    // Its own acknowledgement topic, and (to see the refusal below) every device's.
+    client.subscribe(format!("{root}/demo/devices/+/ack"), QoS::AtLeastOnce).await.unwrap();
+    // Wait until the server's bridge is subscribed (it connects in the background).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut counter = SequenceFile::open(&dir.path().join("seq")).unwrap();
+    let id = DeviceIdentity { device_id: device_id.clone(), key, firmware: "1.0".into() };
+    let batch = id
+        .sign(&mut counter, "2026-01-01T00:00:00Z", vec![hr("2025-12-30T08:00:00Z", "66")])
+        .unwrap();
+    let payload = serde_json::to_vec(&batch).unwrap();
+    let mut send = async |payload: Vec<u8>, topic: String| -> Value {
+        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        let raw = tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv())
+            .await
+            .expect("an acknowledgement")
+            .unwrap();
+        let (sig, body) = raw.split_at(raw.iter().position(|b| *b == b'\n').unwrap());
+        let body = &body[1..];
+        let mut msg = b"telesafe-ack-v1\n".to_vec();
+        msg.extend_from_slice(body);
+        assert!(verify_ed25519(
+            &server_key,
+            &msg,
+            &decode_base64url(std::str::from_utf8(sig).unwrap()).unwrap()
+        ));
+        serde_json::from_slice(body).unwrap()
+    };
+    let first = send(payload.clone(), format!("{base}/telemetry")).await;
+    assert_eq!(first[0]["status"], "stored", "{first}");
+    let again = send(payload.clone(), format!("{base}/telemetry")).await;
+    assert_eq!(again[0]["status"], "duplicate");
+    // A batch on another device's topic is refused.
+    let next = id
+        .sign(&mut counter, "2026-01-01T00:00:00Z", vec![hr("2025-12-30T09:00:00Z", "67")])
+        .unwrap();
+    let wrong = send(
+        serde_json::to_vec(&next).unwrap(),
+        format!("{root}/demo/devices/someone-else/telemetry"),
+    )
+    .await;
+    assert_eq!(wrong[0]["reason"], "unknown_device", "{wrong}");
+    let dr = s.signed_in(DR).await;
+    let bundle: Value = dr
+        .get(s.url(&format!("/fhir/Observation?patient={ana}&date=2025-12-30")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["total"], 1, "stored once: {bundle}");
+}
+
+fn uuid_like() -> String {
+    OpaqueToken::generate().unwrap().reveal()[..10].to_lowercase().replace(['-', '_'], "x")
+}
+
+both_backends!(
+    devices_enrol_and_deliver_signed_readings_exactly_once,
+    batches_over_mqtt_are_filed_once_and_acknowledged_on_the_device_topic,
+);
