@@ -217,6 +217,20 @@ pub trait DeviceRepository: Send + Sync {
         &self,
         b: &StoredBatch,
     ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+    /// A device's quarantined batches not yet released.
+    fn quarantined_batches(
+        &self,
+        tenant: crate::ids::TenantId,
+        device: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<StoredBatch>, crate::repo::RepoError>> + Send;
+    /// Marks one released; `false` if it was released already.
+    fn release_batch(
+        &self,
+        tenant: crate::ids::TenantId,
+        device: &str,
+        seq: u64,
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = Result<bool, crate::repo::RepoError>> + Send;
     fn revoke_device(
         &self,
         tenant: crate::ids::TenantId,

@@ -240,10 +240,7 @@ async fn decide_and_file(state: &AppState, b: SignedBatch) -> Result<Ack, AppErr
                 .await
                 .map_err(AppError::internal)?;
             // Bound to its row: tenant, patient, device and sequence number.
-            let aad = format!(
-                "telesafe/device-batch/v1|{}|{}|{}|{seq}",
-                device.tenant, device.patient, device.id
-            );
+            let aad = batch_aad(&device, seq);
             let body =
                 key.seal(&canonical(&b.batch), aad.as_bytes()).map_err(AppError::internal)?;
             let stored = StoredBatch {
@@ -263,39 +260,110 @@ async fn decide_and_file(state: &AppState, b: SignedBatch) -> Result<Ack, AppErr
                 Err(e) => return Err(e.into()),
             }
             if quarantine.is_none() {
-                for (i, r) in b.batch.readings.iter().enumerate() {
-                    let value: f64 = r.value.parse().unwrap_or_default();
-                    let obs = json!({
-                        "resourceType": "Observation",
-                        "meta": {"tag": [{"system": "urn:telesafe:provenance", "code": "device-signature-verified"}]},
-                        "identifier": [{"system": "urn:telesafe:device-batch", "value": format!("{}/{seq}/{i}", device.id)}],
-                        "status": "final",
-                        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
-                        "code": {"coding": [{"system": "http://loinc.org", "code": r.code}]},
-                        "subject": {"reference": format!("Patient/{}", device.patient)},
-                        "effectiveDateTime": r.at,
-                        "valueQuantity": {"value": value, "unit": r.unit, "system": "http://unitsofmeasure.org", "code": r.unit},
-                        "device": {"reference": format!("Device/{}", device.id)},
-                    });
-                    let id = uuid::Uuid::now_v7().to_string();
-                    crate::fhir::write_as(
-                        state,
-                        &actor,
-                        device.tenant,
-                        "Observation",
-                        &id,
-                        Some(device.patient),
-                        obs,
-                    )
-                    .await
-                    .map_err(|f| {
-                        AppError::Internal(
-                            f.issues.first().map(|i| i.2.clone()).unwrap_or_default(),
-                        )
-                    })?;
-                }
+                file_readings(state, &actor, &device, seq, &b.batch.readings).await?;
             }
             Ok(Ack::Stored { seq, gap_from, quarantined: quarantine })
         }
     }
+}
+
+/// Files a batch's readings as Observations in the patient's record, with provenance.
+async fn file_readings(
+    state: &AppState,
+    actor: &Actor,
+    device: &Device,
+    seq: u64,
+    readings: &[telesafe_proto::telemetry::Reading],
+) -> Result<(), AppError> {
+    for (i, r) in readings.iter().enumerate() {
+        let value: f64 = r.value.parse().unwrap_or_default();
+        let obs = json!({
+            "resourceType": "Observation",
+            "meta": {"tag": [{"system": "urn:telesafe:provenance", "code": "device-signature-verified"}]},
+            "identifier": [{"system": "urn:telesafe:device-batch", "value": format!("{}/{seq}/{i}", device.id)}],
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": r.code}]},
+            "subject": {"reference": format!("Patient/{}", device.patient)},
+            "effectiveDateTime": r.at,
+            "valueQuantity": {"value": value, "unit": r.unit, "system": "http://unitsofmeasure.org", "code": r.unit},
+            "device": {"reference": format!("Device/{}", device.id)},
+        });
+        let id = uuid::Uuid::now_v7().to_string();
+        crate::fhir::write_as(
+            state,
+            actor,
+            device.tenant,
+            "Observation",
+            &id,
+            Some(device.patient),
+            obs,
+        )
+        .await
+        .map_err(|f| {
+            AppError::Internal(f.issues.first().map(|i| i.2.clone()).unwrap_or_default())
+        })?;
+    }
+    Ok(())
+}
+
+fn batch_aad(device: &Device, seq: u64) -> String {
+    format!("telesafe/device-batch/v1|{}|{}|{}|{seq}", device.tenant, device.patient, device.id)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Released {
+    released: usize,
+}
+
+/// `POST /api/v1/devices/{id}/release`: a tenant administrator releases a device's
+/// quarantined readings (after checking them): they are filed as Observations, by them.
+pub async fn release(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    me: crate::auth::CurrentUser,
+) -> Result<axum::Json<Released>, AppError> {
+    if me.role() != telesafe_core::identity::Role::TenantAdmin {
+        return Err(AppError::Forbidden);
+    }
+    let device = state
+        .store
+        .device(&id)
+        .await?
+        .filter(|d| d.tenant == me.user.tenant_id)
+        .ok_or(AppError::NotFound)?;
+    let now = state.clock.now();
+    let actor = Actor::user(&me);
+    let batches = state.store.quarantined_batches(device.tenant, &device.id).await?;
+    record_as(
+        &state,
+        &actor,
+        &[Access {
+            action: "release",
+            resource_type: "Device",
+            resource_id: device.id.clone(),
+            patient_id: device.patient.to_string(),
+            purpose: Purpose::Operations,
+            outcome: "success",
+        }],
+    )
+    .await?;
+    let key = state
+        .keys
+        .patient(&state.store, device.tenant, device.patient, now, false)
+        .await
+        .map_err(AppError::internal)?;
+    let mut released = 0;
+    for b in batches {
+        let plain =
+            key.open(&b.body, batch_aad(&device, b.seq).as_bytes()).map_err(AppError::internal)?;
+        let batch: telesafe_proto::telemetry::Batch =
+            serde_json::from_slice(&plain).map_err(AppError::internal)?;
+        // Marked first: a second release cannot file the same readings twice.
+        if state.store.release_batch(device.tenant, &device.id, b.seq, now).await? {
+            file_readings(&state, &actor, &device, b.seq, &batch.readings).await?;
+            released += 1;
+        }
+    }
+    Ok(axum::Json(Released { released }))
 }

@@ -112,6 +112,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/fhir", any(fhir::unknown)),
         ("/api/v1/devices/enroll", post(devices::enroll)),
         ("/api/v1/devices/telemetry", post(devices::telemetry)),
+        ("/api/v1/devices/{id}/release", post(devices::release)),
         ("/oauth2/token", post(oauth::token)),
         ("/oauth2/introspect", post(oauth::introspect)),
         ("/oauth2/revoke", post(oauth::revoke)),

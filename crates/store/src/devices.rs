@@ -57,6 +57,15 @@ struct DeviceRow {
     enrolled_at: i64,
 }
 
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    seq: i64,
+    received_at: i64,
+    gap_from: Option<i64>,
+    quarantine: Option<String>,
+    body: Vec<u8>,
+}
+
 impl DeviceRepository for Store {
     async fn create_model(&self, m: &DeviceModel) -> Result<(), RepoError> {
         let measures =
@@ -207,6 +216,53 @@ impl DeviceRepository for Store {
             .execute(&mut **c).await.map(|_| ()))
         .map_err(repo_err)?;
         tx.commit().await
+    }
+
+    async fn quarantined_batches(
+        &self,
+        tenant: TenantId,
+        device: &str,
+    ) -> Result<Vec<StoredBatch>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<BatchRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT seq, received_at, gap_from, quarantine, body FROM device_batches \
+             WHERE tenant_id = $1 AND device_id = $2 AND quarantine IS NOT NULL AND released_at IS NULL \
+             ORDER BY seq")
+            .bind(tenant.to_string()).bind(device)
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredBatch {
+                    tenant,
+                    device_id: device.to_owned(),
+                    seq: seq_u64(r.seq)?,
+                    received_at: Timestamp::from_unix_millis(r.received_at),
+                    gap_from: r.gap_from.map(seq_u64).transpose()?,
+                    quarantine: r.quarantine,
+                    body: r.body,
+                })
+            })
+            .collect()
+    }
+
+    async fn release_batch(
+        &self,
+        tenant: TenantId,
+        device: &str,
+        seq: u64,
+        now: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        let n = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE device_batches SET released_at = $1 \
+             WHERE tenant_id = $2 AND device_id = $3 AND seq = $4 AND released_at IS NULL")
+            .bind(now.unix_millis()).bind(tenant.to_string()).bind(device).bind(seq_i64(seq)?)
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n == 1)
     }
 
     async fn revoke_device(

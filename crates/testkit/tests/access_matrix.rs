@@ -87,9 +87,11 @@ fn expectation(path: &str) -> Option<Who> {
         | "/console/patients/{id}/records"
         | "/console/patients/{id}/demographics" => Roles(CLINIC_STAFF),
         "/console/break-glass" => Roles(&[Role::Clinician]),
-        "/admin" | "/admin/people" | "/admin/session-limits" | "/admin/policies" => {
-            Roles(&[Role::TenantAdmin])
-        }
+        "/admin"
+        | "/admin/people"
+        | "/admin/session-limits"
+        | "/admin/policies"
+        | "/api/v1/devices/{id}/release" => Roles(&[Role::TenantAdmin]),
         "/security" | "/security/audit" => Roles(&[Role::SecurityOfficer]),
         "/platform" | "/platform/organisations" => Roles(&[Role::PlatformOperator]),
         "/api/v1/audit/head"

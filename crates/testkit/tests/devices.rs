@@ -187,6 +187,41 @@ async fn devices_enrol_and_deliver_signed_readings_exactly_once(backend: DbBacke
         .await
         .unwrap();
     assert_eq!(bundle["total"], 0, "quarantined readings are not clinical data");
+    // An administrator who checked them releases them: filed once, then nothing left.
+    let release = format!("/api/v1/devices/{}/release", old_id.device_id);
+    let admin = s.signed_in(ADMIN).await;
+    let r = dr.post(s.url(&release)).header("origin", &s.base).send().await.unwrap();
+    assert_eq!(r.status(), 403, "only an administrator releases");
+    let r: Value = admin
+        .post(s.url(&release))
+        .header("origin", &s.base)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["released"], 1);
+    let r: Value = admin
+        .post(s.url(&release))
+        .header("origin", &s.base)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["released"], 0);
+    let bundle: Value = dr
+        .get(s.url(&format!("/fhir/Observation?patient={ana}&date=2025-12-31T12:00:00Z")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["total"], 1, "released readings are clinical data now");
+    assert_eq!(bundle["entry"][0]["resource"]["valueQuantity"]["value"].as_f64(), Some(190.0));
 
     // Revoked: refused, and the refusal is on the audit log.
     assert!(store.revoke_device(tenant, &device_id, now).await.unwrap());
