@@ -6,9 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use telesafe_core::devices::{
-    DeviceModel, DeviceRepository, ENROLLMENT_LIFETIME, Enrollment, ModelPolicy,
-};
+use telesafe_core::devices::{DeviceModel, DeviceRepository, ENROLLMENT_LIFETIME, Enrollment};
 use telesafe_core::identity::PatientRepository;
 use telesafe_core::{Clock, PatientId, SystemClock};
 use telesafe_crypto::OpaqueToken;
@@ -86,32 +84,23 @@ pub async fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
             vulnerable,
             overrides,
         } => {
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                bail!("--id may hold only letters, digits and '-'");
-            }
-            if telesafe_core::devices::compare_versions(&min_firmware, &min_firmware).is_none() {
-                bail!("--min-firmware must be a dotted version such as 2.0.0");
-            }
             let o = open(&overrides).await?;
             let tenant = tenant_id(&o.store, &tenant).await?;
-            let m = DeviceModel {
-                id: id.clone(),
+            let measures =
+                measures.iter().map(|m| pair(m, "--measures")).collect::<Result<_, _>>()?;
+            let vulnerable =
+                vulnerable.iter().map(|v| pair(v, "--vulnerable")).collect::<Result<_, _>>()?;
+            let m = DeviceModel::new(
                 tenant,
-                manufacturer,
-                model,
-                policy: ModelPolicy {
-                    measures: measures
-                        .iter()
-                        .map(|m| pair(m, "--measures"))
-                        .collect::<Result<_, _>>()?,
-                    min_firmware,
-                    vulnerable: vulnerable
-                        .iter()
-                        .map(|v| pair(v, "--vulnerable"))
-                        .collect::<Result<_, _>>()?,
-                },
-                created_at: SystemClock.now(),
-            };
+                &id,
+                &manufacturer,
+                &model,
+                measures,
+                &min_firmware,
+                vulnerable,
+                SystemClock.now(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             o.store
                 .create_model(&m)
                 .await

@@ -3,12 +3,18 @@
 //! authentic, new, plausible in time, of readings the device's model measures, and whether
 //! the device's firmware lets its readings count as clinical data.
 
+pub mod vitals;
+
 use telesafe_proto::telemetry::{Reason, SignedBatch, signing_message};
 
 use crate::clock::Timestamp;
 
 /// How far ahead of the server's clock a device clock or a reading may be.
 pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+/// How far in the past a device clock or a reading may be: a week covers any outage a
+/// device's buffer is meant to ride out; older readings are no use for monitoring and are
+/// more likely a replay of captured traffic under a reset counter.
+pub const MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// What the server knows of an enrolled device when a batch arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,12 +103,14 @@ pub fn decide(
         return Outcome::Duplicate;
     }
     let limit = now.unix_millis() + MAX_FUTURE_MS;
+    let oldest = now.unix_millis() - MAX_AGE_MS;
     let times = std::iter::once(b.batch.clock.as_str())
         .chain(b.batch.readings.iter().map(|r| r.at.as_str()));
     for t in times {
         match millis(t) {
-            Some(ms) if ms <= limit => {}
-            Some(_) => return Outcome::Refuse(Reason::Future),
+            Some(ms) if ms > limit => return Outcome::Refuse(Reason::Future),
+            Some(ms) if ms < oldest => return Outcome::Refuse(Reason::Stale),
+            Some(_) => {}
             None => return Outcome::Refuse(Reason::Malformed),
         }
     }
@@ -117,6 +125,41 @@ pub fn decide(
     }
 }
 
+/// How old a key-rotation request may be.
+pub const MAX_ROTATION_AGE_MS: i64 = 10 * 60 * 1000;
+
+/// Decides a key rotation (`parse_rotation` already passed): the device is enrolled and
+/// not revoked, the request is fresh, the current key signed it and the new key did too.
+/// Returns the new public key.
+pub fn decide_rotation(
+    device: Option<&DeviceState>,
+    r: &telesafe_proto::telemetry::SignedRotation,
+    now: Timestamp,
+) -> Result<Vec<u8>, Reason> {
+    use telesafe_crypto::sign::{decode_base64url, verify_ed25519};
+    let device = device.filter(|d| d.id == r.rotation.device).ok_or(Reason::UnknownDevice)?;
+    if device.revoked {
+        return Err(Reason::Revoked);
+    }
+    let new_key =
+        decode_base64url(&r.rotation.new_key).filter(|k| k.len() == 32).ok_or(Reason::Malformed)?;
+    let msg = telesafe_proto::telemetry::rotation_message(&r.rotation);
+    let sig = decode_base64url(&r.sig).unwrap_or_default();
+    let new_sig = decode_base64url(&r.new_sig).unwrap_or_default();
+    if !verify_ed25519(&device.public_key, &msg, &sig) || !verify_ed25519(&new_key, &msg, &new_sig)
+    {
+        return Err(Reason::BadSignature);
+    }
+    let at = millis(&r.rotation.at).ok_or(Reason::Malformed)?;
+    if at > now.unix_millis() + MAX_FUTURE_MS {
+        return Err(Reason::Future);
+    }
+    if at < now.unix_millis() - MAX_ROTATION_AGE_MS {
+        return Err(Reason::Stale);
+    }
+    Ok(new_key)
+}
+
 /// A device model a tenant's administrators registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceModel {
@@ -126,6 +169,68 @@ pub struct DeviceModel {
     pub model: String,
     pub policy: ModelPolicy,
     pub created_at: Timestamp,
+}
+
+impl DeviceModel {
+    /// A new model from what an administrator entered, checked: a short id, names of
+    /// 1-100 printable characters, measurements Telesafe knows with their UCUM units, a
+    /// dotted minimum firmware version, and vulnerable versions with advisory ids.
+    #[allow(clippy::too_many_arguments, reason = "one field per form input")]
+    pub fn new(
+        tenant: crate::ids::TenantId,
+        id: &str,
+        manufacturer: &str,
+        model: &str,
+        measures: Vec<(String, String)>,
+        min_firmware: &str,
+        vulnerable: Vec<(String, String)>,
+        now: Timestamp,
+    ) -> Result<Self, String> {
+        if id.is_empty()
+            || id.len() > 64
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err("the model id may hold only letters, digits and '-' (at most 64)".into());
+        }
+        let text =
+            |s: &str| !s.trim().is_empty() && s.len() <= 100 && !s.chars().any(char::is_control);
+        if !text(manufacturer) || !text(model) {
+            return Err("give the manufacturer and the model name (at most 100 characters)".into());
+        }
+        if measures.is_empty() {
+            return Err("name at least one measurement the model takes".into());
+        }
+        for (code, unit) in &measures {
+            match vitals::sign_for(code) {
+                Some(s) if s.ucum == unit => {}
+                Some(s) => {
+                    return Err(format!(
+                        "{} ({code}) is measured in {}, not {unit}",
+                        s.name, s.ucum
+                    ));
+                }
+                None => return Err(format!("Telesafe does not know the measurement {code}")),
+            }
+        }
+        if compare_versions(min_firmware, min_firmware).is_none() {
+            return Err("the minimum firmware must be a dotted version such as 2.0.0".into());
+        }
+        for (version, advisory) in &vulnerable {
+            if compare_versions(version, version).is_none() || !text(advisory) {
+                return Err(
+                    "each vulnerable firmware needs a dotted version and an advisory id".into()
+                );
+            }
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            tenant,
+            manufacturer: manufacturer.trim().to_owned(),
+            model: model.trim().to_owned(),
+            policy: ModelPolicy { measures, min_firmware: min_firmware.to_owned(), vulnerable },
+            created_at: now,
+        })
+    }
 }
 
 /// A one-time enrolment: a code (stored as a hash) that lets one device of `model_id`
@@ -182,6 +287,43 @@ pub struct StoredBatch {
     pub body: Vec<u8>,
 }
 
+/// A batch ready to store with everything that comes of it, in one transaction: the
+/// batch itself, the Observations filed from its readings (none while quarantined), and
+/// the alerts its readings raised. Storing the batch and filing its readings together
+/// means a crash can never leave a batch acknowledged as a duplicate whose readings were
+/// never filed.
+#[derive(Debug, Clone)]
+pub struct FiledBatch {
+    pub batch: StoredBatch,
+    /// The firmware the batch was signed under, now the device's known firmware.
+    pub firmware: String,
+    pub resources: Vec<crate::records::PreparedVersion>,
+    pub alerts: Vec<ClinicalAlert>,
+}
+
+/// An alert for the care team: a device reading crossed the patient's threshold. What was
+/// measured lives in `body`, sealed under the patient's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClinicalAlert {
+    pub id: String,
+    pub tenant: crate::ids::TenantId,
+    pub patient: crate::ids::PatientId,
+    pub observation_id: String,
+    pub created_at: Timestamp,
+    pub body: Vec<u8>,
+}
+
+/// A device as the administrators' list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    pub device: Device,
+    pub key_rotated_at: Option<Timestamp>,
+    /// Batches waiting in quarantine, and the reason of the latest.
+    pub quarantined: u64,
+    pub quarantine_reason: Option<String>,
+    pub last_received: Option<Timestamp>,
+}
+
 pub trait DeviceRepository: Send + Sync {
     fn create_model(
         &self,
@@ -211,25 +353,73 @@ pub trait DeviceRepository: Send + Sync {
         &self,
         id: &str,
     ) -> impl std::future::Future<Output = Result<Option<Device>, crate::repo::RepoError>> + Send;
-    /// Stores a batch and raises the device's last sequence number, atomically;
-    /// `Conflict` when the number is not above the last (stored exactly once).
+    /// Stores a batch, raises the device's last sequence number, records its firmware,
+    /// files its Observations and raises its alerts, atomically; `Conflict` when the number
+    /// is not above the last (stored exactly once).
     fn record_batch(
         &self,
-        b: &StoredBatch,
+        b: &FiledBatch,
     ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+    /// Every device of a tenant, newest first, with its quarantine state.
+    fn list_devices(
+        &self,
+        tenant: crate::ids::TenantId,
+    ) -> impl std::future::Future<Output = Result<Vec<DeviceSummary>, crate::repo::RepoError>> + Send;
+    fn list_models(
+        &self,
+        tenant: crate::ids::TenantId,
+    ) -> impl std::future::Future<Output = Result<Vec<DeviceModel>, crate::repo::RepoError>> + Send;
+    /// Replaces a device's key if it is still `old` (the key that signed the rotation).
+    fn rotate_device_key(
+        &self,
+        tenant: crate::ids::TenantId,
+        id: &str,
+        old: &[u8],
+        new: &[u8],
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = Result<bool, crate::repo::RepoError>> + Send;
+    /// A patient's sealed thresholds, if the care team set any.
+    fn thresholds(
+        &self,
+        tenant: crate::ids::TenantId,
+        patient: crate::ids::PatientId,
+    ) -> impl std::future::Future<Output = Result<Option<Vec<u8>>, crate::repo::RepoError>> + Send;
+    fn set_thresholds(
+        &self,
+        tenant: crate::ids::TenantId,
+        patient: crate::ids::PatientId,
+        body: &[u8],
+        by: &str,
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
+    /// Alerts nobody acknowledged yet, newest first.
+    fn open_clinical_alerts(
+        &self,
+        tenant: crate::ids::TenantId,
+    ) -> impl std::future::Future<Output = Result<Vec<ClinicalAlert>, crate::repo::RepoError>> + Send;
+    /// Marks one acknowledged; `false` if it was already, or is not this tenant's.
+    fn acknowledge_clinical_alert(
+        &self,
+        tenant: crate::ids::TenantId,
+        id: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> impl std::future::Future<Output = Result<bool, crate::repo::RepoError>> + Send;
     /// A device's quarantined batches not yet released.
     fn quarantined_batches(
         &self,
         tenant: crate::ids::TenantId,
         device: &str,
     ) -> impl std::future::Future<Output = Result<Vec<StoredBatch>, crate::repo::RepoError>> + Send;
-    /// Marks one released; `false` if it was released already.
+    /// Marks one released and files its Observations, atomically; `false` (and nothing
+    /// filed) if it was released already.
     fn release_batch(
         &self,
         tenant: crate::ids::TenantId,
         device: &str,
         seq: u64,
         now: Timestamp,
+        resources: &[crate::records::PreparedVersion],
     ) -> impl std::future::Future<Output = Result<bool, crate::repo::RepoError>> + Send;
     fn revoke_device(
         &self,
@@ -314,6 +504,10 @@ mod tests {
             decide(Some(&dev), &policy(), &signed(&key, 5, "2.2.0", "2099-01-01T00:00:00Z"), NOW),
             Outcome::Refuse(Reason::Future)
         );
+        assert_eq!(
+            decide(Some(&dev), &policy(), &signed(&key, 5, "2.2.0", "2026-11-01T00:00:00Z"), NOW),
+            Outcome::Refuse(Reason::Stale)
+        );
         let mut odd = signed(&key, 5, "2.2.0", at);
         odd.batch.readings[0].unit = "%".into();
         odd.sig = telesafe_crypto::sign::encode_base64url(&key.sign(&signing_message(&odd.batch)));
@@ -331,6 +525,57 @@ mod tests {
             Outcome::Store { quarantine: Some(q), .. } => assert!(q.contains("ADV-2026-0042")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_rotation_needs_both_keys_and_freshness() {
+        use telesafe_proto::telemetry::{Rotation, SignedRotation, rotation_message};
+        let old = DeviceKey::generate().unwrap();
+        let new = DeviceKey::generate().unwrap();
+        let dev = DeviceState {
+            id: "dev-1".into(),
+            public_key: old.public_key().to_vec(),
+            revoked: false,
+            last_seq: 4,
+        };
+        let make = |signer: &DeviceKey, holder: &DeviceKey, at: &str| {
+            let rotation = Rotation {
+                at: at.into(),
+                device: "dev-1".into(),
+                new_key: telesafe_crypto::sign::encode_base64url(&new.public_key()),
+            };
+            let m = rotation_message(&rotation);
+            SignedRotation {
+                sig: telesafe_crypto::sign::encode_base64url(&signer.sign(&m)),
+                new_sig: telesafe_crypto::sign::encode_base64url(&holder.sign(&m)),
+                rotation,
+            }
+        };
+        let now = "2026-11-17T08:00:00Z";
+        let now_ts = Timestamp::from_unix_millis(millis(now).unwrap());
+        assert_eq!(
+            decide_rotation(Some(&dev), &make(&old, &new, now), now_ts),
+            Ok(new.public_key().to_vec())
+        );
+        // Signed by the new key only: anyone could claim a device that way.
+        assert_eq!(
+            decide_rotation(Some(&dev), &make(&new, &new, now), now_ts),
+            Err(Reason::BadSignature)
+        );
+        // Without proof of holding the new key.
+        assert_eq!(
+            decide_rotation(Some(&dev), &make(&old, &old, now), now_ts),
+            Err(Reason::BadSignature)
+        );
+        assert_eq!(
+            decide_rotation(Some(&dev), &make(&old, &new, "2026-11-17T07:30:00Z"), now_ts),
+            Err(Reason::Stale)
+        );
+        let revoked = DeviceState { revoked: true, ..dev.clone() };
+        assert_eq!(
+            decide_rotation(Some(&revoked), &make(&old, &new, now), now_ts),
+            Err(Reason::Revoked)
+        );
     }
 
     #[test]

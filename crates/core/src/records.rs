@@ -52,6 +52,14 @@ impl std::fmt::Debug for StoredResource {
     }
 }
 
+/// A version ready to store: the sealed row, its blind-index entries and its sort date.
+#[derive(Debug, Clone)]
+pub struct PreparedVersion {
+    pub row: StoredResource,
+    pub index: Vec<IndexEntry>,
+    pub sort_date: Option<i64>,
+}
+
 /// An index entry of the current version: a blind token, or a date range (Unix ms,
 /// inclusive) for date parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,6 +77,9 @@ pub enum Reason {
     Future,
     /// A reading's code is not one the device's model measures, or its unit is wrong.
     UnsupportedReading,
+    /// The device clock or a reading lies too far in the past (or a key rotation request
+    /// is older than the server accepts).
+    Stale,
 }
 
 impl Reason {
@@ -89,6 +92,7 @@ impl Reason {
             Reason::BadSignature => "bad_signature",
             Reason::Future => "future",
             Reason::UnsupportedReading => "unsupported_reading",
+            Reason::Stale => "stale",
         }
     }
 }
@@ -177,6 +181,53 @@ pub fn well_formed(b: &SignedBatch) -> Result<(), Reason> {
             good_time(&r.at) && good_text(&r.code) && good_text(&r.unit) && good_decimal(&r.value)
         });
     if ok { Ok(()) } else { Err(Reason::Malformed) }
+}
+
+/// The prefix of a key-rotation message.
+pub const ROTATION_CONTEXT: &[u8] = b"telesafe-rotate-v1\n";
+
+/// A device replacing its key: signed by the current key (`sig`) and by the new one
+/// (`new_sig`, proof that the device holds it). Fields in canonical (sorted) order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// When the device made the request (same form as a batch's `clock`).
+    pub at: String,
+    pub device: String,
+    /// base64url of the new 32-byte Ed25519 public key.
+    pub new_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRotation {
+    pub new_sig: String,
+    pub rotation: Rotation,
+    pub sig: String,
+}
+
+/// The message both keys sign for a rotation.
+pub fn rotation_message(r: &Rotation) -> Vec<u8> {
+    let mut m = ROTATION_CONTEXT.to_vec();
+    m.extend_from_slice(&serde_json::to_vec(r).unwrap_or_default());
+    m
+}
+
+/// Checks a rotation's shape (`Malformed` otherwise).
+pub fn parse_rotation(bytes: &[u8]) -> Result<SignedRotation, Reason> {
+    if bytes.len() > 4096 {
+        return Err(Reason::Oversized);
+    }
+    let r: SignedRotation = serde_json::from_slice(bytes).map_err(|_| Reason::Malformed)?;
+    let sig_ok = |s: &str| {
+        s.len() == 86 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    };
+    let ok = good_time(&r.rotation.at)
+        && good_text(&r.rotation.device)
+        && r.rotation.new_key.len() == 43
+        && sig_ok(&r.sig)
+        && sig_ok(&r.new_sig);
+    if ok { Ok(r) } else { Err(Reason::Malformed) }
 }
 
 #[cfg(test)]

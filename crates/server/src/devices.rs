@@ -10,7 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use telesafe_core::audit::{ActorKind, Purpose};
-use telesafe_core::devices::{Device, DeviceRepository, Outcome, StoredBatch, decide};
+use telesafe_core::devices::vitals::{self, Breach, Threshold};
+use telesafe_core::devices::{
+    ClinicalAlert, Device, DeviceRepository, FiledBatch, Outcome, StoredBatch, decide,
+};
+use telesafe_core::records::PreparedVersion;
+use telesafe_core::{PatientId, TenantId};
 use telesafe_crypto::OpaqueToken;
 use telesafe_proto::telemetry::{Ack, Reason, SignedBatch, canonical, parse};
 
@@ -243,68 +248,175 @@ async fn decide_and_file(state: &AppState, b: SignedBatch) -> Result<Ack, AppErr
             let aad = batch_aad(&device, seq);
             let body =
                 key.seal(&canonical(&b.batch), aad.as_bytes()).map_err(AppError::internal)?;
-            let stored = StoredBatch {
-                tenant: device.tenant,
-                device_id: device.id.clone(),
-                seq,
-                received_at: now,
-                gap_from,
-                quarantine: quarantine.clone(),
-                body,
+            let mut accesses = vec![audit("telemetry", "success")];
+            let (resources, alerts) = if quarantine.is_none() {
+                let thresholds = thresholds(state, device.tenant, device.patient).await?;
+                let filed =
+                    file_readings(state, &device, seq, &b.batch.readings, &key, &thresholds)
+                        .await?;
+                accesses.extend(filed.accesses);
+                (filed.resources, filed.alerts)
+            } else {
+                (Vec::new(), Vec::new())
             };
-            record_as(state, &actor, &[audit("telemetry", "success")]).await?;
-            match state.store.record_batch(&stored).await {
+            let filed = FiledBatch {
+                batch: StoredBatch {
+                    tenant: device.tenant,
+                    device_id: device.id.clone(),
+                    seq,
+                    received_at: now,
+                    gap_from,
+                    quarantine: quarantine.clone(),
+                    body,
+                },
+                firmware: b.batch.firmware.clone(),
+                resources,
+                alerts,
+            };
+            // Durable in the audit log before anything is stored or acknowledged.
+            record_as(state, &actor, &accesses).await?;
+            match state.store.record_batch(&filed).await {
                 Ok(()) => {}
                 // Another request stored the same number first: exactly once.
                 Err(telesafe_core::RepoError::Conflict) => return Ok(Ack::Duplicate { seq }),
                 Err(e) => return Err(e.into()),
-            }
-            if quarantine.is_none() {
-                file_readings(state, &actor, &device, seq, &b.batch.readings).await?;
             }
             Ok(Ack::Stored { seq, gap_from, quarantined: quarantine })
         }
     }
 }
 
-/// Files a batch's readings as Observations in the patient's record, with provenance.
+/// What filing a batch's readings produces, for one transaction.
+struct Filed {
+    resources: Vec<PreparedVersion>,
+    alerts: Vec<ClinicalAlert>,
+    accesses: Vec<Access<'static>>,
+}
+
+const THRESHOLDS_AAD: &str = "telesafe/thresholds/v1";
+
+fn thresholds_aad(tenant: TenantId, patient: PatientId) -> String {
+    format!("{THRESHOLDS_AAD}|{tenant}|{patient}")
+}
+
+/// A patient's thresholds as the care team set them (empty: the defaults apply).
+pub(crate) async fn thresholds(
+    state: &AppState,
+    tenant: TenantId,
+    patient: PatientId,
+) -> Result<Vec<Threshold>, AppError> {
+    let Some(sealed) = state.store.thresholds(tenant, patient).await? else {
+        return Ok(Vec::new());
+    };
+    let key = state
+        .keys
+        .patient(&state.store, tenant, patient, state.clock.now(), false)
+        .await
+        .map_err(AppError::internal)?;
+    let plain = key
+        .open(&sealed, thresholds_aad(tenant, patient).as_bytes())
+        .map_err(AppError::internal)?;
+    serde_json::from_slice(&plain).map_err(AppError::internal)
+}
+
+/// Seals and stores a patient's thresholds.
+pub(crate) async fn set_thresholds(
+    state: &AppState,
+    tenant: TenantId,
+    patient: PatientId,
+    list: &[Threshold],
+    by: &str,
+) -> Result<(), AppError> {
+    let now = state.clock.now();
+    let key = state
+        .keys
+        .patient(&state.store, tenant, patient, now, true)
+        .await
+        .map_err(AppError::internal)?;
+    let plain = serde_json::to_vec(list).map_err(AppError::internal)?;
+    let sealed =
+        key.seal(&plain, thresholds_aad(tenant, patient).as_bytes()).map_err(AppError::internal)?;
+    state.store.set_thresholds(tenant, patient, &sealed, by, now).await?;
+    Ok(())
+}
+
+fn alert_aad(tenant: TenantId, patient: PatientId, id: &str) -> String {
+    format!("telesafe/clinical-alert/v1|{tenant}|{patient}|{id}")
+}
+
+/// Opens an alert's sealed body: what crossed which threshold.
+pub(crate) fn open_alert(
+    key: &telesafe_crypto::keys::SealingKey,
+    a: &ClinicalAlert,
+) -> Option<Breach> {
+    let plain = key.open(&a.body, alert_aad(a.tenant, a.patient, &a.id).as_bytes()).ok()?;
+    serde_json::from_slice(&plain).ok()
+}
+
+/// Turns a batch's readings into sealed Observations (vital-signs profiles, provenance,
+/// plausibility flags, threshold interpretation) and the alerts they raise.
 async fn file_readings(
     state: &AppState,
-    actor: &Actor,
     device: &Device,
     seq: u64,
     readings: &[telesafe_proto::telemetry::Reading],
-) -> Result<(), AppError> {
-    for (i, r) in readings.iter().enumerate() {
-        let value: f64 = r.value.parse().unwrap_or_default();
-        let obs = json!({
-            "resourceType": "Observation",
-            "meta": {"tag": [{"system": "urn:telesafe:provenance", "code": "device-signature-verified"}]},
-            "identifier": [{"system": "urn:telesafe:device-batch", "value": format!("{}/{seq}/{i}", device.id)}],
-            "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": r.code}]},
-            "subject": {"reference": format!("Patient/{}", device.patient)},
-            "effectiveDateTime": r.at,
-            "valueQuantity": {"value": value, "unit": r.unit, "system": "http://unitsofmeasure.org", "code": r.unit},
-            "device": {"reference": format!("Device/{}", device.id)},
-        });
+    key: &telesafe_crypto::keys::SealingKey,
+    thresholds: &[Threshold],
+) -> Result<Filed, AppError> {
+    let mut previous = state.device_previous.get(&device.id).unwrap_or_default();
+    let observations = vitals::observations(
+        &device.patient.to_string(),
+        &device.id,
+        readings,
+        |at| telesafe_core::records::search::parse_date_range(at).map(|r| r.low),
+        |i| format!("{}/{seq}/{i}", device.id),
+        &mut previous,
+        thresholds,
+    );
+    state.device_previous.insert(device.id.clone(), previous);
+    let now = state.clock.now();
+    let mut out = Filed { resources: Vec::new(), alerts: Vec::new(), accesses: Vec::new() };
+    for o in observations {
         let id = uuid::Uuid::now_v7().to_string();
-        crate::fhir::write_as(
+        let prepared = crate::fhir::prepare_new(
             state,
-            actor,
             device.tenant,
             "Observation",
             &id,
-            Some(device.patient),
-            obs,
+            device.patient,
+            key,
+            o.resource,
         )
         .await
         .map_err(|f| {
             AppError::Internal(f.issues.first().map(|i| i.2.clone()).unwrap_or_default())
         })?;
+        out.resources.push(prepared);
+        out.accesses.push(Access {
+            action: "create",
+            resource_type: "Observation",
+            resource_id: id.clone(),
+            patient_id: device.patient.to_string(),
+            purpose: Purpose::Treatment,
+            outcome: "success",
+        });
+        for breach in o.breaches {
+            let alert_id = uuid::Uuid::now_v7().to_string();
+            let plain = serde_json::to_vec(&breach).map_err(AppError::internal)?;
+            let body = key
+                .seal(&plain, alert_aad(device.tenant, device.patient, &alert_id).as_bytes())
+                .map_err(AppError::internal)?;
+            out.alerts.push(ClinicalAlert {
+                id: alert_id,
+                tenant: device.tenant,
+                patient: device.patient,
+                observation_id: id.clone(),
+                created_at: now,
+                body,
+            });
+        }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn batch_aad(device: &Device, seq: u64) -> String {
@@ -326,17 +438,29 @@ pub async fn release(
     if me.role() != telesafe_core::identity::Role::TenantAdmin {
         return Err(AppError::Forbidden);
     }
+    let released = release_device(&state, &me, &id).await?;
+    Ok(axum::Json(Released { released }))
+}
+
+/// Releases a device's quarantined batches (a tenant administrator, checked by the
+/// caller): audited, then each batch marked released and its readings filed as
+/// Observations in one transaction. Returns how many batches were released.
+pub(crate) async fn release_device(
+    state: &AppState,
+    me: &crate::auth::CurrentUser,
+    id: &str,
+) -> Result<usize, AppError> {
     let device = state
         .store
-        .device(&id)
+        .device(id)
         .await?
         .filter(|d| d.tenant == me.user.tenant_id)
         .ok_or(AppError::NotFound)?;
     let now = state.clock.now();
-    let actor = Actor::user(&me);
+    let actor = Actor::user(me);
     let batches = state.store.quarantined_batches(device.tenant, &device.id).await?;
     record_as(
-        &state,
+        state,
         &actor,
         &[Access {
             action: "release",
@@ -353,17 +477,76 @@ pub async fn release(
         .patient(&state.store, device.tenant, device.patient, now, false)
         .await
         .map_err(AppError::internal)?;
+    let thresholds = thresholds(state, device.tenant, device.patient).await?;
     let mut released = 0;
     for b in batches {
         let plain =
             key.open(&b.body, batch_aad(&device, b.seq).as_bytes()).map_err(AppError::internal)?;
         let batch: telesafe_proto::telemetry::Batch =
             serde_json::from_slice(&plain).map_err(AppError::internal)?;
-        // Marked first: a second release cannot file the same readings twice.
-        if state.store.release_batch(device.tenant, &device.id, b.seq, now).await? {
-            file_readings(&state, &actor, &device, b.seq, &batch.readings).await?;
+        // Released readings are filed as they are, judged like any reading; they are old
+        // news by now, so they raise no alerts.
+        let filed =
+            file_readings(state, &device, b.seq, &batch.readings, &key, &thresholds).await?;
+        record_as(state, &actor, &filed.accesses).await?;
+        // Marked and filed in one transaction: a second release files nothing.
+        if state
+            .store
+            .release_batch(device.tenant, &device.id, b.seq, now, &filed.resources)
+            .await?
+        {
             released += 1;
         }
     }
-    Ok(axum::Json(Released { released }))
+    Ok(released)
+}
+
+#[derive(Debug, Serialize)]
+struct Rotated {
+    status: &'static str,
+    device_id: String,
+}
+
+/// `POST /api/v1/devices/rotate-key`: a device replaces its key, signing the request with
+/// the old key and the new one (docs/device-protocol.md §1b). Refusals are signed answers
+/// with a reason code, like a batch's; every outcome is audited.
+pub async fn rotate_key(State(state): State<AppState>, body: Bytes) -> Result<Response, AppError> {
+    let refused = |state: &AppState, reason: Reason| {
+        signed(state, StatusCode::BAD_REQUEST, &json!({"status": "refused", "reason": reason}))
+    };
+    let r = match telesafe_proto::telemetry::parse_rotation(&body) {
+        Ok(r) => r,
+        Err(reason) => return Ok(refused(&state, reason)),
+    };
+    let Some(device) = state.store.device(&r.rotation.device).await? else {
+        return Ok(refused(&state, Reason::UnknownDevice));
+    };
+    let now = state.clock.now();
+    let decision = telesafe_core::devices::decide_rotation(Some(&device.state()), &r, now);
+    let actor = device_actor(device.tenant, &device.id);
+    let access = |outcome| Access {
+        action: "rotate_key",
+        resource_type: "Device",
+        resource_id: device.id.clone(),
+        patient_id: device.patient.to_string(),
+        purpose: Purpose::Operations,
+        outcome,
+    };
+    let new_key = match decision {
+        Ok(k) => k,
+        Err(reason) => {
+            record_as(&state, &actor, &[access("denied")]).await?;
+            return Ok(refused(&state, reason));
+        }
+    };
+    record_as(&state, &actor, &[access("success")]).await?;
+    if !state
+        .store
+        .rotate_device_key(device.tenant, &device.id, &device.public_key, &new_key, now)
+        .await?
+    {
+        // Rotated or revoked by someone else in the meantime: the old key no longer rules.
+        return Ok(refused(&state, Reason::BadSignature));
+    }
+    Ok(signed(&state, StatusCode::OK, &Rotated { status: "rotated", device_id: device.id }))
 }

@@ -62,12 +62,19 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/console/patients/{id}", get(pages::show_chart)),
         ("/console/patients/{id}/records", post(pages::add_record)),
         ("/console/patients/{id}/demographics", post(pages::save_demographics)),
+        ("/console/patients/{id}/thresholds", post(pages::set_threshold)),
+        ("/console/alerts/{id}/acknowledge", post(pages::acknowledge_alert)),
         ("/portal/record", get(pages::my_record)),
         ("/console/break-glass", get(pages::show_break_glass).post(pages::break_glass)),
         ("/admin", get(pages::admin)),
         ("/admin/people", post(pages::add_person)),
         ("/admin/session-limits", post(pages::set_session_limits)),
         ("/admin/policies", post(pages::set_policies)),
+        ("/admin/devices", get(pages::device_admin)),
+        ("/admin/devices/models", post(pages::add_device_model)),
+        ("/admin/devices/enrollments", post(pages::create_device_enrollment)),
+        ("/admin/devices/{id}/revoke", post(pages::revoke_device)),
+        ("/admin/devices/{id}/release", post(pages::release_device)),
         ("/mfa/step-up", get(pages::show_step_up).post(pages::step_up)),
         ("/security", get(pages::security)),
         ("/security/audit", get(pages::audit_search)),
@@ -112,6 +119,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/fhir", any(fhir::unknown)),
         ("/api/v1/devices/enroll", post(devices::enroll)),
         ("/api/v1/devices/telemetry", post(devices::telemetry)),
+        ("/api/v1/devices/rotate-key", post(devices::rotate_key)),
         ("/api/v1/devices/{id}/release", post(devices::release)),
         ("/oauth2/token", post(oauth::token)),
         ("/oauth2/introspect", post(oauth::introspect)),
@@ -352,6 +360,10 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
         posture: Arc::new(posture),
         keys,
         policy_cache: moka::sync::Cache::new(10_000),
+        device_previous: moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_idle(Duration::from_secs(24 * 3600))
+            .build(),
         device_signer: Arc::new(
             keys::device_ack_signer(&root_key).map_err(|e| StartError::Audit(e.to_string()))?,
         ),

@@ -57,6 +57,10 @@ pub struct AppState {
     pub policy_cache: PolicyCache,
     /// Signs the answers to devices.
     pub device_signer: Arc<telesafe_crypto::sign::SeedSigner>,
+    /// Each device's previous value per measurement, for the rate-of-change check. Kept in
+    /// memory only (values are patient data, never stored in the clear): after a restart
+    /// the first reading of each kind is judged on its range alone.
+    pub device_previous: moka::sync::Cache<String, telesafe_core::devices::vitals::Previous>,
 }
 
 /// Tenants' parsed forbid policies, keyed by tenant, with the source they came from.

@@ -1,13 +1,16 @@
 //! Device models, enrolments, devices and telemetry batches.
 
 use telesafe_core::devices::{
-    Device, DeviceModel, DeviceRepository, Enrollment, ModelPolicy, StoredBatch,
+    ClinicalAlert, Device, DeviceModel, DeviceRepository, DeviceSummary, Enrollment, FiledBatch,
+    ModelPolicy, StoredBatch,
 };
-use telesafe_core::{RepoError, TenantId, Timestamp};
+use telesafe_core::records::PreparedVersion;
+use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 use telesafe_crypto::TokenHash;
 
 use crate::Store;
-use crate::tx::{Scope, on_tx, repo_err};
+use crate::records::put_version_tx;
+use crate::tx::{Scope, Tx, on_tx, repo_err};
 
 fn corrupt(what: &str) -> RepoError {
     RepoError::Backend(format!("stored {what} failed to parse"))
@@ -66,6 +69,68 @@ struct BatchRow {
     body: Vec<u8>,
 }
 
+impl ModelRow {
+    fn into_model(self) -> Result<DeviceModel, RepoError> {
+        Ok(DeviceModel {
+            id: self.id,
+            tenant: self.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
+            manufacturer: self.manufacturer,
+            model: self.model,
+            policy: ModelPolicy {
+                measures: serde_json::from_str(&self.measures).map_err(|_| corrupt("measures"))?,
+                min_firmware: self.min_firmware,
+                vulnerable: serde_json::from_str(&self.vulnerable)
+                    .map_err(|_| corrupt("advisories"))?,
+            },
+            created_at: Timestamp::from_unix_millis(self.created_at),
+        })
+    }
+}
+
+impl DeviceRow {
+    fn into_device(self) -> Result<Device, RepoError> {
+        Ok(Device {
+            id: self.id,
+            tenant: self.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
+            patient: self.patient_id.parse().map_err(|_| corrupt("patient id"))?,
+            model_id: self.model_id,
+            public_key: self.public_key,
+            serial: self.serial,
+            firmware: self.firmware,
+            revoked: self.revoked_at.is_some(),
+            last_seq: seq_u64(self.last_seq)?,
+            enrolled_at: Timestamp::from_unix_millis(self.enrolled_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    #[sqlx(flatten)]
+    device: DeviceRow,
+    key_rotated_at: Option<i64>,
+    quarantined: i64,
+    quarantine_reason: Option<String>,
+    last_received: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AlertRow {
+    id: String,
+    patient_id: String,
+    observation_id: String,
+    created_at: i64,
+    body: Vec<u8>,
+}
+
+/// Files prepared versions inside `tx`.
+async fn file_in(tx: &mut Tx, resources: &[PreparedVersion]) -> Result<(), RepoError> {
+    for r in resources {
+        put_version_tx(tx, &r.row, &r.index, r.sort_date).await?;
+    }
+    Ok(())
+}
+
 impl DeviceRepository for Store {
     async fn create_model(&self, m: &DeviceModel) -> Result<(), RepoError> {
         let measures =
@@ -93,22 +158,7 @@ impl DeviceRepository for Store {
             .fetch_optional(&mut **c).await)
         .map_err(repo_err)?;
         tx.commit().await?;
-        row.map(|r| {
-            Ok(DeviceModel {
-                id: r.id,
-                tenant: r.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
-                manufacturer: r.manufacturer,
-                model: r.model,
-                policy: ModelPolicy {
-                    measures: serde_json::from_str(&r.measures).map_err(|_| corrupt("measures"))?,
-                    min_firmware: r.min_firmware,
-                    vulnerable: serde_json::from_str(&r.vulnerable)
-                        .map_err(|_| corrupt("advisories"))?,
-                },
-                created_at: Timestamp::from_unix_millis(r.created_at),
-            })
-        })
-        .transpose()
+        row.map(ModelRow::into_model).transpose()
     }
 
     async fn create_enrollment(&self, e: &Enrollment) -> Result<(), RepoError> {
@@ -179,29 +229,18 @@ impl DeviceRepository for Store {
             .fetch_optional(&mut **c).await)
         .map_err(repo_err)?;
         tx.commit().await?;
-        row.map(|r| {
-            Ok(Device {
-                id: r.id,
-                tenant: r.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
-                patient: r.patient_id.parse().map_err(|_| corrupt("patient id"))?,
-                model_id: r.model_id,
-                public_key: r.public_key,
-                serial: r.serial,
-                firmware: r.firmware,
-                revoked: r.revoked_at.is_some(),
-                last_seq: seq_u64(r.last_seq)?,
-                enrolled_at: Timestamp::from_unix_millis(r.enrolled_at),
-            })
-        })
-        .transpose()
+        row.map(DeviceRow::into_device).transpose()
     }
 
-    async fn record_batch(&self, b: &StoredBatch) -> Result<(), RepoError> {
+    async fn record_batch(&self, f: &FiledBatch) -> Result<(), RepoError> {
+        let b = &f.batch;
         let seq = seq_i64(b.seq)?;
         let mut tx = self.begin_write(Scope::Tenant(b.tenant)).await?;
+        let firmware = &f.firmware;
         let raised = on_tx!(&mut tx, c => sqlx::query(
-            "UPDATE devices SET last_seq = $1 WHERE tenant_id = $2 AND id = $3 AND last_seq < $1")
-            .bind(seq).bind(b.tenant.to_string()).bind(&b.device_id)
+            "UPDATE devices SET last_seq = $1, firmware = $4 \
+             WHERE tenant_id = $2 AND id = $3 AND last_seq < $1")
+            .bind(seq).bind(b.tenant.to_string()).bind(&b.device_id).bind(firmware)
             .execute(&mut **c).await.map(|r| r.rows_affected()))
         .map_err(repo_err)?;
         if raised != 1 {
@@ -215,7 +254,157 @@ impl DeviceRepository for Store {
             .bind(gap).bind(&b.quarantine).bind(&b.body)
             .execute(&mut **c).await.map(|_| ()))
         .map_err(repo_err)?;
+        file_in(&mut tx, &f.resources).await?;
+        for a in &f.alerts {
+            on_tx!(&mut tx, c => sqlx::query(
+                "INSERT INTO clinical_alerts (id, tenant_id, patient_id, observation_id, created_at, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&a.id).bind(a.tenant.to_string()).bind(a.patient.to_string())
+                .bind(&a.observation_id).bind(a.created_at.unix_millis()).bind(&a.body)
+                .execute(&mut **c).await.map(|_| ()))
+            .map_err(repo_err)?;
+        }
         tx.commit().await
+    }
+
+    async fn list_devices(&self, tenant: TenantId) -> Result<Vec<DeviceSummary>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<SummaryRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT d.id, d.tenant_id, d.patient_id, d.model_id, d.public_key, d.serial, d.firmware, \
+                d.revoked_at, d.last_seq, d.enrolled_at, d.key_rotated_at, \
+                (SELECT COUNT(*) FROM device_batches q WHERE q.device_id = d.id \
+                    AND q.quarantine IS NOT NULL AND q.released_at IS NULL) AS quarantined, \
+                (SELECT q.quarantine FROM device_batches q WHERE q.device_id = d.id \
+                    AND q.quarantine IS NOT NULL AND q.released_at IS NULL \
+                    ORDER BY q.seq DESC LIMIT 1) AS quarantine_reason, \
+                (SELECT MAX(q.received_at) FROM device_batches q WHERE q.device_id = d.id) AS last_received \
+             FROM devices d WHERE d.tenant_id = $1 ORDER BY d.enrolled_at DESC, d.id")
+            .bind(tenant.to_string())
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DeviceSummary {
+                    device: r.device.into_device()?,
+                    key_rotated_at: r.key_rotated_at.map(Timestamp::from_unix_millis),
+                    quarantined: seq_u64(r.quarantined)?,
+                    quarantine_reason: r.quarantine_reason,
+                    last_received: r.last_received.map(Timestamp::from_unix_millis),
+                })
+            })
+            .collect()
+    }
+
+    async fn list_models(&self, tenant: TenantId) -> Result<Vec<DeviceModel>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<ModelRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT id, tenant_id, manufacturer, model, measures, min_firmware, vulnerable, created_at \
+             FROM device_models WHERE tenant_id = $1 ORDER BY manufacturer, model")
+            .bind(tenant.to_string())
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(ModelRow::into_model).collect()
+    }
+
+    async fn rotate_device_key(
+        &self,
+        tenant: TenantId,
+        id: &str,
+        old: &[u8],
+        new: &[u8],
+        now: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        let n = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE devices SET public_key = $1, key_rotated_at = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND public_key = $5 AND revoked_at IS NULL")
+            .bind(new).bind(now.unix_millis()).bind(tenant.to_string()).bind(id).bind(old)
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn thresholds(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+    ) -> Result<Option<Vec<u8>>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let body: Option<Vec<u8>> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT body FROM patient_thresholds WHERE tenant_id = $1 AND patient_id = $2")
+            .bind(tenant.to_string()).bind(patient.to_string())
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(body)
+    }
+
+    async fn set_thresholds(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        body: &[u8],
+        by: &str,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "INSERT INTO patient_thresholds (tenant_id, patient_id, body, updated_at, updated_by) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, patient_id) \
+             DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, \
+                updated_by = excluded.updated_by")
+            .bind(tenant.to_string()).bind(patient.to_string()).bind(body)
+            .bind(now.unix_millis()).bind(by)
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
+    }
+
+    async fn open_clinical_alerts(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<ClinicalAlert>, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows: Vec<AlertRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT id, patient_id, observation_id, created_at, body FROM clinical_alerts \
+             WHERE tenant_id = $1 AND acknowledged_at IS NULL ORDER BY created_at DESC, id LIMIT 500")
+            .bind(tenant.to_string())
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ClinicalAlert {
+                    id: r.id,
+                    tenant,
+                    patient: r.patient_id.parse().map_err(|_| corrupt("patient id"))?,
+                    observation_id: r.observation_id,
+                    created_at: Timestamp::from_unix_millis(r.created_at),
+                    body: r.body,
+                })
+            })
+            .collect()
+    }
+
+    async fn acknowledge_clinical_alert(
+        &self,
+        tenant: TenantId,
+        id: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        let n = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE clinical_alerts SET acknowledged_at = $1, acknowledged_by = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND acknowledged_at IS NULL")
+            .bind(now.unix_millis()).bind(by).bind(tenant.to_string()).bind(id)
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n == 1)
     }
 
     async fn quarantined_batches(
@@ -253,6 +442,7 @@ impl DeviceRepository for Store {
         device: &str,
         seq: u64,
         now: Timestamp,
+        resources: &[PreparedVersion],
     ) -> Result<bool, RepoError> {
         let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
         let n = on_tx!(&mut tx, c => sqlx::query(
@@ -261,8 +451,12 @@ impl DeviceRepository for Store {
             .bind(now.unix_millis()).bind(tenant.to_string()).bind(device).bind(seq_i64(seq)?)
             .execute(&mut **c).await.map(|r| r.rows_affected()))
         .map_err(repo_err)?;
+        if n != 1 {
+            return Ok(false);
+        }
+        file_in(&mut tx, resources).await?;
         tx.commit().await?;
-        Ok(n == 1)
+        Ok(true)
     }
 
     async fn revoke_device(

@@ -57,6 +57,7 @@ fn expectation(path: &str) -> Option<Who> {
         // Devices authenticate by their enrolment code and then by signatures.
         | "/api/v1/devices/enroll"
         | "/api/v1/devices/telemetry"
+        | "/api/v1/devices/rotate-key"
         | "/fhir/metadata"
         // Bare /fhir answers every caller with the same OperationOutcome (no data).
         | "/fhir" => Public,
@@ -87,10 +88,18 @@ fn expectation(path: &str) -> Option<Who> {
         | "/console/patients/{id}/records"
         | "/console/patients/{id}/demographics" => Roles(CLINIC_STAFF),
         "/console/break-glass" => Roles(&[Role::Clinician]),
+        "/console/patients/{id}/thresholds" | "/console/alerts/{id}/acknowledge" => {
+            Roles(&[Role::Clinician, Role::Nurse])
+        }
         "/admin"
         | "/admin/people"
         | "/admin/session-limits"
         | "/admin/policies"
+        | "/admin/devices"
+        | "/admin/devices/models"
+        | "/admin/devices/enrollments"
+        | "/admin/devices/{id}/revoke"
+        | "/admin/devices/{id}/release"
         | "/api/v1/devices/{id}/release" => Roles(&[Role::TenantAdmin]),
         "/security" | "/security/audit" => Roles(&[Role::SecurityOfficer]),
         "/platform" | "/platform/organisations" => Roles(&[Role::PlatformOperator]),
@@ -116,6 +125,14 @@ fn probe(path: &str) -> (String, Vec<(&'static str, &'static str)>) {
             vec![("role", "patient"), ("name", "Probe"), ("email", "probe@example.org")]
         }
         "/platform/organisations" => vec![("code", "probe"), ("name", "Probe")],
+        "/console/patients/{id}/thresholds" => vec![("code", "8867-4")],
+        "/admin/devices/models" => vec![
+            ("id", "probe"),
+            ("manufacturer", "Probe"),
+            ("model", "Probe"),
+            ("min_firmware", "1.0"),
+        ],
+        "/admin/devices/enrollments" => vec![("patient", "none"), ("model", "none")],
         "/api/v1/audit/proof/inclusion" => vec![],
         _ => vec![("probe", "1")],
     };

@@ -7,7 +7,7 @@
 
 mod audit_event;
 mod system;
-pub use system::{write_as, write_as_system};
+pub use system::{prepare_new, write_as, write_as_system};
 pub mod capability;
 pub mod outcome;
 pub(crate) mod query;
@@ -29,7 +29,9 @@ use telesafe_core::identity::{PatientRepository, Role};
 use telesafe_core::records::fhir::{self, RESOURCE_TYPES};
 use telesafe_core::records::keys::{KeyRing, KeyRingError};
 use telesafe_core::records::search::index_entries;
-use telesafe_core::records::{ResourceRepository, StoredResource, open_resource, seal_resource};
+use telesafe_core::records::{
+    PreparedVersion, ResourceRepository, StoredResource, open_resource, seal_resource,
+};
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 use telesafe_crypto::keys::SealingKey;
 
@@ -762,6 +764,30 @@ async fn read_version(
     Ok(with_version_headers(fhir_response(StatusCode::OK, &body), row.version, row.last_updated))
 }
 
+/// Whether this session may create a `resource_type` of the vitals category in the
+/// patient's record (for a change that is not itself a FHIR resource, like the patient's
+/// alert thresholds); a refusal is logged and answers 403.
+pub(crate) async fn check_write(
+    s: &mut Session,
+    resource_type: &str,
+    patient: PatientId,
+) -> Result<Purpose, FhirError> {
+    let target = Target::Record {
+        id: String::new(),
+        resource_type: resource_type.to_owned(),
+        patient,
+        category: "vitals".to_owned(),
+        restricted: false,
+    };
+    match s.decide(Action::Create, &target).await? {
+        Some(purpose) => Ok(purpose),
+        None => {
+            s.audit_one("update", resource_type, "", Some(patient), s.purpose(), "denied").await?;
+            Err(FhirError::new(StatusCode::FORBIDDEN, "forbidden", "you may not make this change"))
+        }
+    }
+}
+
 /// One resource version as JSON, with its row: decided, logged, decrypted.
 pub(crate) async fn read_value(
     s: &mut Session,
@@ -995,12 +1021,13 @@ pub async fn unknown() -> FhirError {
 
 /// Seals `resource` under `key` into `row`, indexes it blind under the tenant's index key,
 /// and stores it as the new current version.
-async fn seal_and_store(
+/// Seals a version and computes its blind index, ready for the store.
+pub(crate) async fn prepare_version(
     state: &AppState,
     key: &SealingKey,
     mut row: StoredResource,
     resource: &Value,
-) -> Result<(), FhirError> {
+) -> Result<PreparedVersion, FhirError> {
     row.body =
         seal_resource(key, &row, resource.to_string().as_bytes()).map_err(FhirError::internal)?;
     let tk = state
@@ -1008,9 +1035,19 @@ async fn seal_and_store(
         .tenant(&state.store, row.tenant, row.last_updated)
         .await
         .map_err(FhirError::internal)?;
-    let (index, sort) =
+    let (index, sort_date) =
         index_entries(&row.resource_type, resource, |p, v| KeyRing::blind(&tk, p, v));
-    match state.store.put_version(&row, &index, sort).await {
+    Ok(PreparedVersion { row, index, sort_date })
+}
+
+async fn seal_and_store(
+    state: &AppState,
+    key: &SealingKey,
+    row: StoredResource,
+    resource: &Value,
+) -> Result<(), FhirError> {
+    let p = prepare_version(state, key, row, resource).await?;
+    match state.store.put_version(&p.row, &p.index, p.sort_date).await {
         Ok(()) => Ok(()),
         Err(RepoError::Conflict) => Err(FhirError::new(
             StatusCode::CONFLICT,

@@ -401,5 +401,5 @@ pub async fn delete_passkey(
 #[derive(Debug, Deserialize)]
 pub struct CsrfOnly {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
 }

@@ -62,39 +62,72 @@ pub fn bars(title: &str, bars: &[Bar]) -> String {
     svg
 }
 
-/// A line chart of measurements over time (Unix ms, value) as an inline `<svg>`: the
-/// points joined in time order, each point labelled for screen readers with its time and
-/// value, the lowest and highest values marked on the axis.
-pub fn line(title: &str, unit: &str, points: &[(i64, f64, String)]) -> String {
+/// One measurement on a line chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Unix ms.
+    pub at: i64,
+    pub value: f64,
+    /// The time as people read it.
+    pub label: String,
+    /// Flagged by the plausibility checks: drawn hollow and said so.
+    pub suspicious: bool,
+}
+
+/// The lines drawn across a chart: the patient's alert thresholds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+}
+
+/// A line chart of measurements over time as an inline `<svg>`: the points joined in time
+/// order, each labelled for screen readers with its time and value (and "suspicious" when
+/// flagged), the lowest and highest values marked on the axis, and the thresholds drawn
+/// as dashed lines (the scale widens to show them).
+pub fn line(title: &str, unit: &str, points: &[Point], limits: Limits) -> String {
     const W: f64 = 640.0;
     const H: f64 = 160.0;
     const PAD: f64 = 28.0;
-    let mut pts: Vec<&(i64, f64, String)> = points.iter().collect();
-    pts.sort_by_key(|p| p.0);
+    let mut pts: Vec<&Point> = points.iter().collect();
+    pts.sort_by_key(|p| p.at);
     let (t0, t1) = match (pts.first(), pts.last()) {
-        (Some(a), Some(b)) => (a.0, b.0.max(a.0 + 1)),
+        (Some(a), Some(b)) => (a.at, b.at.max(a.at + 1)),
         _ => (0, 1),
     };
-    let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let lo = pts.iter().map(|p| p.value).fold(f64::INFINITY, f64::min);
+    let hi = pts.iter().map(|p| p.value).fold(f64::NEG_INFINITY, f64::max);
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 0.0) };
     let (shown_lo, shown_hi) = (lo, hi);
+    // The scale covers the thresholds too, so a line is never drawn off the chart.
+    let lo = limits.low.into_iter().chain(limits.high).fold(lo, f64::min);
+    let hi = limits.low.into_iter().chain(limits.high).fold(hi, f64::max);
     // A flat series still needs a vertical scale.
     let hi = if hi > lo { hi } else { lo + 1.0 };
     let x = |t: i64| PAD + (t - t0) as f64 / (t1 - t0) as f64 * (W - 2.0 * PAD);
     let y = |v: f64| H - PAD / 2.0 - (v - lo) / (hi - lo) * (H - PAD);
+    let flagged = pts.iter().filter(|p| p.suspicious).count();
+    let mut desc = format!(
+        "{} measurement{}; lowest {} {unit}; highest {} {unit}",
+        pts.len(),
+        if pts.len() == 1 { "" } else { "s" },
+        trim(shown_lo),
+        trim(shown_hi)
+    );
+    for (word, v) in [("low", limits.low), ("high", limits.high)] {
+        if let Some(v) = v {
+            let _ = write!(desc, "; {word} threshold {} {unit}", trim(v));
+        }
+    }
+    if flagged > 0 {
+        let _ = write!(desc, "; {flagged} flagged as suspicious");
+    }
     let mut svg = String::new();
     let _ = write!(
         svg,
         r#"<svg class="chart line" viewBox="0 0 {W} {H}" role="img" aria-label="{title}"><title>{title}</title><desc>{desc}</desc>"#,
         title = escape(title),
-        desc = escape(&format!(
-            "{} measurement{}; lowest {} {unit}; highest {} {unit}",
-            pts.len(),
-            if pts.len() == 1 { "" } else { "s" },
-            trim(shown_lo),
-            trim(shown_hi)
-        )),
+        desc = escape(&desc),
     );
     let _ = write!(
         svg,
@@ -103,22 +136,42 @@ pub fn line(title: &str, unit: &str, points: &[(i64, f64, String)]) -> String {
         r = W - PAD
     );
     let top = escape(&trim(shown_hi));
-    let _ = write!(svg, r#"<text x="0" y="{}" class="tick">{top}</text>"#, y(hi) + 4.0);
-    let _ =
-        write!(svg, r#"<text x="0" y="{}" class="tick">{}</text>"#, y(lo) + 4.0, escape(&trim(lo)));
-    let path: Vec<String> = pts.iter().map(|p| format!("{:.1},{:.1}", x(p.0), y(p.1))).collect();
+    let _ = write!(svg, r#"<text x="0" y="{}" class="tick">{top}</text>"#, y(shown_hi) + 4.0);
+    let _ = write!(
+        svg,
+        r#"<text x="0" y="{}" class="tick">{}</text>"#,
+        y(shown_lo) + 4.0,
+        escape(&trim(shown_lo))
+    );
+    for (word, v) in [("low", limits.low), ("high", limits.high)] {
+        if let Some(v) = v {
+            let _ = write!(
+                svg,
+                r#"<line x1="{PAD}" y1="{yv:.1}" x2="{r}" y2="{yv:.1}" class="threshold {word}"/><text x="{tx}" y="{ty:.1}" class="threshold-label">{word} {val}</text>"#,
+                yv = y(v),
+                r = W - PAD,
+                tx = W - PAD - 60.0,
+                ty = y(v) - 3.0,
+                val = escape(&trim(v)),
+            );
+        }
+    }
+    let path: Vec<String> =
+        pts.iter().map(|p| format!("{:.1},{:.1}", x(p.at), y(p.value))).collect();
     if pts.len() > 1 {
         let _ = write!(svg, r#"<polyline points="{}" class="series"/>"#, path.join(" "));
     }
     for p in &pts {
         let _ = write!(
             svg,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="4" class="point"><title>{}: {} {}</title></circle>"#,
-            x(p.0),
-            y(p.1),
-            escape(&p.2),
-            escape(&trim(p.1)),
-            escape(unit)
+            r#"<circle cx="{:.1}" cy="{:.1}" r="4" class="point{}"><title>{}: {} {}{}</title></circle>"#,
+            x(p.at),
+            y(p.value),
+            if p.suspicious { " suspicious" } else { "" },
+            escape(&p.label),
+            escape(&trim(p.value)),
+            escape(unit),
+            if p.suspicious { " (suspicious reading)" } else { "" },
         );
     }
     svg.push_str("</svg>");
@@ -150,23 +203,46 @@ mod tests {
 
     #[test]
     fn lines_join_points_in_time_order_and_label_each() {
+        let p =
+            |at, value, label: &str| Point { at, value, label: label.into(), suspicious: false };
         let svg = line(
             "Heart rate",
             "/min",
-            &[
-                (2_000, 80.0, "2 May".into()),
-                (1_000, 60.0, "1 May".into()),
-                (3_000, 70.5, "3 May".into()),
-            ],
+            &[p(2_000, 80.0, "2 May"), p(1_000, 60.0, "1 May"), p(3_000, 70.5, "3 May")],
+            Limits::default(),
         );
         assert!(svg.contains("3 measurements; lowest 60 /min; highest 80 /min"), "{svg}");
         assert!(svg.contains("<title>1 May: 60 /min</title>") && svg.contains("70.5"));
         // Earliest point on the left edge, latest on the right.
         assert!(svg.contains(r#"<polyline points="28.0,"#), "{svg}");
-        assert!(line("none", "%", &[]).contains("0 measurements"));
+        assert!(!svg.contains("threshold"));
+        assert!(line("none", "%", &[], Limits::default()).contains("0 measurements"));
         assert!(
-            line("one", "%", &[(1, 97.0, "x".into())])
+            line("one", "%", &[p(1, 97.0, "x")], Limits::default())
                 .contains("1 measurement; lowest 97 %; highest 97 %")
         );
+    }
+
+    #[test]
+    fn thresholds_are_drawn_inside_the_scale_and_suspicious_points_marked() {
+        let points = [
+            Point { at: 1, value: 95.0, label: "a".into(), suspicious: false },
+            Point { at: 2, value: 60.0, label: "b".into(), suspicious: true },
+        ];
+        let svg = line("SpO2", "%", &points, Limits { low: Some(90.0), high: None });
+        assert!(svg.contains("low threshold 90 %; 1 flagged as suspicious"), "{svg}");
+        assert!(svg.contains(r#"class="threshold low""#) && svg.contains(">low 90</text>"));
+        assert!(svg.contains(r#"class="point suspicious""#));
+        assert!(svg.contains("b: 60 % (suspicious reading)"));
+        // A threshold above every value still lies on the chart (y within the viewBox).
+        let above = line("HR", "/min", &points, Limits { low: None, high: Some(130.0) });
+        let y: f64 = above
+            .split(r#"class="threshold high""#)
+            .next()
+            .and_then(|s| s.rsplit("y1=\"").next())
+            .and_then(|s| s.split('"').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1.0);
+        assert!((0.0..=160.0).contains(&y), "{above}");
     }
 }

@@ -87,6 +87,9 @@ struct PatientLine {
 #[derive(Template)]
 #[template(path = "console.html")]
 struct ConsolePage {
+    /// Home-monitoring alerts of the patients shown, newest first.
+    alerts: Vec<super::monitoring::AlertLine>,
+    acknowledged: bool,
     shell: Shell,
     organisation: String,
     patients: Vec<PatientLine>,
@@ -95,9 +98,16 @@ struct ConsolePage {
     can_break_glass: bool,
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct ConsoleQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
 pub async fn console(
     State(state): State<AppState>,
     MaybeUser(me): MaybeUser,
+    axum::extract::Query(q): axum::extract::Query<ConsoleQuery>,
 ) -> Result<Response, PageError> {
     let me = require(&state, me, &[Role::Clinician, Role::Nurse, Role::FrontDesk])?;
     let tenant = me.user.tenant_id;
@@ -183,7 +193,7 @@ pub async fn console(
     let records = crate::fhir::patients_unlogged(&fhir, &ids)
         .await
         .map_err(|e| super::record::page_error(&state, e))?;
-    let patients = patients
+    let patients: Vec<PatientLine> = patients
         .into_iter()
         .map(|p| PatientLine {
             id: p.id.to_string(),
@@ -205,7 +215,17 @@ pub async fn console(
                 .flatten(),
         })
         .collect();
+    let alerts = if matches!(me.role(), Role::Clinician | Role::Nurse) {
+        let visible: HashMap<String, String> =
+            patients.iter().map(|p: &PatientLine| (p.id.clone(), p.name.clone())).collect();
+        let mut fhir = fhir;
+        super::monitoring::console_alerts(&state, &mut fhir, tenant, &visible).await?
+    } else {
+        Vec::new()
+    };
     let page = ConsolePage {
+        alerts,
+        acknowledged: q.done.as_deref() == Some("acknowledged"),
         shell: Shell::for_user(&state, "Clinic console", &me, &org, "/console"),
         organisation: org,
         patients,
@@ -218,6 +238,8 @@ pub async fn console(
 #[derive(Template)]
 #[template(path = "security.html")]
 struct SecurityPage {
+    /// Devices quarantined for their firmware, with the advisory.
+    devices: Vec<super::devices::UnsafeDevice>,
     shell: Shell,
     posture: Posture,
     idle_minutes: u64,
@@ -307,7 +329,9 @@ pub async fn security(
             why: grant.map(|g| format!("{}: {}", g.category.label(), g.reason)).unwrap_or_default(),
         });
     }
+    let devices = super::devices::unsafe_devices(&state, me.user.tenant_id).await?;
     let page = SecurityPage {
+        devices,
         alerts,
         security_events,
         failed_last_day,

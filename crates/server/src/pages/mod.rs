@@ -8,8 +8,10 @@ mod admin;
 mod audit;
 mod break_glass;
 mod chart;
+mod devices;
 mod home;
 mod mfa;
+mod monitoring;
 mod platform;
 mod record;
 mod setup;
@@ -36,10 +38,15 @@ pub use activate::{activate, show_activate};
 pub use admin::{add_person, admin, set_policies, set_session_limits};
 pub use audit::{access_log, audit_search};
 pub use break_glass::{break_glass, show_break_glass};
+pub use devices::{
+    add_model as add_device_model, create_enrollment as create_device_enrollment,
+    devices as device_admin, release as release_device, revoke as revoke_device,
+};
 pub use home::{console, portal, root, security};
 pub use mfa::qr_svg;
 pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
+pub use monitoring::{acknowledge_alert, set_threshold};
 pub use platform::{create_organisation, platform};
 pub use record::{add_record, my_record, save_demographics, show_chart};
 pub use setup::{setup, show_setup};
@@ -92,10 +99,16 @@ fn nav_for(role: Role, current: &str) -> Vec<NavLink> {
         Role::SecurityOfficer => ("/security", "Security"),
         Role::PlatformOperator => ("/platform", "Organisations"),
     };
-    vec![
-        NavLink { href, label, current: href == current },
-        NavLink { href: "/account", label: "My account", current: current == "/account" },
-    ]
+    let mut nav = vec![NavLink { href, label, current: href == current }];
+    if role == Role::TenantAdmin {
+        nav.push(NavLink {
+            href: "/admin/devices",
+            label: "Devices",
+            current: current == "/admin/devices",
+        });
+    }
+    nav.push(NavLink { href: "/account", label: "My account", current: current == "/account" });
+    nav
 }
 
 impl Shell {

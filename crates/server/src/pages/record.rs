@@ -18,6 +18,7 @@ use crate::fhir::query::{RecordView, patient_record};
 use crate::fhir::{FhirError, Session, read_value, write_resource};
 use crate::http::form::ValidForm;
 use crate::state::AppState;
+use telesafe_core::devices::vitals::Threshold;
 
 const CLINIC_STAFF: &[Role] = &[Role::Clinician, Role::Nurse, Role::FrontDesk];
 
@@ -60,7 +61,7 @@ struct Series {
     code: String,
     name: String,
     unit: String,
-    points: Vec<(i64, f64, String)>,
+    points: Vec<chart::Point>,
 }
 
 /// One line of a list (a problem, an allergy, a medication).
@@ -115,7 +116,7 @@ fn minute(s: &str) -> String {
     s.chars().take(16).collect::<String>().replace('T', " ")
 }
 
-pub fn summarise(view: &RecordView) -> Summary {
+pub fn summarise(view: &RecordView, thresholds: &[Threshold]) -> Summary {
     let mut out = Summary::default();
     let mut series: Vec<Series> = Vec::new();
     for r in &view.resources {
@@ -164,42 +165,55 @@ pub fn summarise(view: &RecordView) -> Summary {
                 date: day(&r["authoredOn"]),
             }),
             "Observation" => {
-                let (Some(v), Some(at)) =
-                    (r["valueQuantity"]["value"].as_f64(), r["effectiveDateTime"].as_str())
-                else {
-                    continue;
-                };
+                let Some(at) = r["effectiveDateTime"].as_str() else { continue };
                 let Some(range) = telesafe_core::records::search::parse_date_range(at) else {
                     continue;
                 };
-                // One series per LOINC code, named as the chart's own list names it.
-                let code = r["code"]["coding"][0]["code"].as_str().unwrap_or("").to_owned();
-                let point = (range.low, v, minute(at));
-                match series.iter_mut().find(|s| s.code == code) {
-                    Some(s) => s.points.push(point),
-                    None => series.push(Series {
-                        name: VITALS
-                            .iter()
-                            .find(|x| x.loinc == code)
-                            .map(|x| x.name.to_owned())
-                            .unwrap_or_else(|| text_of(&r["code"])),
-                        unit: r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned(),
-                        points: vec![point],
-                        code,
-                    }),
+                let suspicious = telesafe_core::devices::vitals::is_suspicious(r);
+                // One series per LOINC code (a blood-pressure panel gives two), named as
+                // the chart's own list names it.
+                for (code, v) in super::monitoring::values_of(r) {
+                    let point =
+                        chart::Point { at: range.low, value: v, label: minute(at), suspicious };
+                    match series.iter_mut().find(|s| s.code == code) {
+                        Some(s) => s.points.push(point),
+                        None => {
+                            let sign = telesafe_core::devices::vitals::sign_for(&code);
+                            series.push(Series {
+                                name: VITALS
+                                    .iter()
+                                    .find(|x| x.loinc == code)
+                                    .map(|x| x.name.to_owned())
+                                    .or_else(|| sign.map(|s| s.name.to_owned()))
+                                    .unwrap_or_else(|| text_of(&r["code"])),
+                                unit: sign.map_or_else(
+                                    || r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned(),
+                                    |s| s.unit.to_owned(),
+                                ),
+                                points: vec![point],
+                                code,
+                            });
+                        }
+                    }
                 }
             }
             _ => {}
         }
     }
-    for Series { name, unit, mut points, .. } in series {
-        points.sort_by_key(|p| p.0);
+    for Series { name, unit, mut points, code } in series {
+        points.sort_by_key(|p| p.at);
         let Some(last) = points.last() else { continue };
+        let (low, high) = telesafe_core::devices::vitals::threshold_for(thresholds, &code);
         out.vitals.push(Vital {
-            latest: format!("{} {unit}", chart_number(last.1)),
-            when: last.2.clone(),
+            latest: format!("{} {unit}", chart_number(last.value)),
+            when: last.label.clone(),
             count: points.len(),
-            svg: chart::line(&format!("{name} over time"), &unit, &points),
+            svg: chart::line(
+                &format!("{name} over time"),
+                &unit,
+                &points,
+                chart::Limits { low, high },
+            ),
             name,
         });
     }
@@ -261,6 +275,18 @@ struct ChartPage {
     saved: Option<String>,
     vitals: Vec<(&'static str, &'static str)>,
     can_edit: bool,
+    /// The alert thresholds in force for device readings.
+    thresholds: Vec<ThresholdLine>,
+}
+
+struct ThresholdLine {
+    code: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    low: String,
+    high: String,
+    /// Set for this patient (otherwise the organisation's default).
+    own: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,7 +303,14 @@ async fn chart_page(
 ) -> Result<Response, PageError> {
     let mut s = Session::for_user(state, me).await.map_err(|e| page_error(state, e))?;
     let view = patient_record(&mut s, id).await.map_err(|e| page_error(state, e))?;
-    let r = summarise(&view);
+    let patient: Option<telesafe_core::PatientId> = id.parse().ok();
+    let thresholds = match patient {
+        Some(p) => crate::devices::thresholds(state, me.user.tenant_id, p)
+            .await
+            .map_err(|e| PageError::new(state, e))?,
+        None => Vec::new(),
+    };
+    let r = summarise(&view, &thresholds);
     let org = organisation(state, me.user.tenant_id).await?;
     let title = if r.name.is_empty() { "Patient".to_owned() } else { r.name.clone() };
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
@@ -290,8 +323,29 @@ async fn chart_page(
         saved: saved.and_then(|k| saved_words(&k)),
         vitals: VITALS.iter().map(|v| (v.key, v.name)).collect(),
         can_edit: matches!(me.role(), Role::Clinician | Role::Nurse),
+        thresholds: super::monitoring::thresholds_in_force(&thresholds)
+            .into_iter()
+            .map(|(s, low, high, own)| ThresholdLine {
+                code: s.loinc,
+                name: s.name,
+                unit: s.unit,
+                low: low.map(chart_number).unwrap_or_default(),
+                high: high.map(chart_number).unwrap_or_default(),
+                own,
+            })
+            .collect(),
     };
     Ok(render(&page, status))
+}
+
+/// The chart again, with a sentence saying what to fix (422).
+pub(super) async fn chart_error(
+    state: &AppState,
+    me: &CurrentUser,
+    id: &str,
+    msg: String,
+) -> Result<Response, PageError> {
+    chart_page(state, me, id, Some(msg), None).await
 }
 
 fn saved_words(kind: &str) -> Option<String> {
@@ -302,6 +356,7 @@ fn saved_words(kind: &str) -> Option<String> {
             "medication" => "The medication was added.",
             "vital" => "The measurement was recorded.",
             "demographics" => "The patient's details were saved.",
+            "thresholds" => "The alert thresholds were saved; new readings are judged by them.",
             _ => return None,
         }
         .to_owned(),
@@ -574,7 +629,12 @@ pub async fn my_record(
     let mut s = Session::for_user(&state, &me).await.map_err(|e| page_error(&state, e))?;
     let summary = match mine {
         Some(p) => match patient_record(&mut s, &p.id.to_string()).await {
-            Ok(view) => Some(summarise(&view)),
+            Ok(view) => {
+                let thresholds = crate::devices::thresholds(&state, tenant, p.id)
+                    .await
+                    .map_err(|e| PageError::new(&state, e))?;
+                Some(summarise(&view, &thresholds))
+            }
             Err(e) if e.status == StatusCode::NOT_FOUND => None,
             Err(e) => return Err(page_error(&state, e)),
         },

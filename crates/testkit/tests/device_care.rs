@@ -1,0 +1,334 @@
+//! Remote monitoring as people use it, on both backends, through the pages:
+//! - an administrator registers a model and creates an enrolment code on the devices
+//!   page; a device on vulnerable firmware enrols with it and is quarantined; the security
+//!   console lists it with the advisory; releasing it on the devices page makes its
+//!   readings clinical data;
+//! - a clinician sets a patient's threshold on the chart; a reading below it is
+//!   interpreted as low, alerts the console (not for someone off the care team), is drawn
+//!   against the threshold, and is acknowledged off the list; a blood-pressure pair
+//!   becomes one R4 `bp` panel; an impossible value is flagged as suspicious;
+//! - a device rotates its key with both signatures; the old key no longer counts.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a failed step must fail the test loudly"
+)]
+
+use serde_json::{Value, json};
+use telesafe_core::Clock;
+use telesafe_core::identity::PatientRepository;
+use telesafe_crypto::sign::{DeviceKey, encode_base64url};
+use telesafe_device::{DeviceIdentity, SequenceFile};
+use telesafe_proto::telemetry::{Reading, Rotation, SignedRotation, rotation_message};
+use telesafe_testkit::{DbBackend, TestServer, both_backends};
+
+mod common;
+#[allow(unused_imports, reason = "each suite uses a different subset")]
+use common::*;
+
+fn at(minutes_ago: i64) -> String {
+    let ms = telesafe_core::SystemClock.now().unix_millis() - minutes_ago * 60_000;
+    let t = telesafe_core::Timestamp::from_unix_millis(ms - ms.rem_euclid(1000)).to_rfc3339();
+    t.replace(".000", "")
+}
+
+fn reading(code: &str, unit: &str, value: &str, minutes_ago: i64) -> Reading {
+    Reading { at: at(minutes_ago), code: code.into(), unit: unit.into(), value: value.into() }
+}
+
+async fn send(s: &TestServer, body: &telesafe_proto::telemetry::SignedBatch) -> Value {
+    let r = s.client().post(s.url("/api/v1/devices/telemetry")).json(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn page(s: &TestServer, c: &reqwest::Client, path: &str) -> String {
+    let r = c.get(s.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.unwrap()
+}
+
+/// Registers a model on the devices page, and returns an enrolment code for Ana made there.
+async fn model_and_code(
+    s: &TestServer,
+    admin: &reqwest::Client,
+    id: &str,
+    measures: &[&str],
+    vulnerable: &str,
+) -> String {
+    let csrf = s.page_csrf(admin, "/admin/devices").await;
+    let mut form: Vec<(String, String)> = vec![
+        ("csrf".into(), csrf.clone()),
+        ("id".into(), id.into()),
+        ("manufacturer".into(), "Acme Medical".into()),
+        ("model".into(), format!("Monitor {id}")),
+        ("min_firmware".into(), "2.0.0".into()),
+        ("vulnerable".into(), vulnerable.into()),
+    ];
+    form.extend(measures.iter().map(|m| (format!("measure-{m}"), "on".to_owned())));
+    let r = admin
+        .post(s.url("/admin/devices/models"))
+        .header("origin", &s.base)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let html = page(s, admin, "/admin/devices").await;
+    let patient = html
+        .split("<option value=\"")
+        .skip(1)
+        .map(|o| (o.split('"').next().unwrap(), o))
+        .find(|(_, o)| o.contains("ana.lopez@"))
+        .map(|(v, _)| v.to_owned())
+        .expect("Ana is offered for enrolment");
+    let r = post_form(
+        s,
+        admin,
+        "/admin/devices/enrollments",
+        &[("csrf", &csrf), ("patient", &patient), ("model", id)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<svg"), "the code comes with its QR code");
+    html.split("data-testid=\"enrolment-code\">").nth(1).unwrap().split('<').next().unwrap().into()
+}
+
+async fn enrol(s: &TestServer, code: &str, firmware: &str) -> (String, DeviceKey) {
+    let key = DeviceKey::generate().unwrap();
+    let r = s
+        .client()
+        .post(s.url("/api/v1/devices/enroll"))
+        .json(&json!({"code": code, "public_key": encode_base64url(&key.public_key()), "serial": format!("SN-{firmware}"), "firmware": firmware}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    (v["device_id"].as_str().unwrap().to_owned(), key)
+}
+
+async fn fhir(s: &TestServer, c: &reqwest::Client, path: &str) -> Value {
+    c.get(s.url(path)).send().await.unwrap().json().await.unwrap()
+}
+
+async fn quarantine_is_listed_and_released_through_the_pages(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let admin = s.signed_in(ADMIN).await;
+    let code =
+        model_and_code(&s, &admin, "cuff-q", &["8480-6", "8462-4"], "2.1.0 ADV-2026-0099").await;
+    let (device, key) = enrol(&s, &code, "2.1.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut seq = SequenceFile::open(&dir.path().join("seq")).unwrap();
+    let id = DeviceIdentity { device_id: device.clone(), key, firmware: "2.1.0".into() };
+    let b = id
+        .sign(
+            &mut seq,
+            &at(0),
+            vec![reading("8480-6", "mm[Hg]", "131", 30), reading("8462-4", "mm[Hg]", "84", 30)],
+        )
+        .unwrap();
+    let acks = send(&s, &b).await;
+    assert!(acks[0]["quarantined"].as_str().unwrap().contains("ADV-2026-0099"), "{acks}");
+
+    // The security officer sees the device and the advisory, and nothing of the reading.
+    let sec = s.signed_in(SECURITY).await;
+    let html = page(&s, &sec, "/security").await;
+    let section = html.split("Devices on unsafe firmware").nth(1).unwrap();
+    assert!(section.contains("ADV-2026-0099") && section.contains("SN-2.1.0"), "{section}");
+    assert!(!section.contains("131"), "no reading on the security console");
+    let html = page(&s, &admin, "/admin/devices").await;
+    assert!(html.contains("Quarantined") && html.contains("1 batch(es) of readings waiting"));
+
+    let tenant = s.clinic.tenant.id;
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = s.state.store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
+    let dr = s.signed_in(DR).await;
+    let search = format!("/fhir/Observation?patient={ana}&code=85354-9");
+    assert_eq!(fhir(&s, &dr, &search).await["total"], 0, "not clinical while quarantined");
+    let csrf = s.page_csrf(&admin, "/admin/devices").await;
+    let r = post_form(&s, &admin, &format!("/admin/devices/{device}/release"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), 303);
+    let bundle = fhir(&s, &dr, &search).await;
+    assert_eq!(bundle["total"], 1, "released: clinical now, {bundle}");
+    let panel = &bundle["entry"][0]["resource"];
+    assert_eq!(panel["component"][0]["valueQuantity"]["value"].as_f64(), Some(131.0));
+    assert_eq!(panel["component"][1]["valueQuantity"]["value"].as_f64(), Some(84.0));
+    // Releasing again files nothing twice.
+    let r = post_form(&s, &admin, &format!("/admin/devices/{device}/release"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(fhir(&s, &dr, &search).await["total"], 1);
+    // Revoked on the page: refused from now on.
+    let r =
+        post_form(&s, &admin, &format!("/admin/devices/{device}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 303);
+    let next = id.sign(&mut seq, &at(0), vec![reading("8480-6", "mm[Hg]", "120", 1)]).unwrap();
+    assert_eq!(send(&s, &next).await[0]["reason"], "revoked");
+    // Bad input on the page: a readable message, nothing registered.
+    let r = post_form(
+        &s,
+        &admin,
+        "/admin/devices/models",
+        &[
+            ("csrf", &csrf),
+            ("id", "bad id!"),
+            ("manufacturer", "X"),
+            ("model", "Y"),
+            ("min_firmware", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("letters, digits and"));
+}
+
+async fn thresholds_alert_the_care_team_and_are_drawn(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let admin = s.signed_in(ADMIN).await;
+    let code =
+        model_and_code(&s, &admin, "multi", &["59408-5", "8480-6", "8462-4", "8867-4"], "").await;
+    let (device, key) = enrol(&s, &code, "3.0.0").await;
+    let tenant = s.clinic.tenant.id;
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = s.state.store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
+
+    // The clinician raises Ana's SpO2 threshold to 93 on her chart.
+    let dr = s.signed_in(DR).await;
+    let chart = format!("/console/patients/{ana}");
+    let csrf = s.page_csrf(&dr, &chart).await;
+    let r = post_form(
+        &s,
+        &dr,
+        &format!("{chart}/thresholds"),
+        &[("csrf", &csrf), ("code", "59408-5"), ("low", "93"), ("high", "")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let r = post_form(
+        &s,
+        &dr,
+        &format!("{chart}/thresholds"),
+        &[("csrf", &csrf), ("code", "59408-5"), ("low", "99"), ("high", "95")],
+    )
+    .await;
+    assert_eq!(r.status(), 422, "low above high is refused");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut seq = SequenceFile::open(&dir.path().join("seq")).unwrap();
+    let id = DeviceIdentity { device_id: device.clone(), key, firmware: "3.0.0".into() };
+    let b = id
+        .sign(
+            &mut seq,
+            &at(0),
+            vec![
+                reading("59408-5", "%", "92", 20),
+                reading("8480-6", "mm[Hg]", "126", 15),
+                reading("8462-4", "mm[Hg]", "79", 15),
+                reading("8867-4", "/min", "70", 12),
+                reading("8867-4", "/min", "290", 11),
+            ],
+        )
+        .unwrap();
+    assert_eq!(send(&s, &b).await[0]["status"], "stored");
+
+    let all =
+        fhir(&s, &dr, &format!("/fhir/Observation?patient={ana}&date=ge{}", &at(60)[..10])).await;
+    let obs: Vec<&Value> =
+        all["entry"].as_array().unwrap().iter().map(|e| &e["resource"]).collect();
+    assert_eq!(obs.len(), 4, "SpO2, one BP panel, two heart rates: {all}");
+    let spo2 = obs.iter().find(|o| o["code"]["coding"][0]["code"] == "59408-5").unwrap();
+    assert_eq!(spo2["interpretation"][0]["coding"][0]["code"], "L");
+    assert_eq!(spo2["meta"]["profile"][0], "http://hl7.org/fhir/StructureDefinition/oxygensat");
+    assert!(obs.iter().any(|o| o["code"]["coding"][0]["code"] == "85354-9"));
+    let jump = obs.iter().find(|o| o["valueQuantity"]["value"].as_f64() == Some(290.0)).unwrap();
+    assert!(
+        jump["meta"]["tag"].as_array().unwrap().iter().any(|t| t["code"] == "rate-of-change"),
+        "70 to 290 in a minute is flagged: {jump}"
+    );
+
+    // The console shows the alert (and the heart rate's, above the default 130).
+    let console = page(&s, &dr, "/console").await;
+    assert!(console.contains("Alerts from home monitoring"), "{console}");
+    assert!(console.contains("Oxygen saturation (SpO2) 92 %, below 93"), "{console}");
+    assert!(console.contains("flagged as suspicious"));
+    // The front desk sees no alerts; a nurse off Ana's care team would not either.
+    let desk = page(&s, &s.signed_in(FRONT_DESK).await, "/console").await;
+    assert!(!desk.contains("Alerts from home monitoring"));
+    // The chart draws the threshold and the suspicious point.
+    let html = page(&s, &dr, &chart).await;
+    assert!(html.contains(r#"class="threshold low""#) && html.contains(">low 93</text>"));
+    assert!(html.contains("(suspicious reading)"));
+    assert!(html.contains("Systolic blood pressure over time"));
+    // Acknowledged: off the list.
+    let alert = console.split("/console/alerts/").nth(1).unwrap().split('/').next().unwrap();
+    let csrf = s.page_csrf(&dr, "/console").await;
+    let r = post_form(&s, &dr, &format!("/console/alerts/{alert}/acknowledge"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console?done=acknowledged");
+    let after = page(&s, &dr, "/console?done=acknowledged").await;
+    assert!(after.contains("The alert is acknowledged"));
+    assert_eq!(
+        after.matches("/acknowledge\"").count() + 1,
+        console.matches("/acknowledge\"").count()
+    );
+}
+
+async fn a_device_rotates_its_key_with_both_signatures(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let admin = s.signed_in(ADMIN).await;
+    let code = model_and_code(&s, &admin, "hr-rot", &["8867-4"], "").await;
+    let (device, old) = enrol(&s, &code, "2.5.0").await;
+    let new = DeviceKey::generate().unwrap();
+    let rotation = Rotation {
+        at: at(0),
+        device: device.clone(),
+        new_key: encode_base64url(&new.public_key()),
+    };
+    let msg = rotation_message(&rotation);
+    let req = |sig: &DeviceKey, new_sig: &DeviceKey| SignedRotation {
+        sig: encode_base64url(&sig.sign(&msg)),
+        new_sig: encode_base64url(&new_sig.sign(&msg)),
+        rotation: rotation.clone(),
+    };
+    let post = |body: SignedRotation| {
+        let c = s.client();
+        let url = s.url("/api/v1/devices/rotate-key");
+        async move {
+            let r = c.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    // Only the new key: someone who never held the device's key cannot take it over.
+    let (st, v) = post(req(&new, &new)).await;
+    assert_eq!((st, v["reason"].as_str()), (400, Some("bad_signature")));
+    let (st, v) = post(req(&old, &new)).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("rotated")), "{v}");
+    // Replayed: the key that signed it no longer rules.
+    assert_eq!(post(req(&old, &new)).await.1["reason"], "bad_signature");
+    let dir = tempfile::tempdir().unwrap();
+    let mut seq = SequenceFile::open(&dir.path().join("seq")).unwrap();
+    let with = |key: DeviceKey| DeviceIdentity {
+        device_id: device.clone(),
+        key,
+        firmware: "2.5.0".into(),
+    };
+    let stale_key = with(old);
+    let b = stale_key.sign(&mut seq, &at(0), vec![reading("8867-4", "/min", "64", 2)]).unwrap();
+    assert_eq!(send(&s, &b).await[0]["reason"], "bad_signature");
+    let b = with(new).sign(&mut seq, &at(0), vec![reading("8867-4", "/min", "64", 2)]).unwrap();
+    assert_eq!(send(&s, &b).await[0]["status"], "stored");
+}
+
+both_backends!(
+    quarantine_is_listed_and_released_through_the_pages,
+    thresholds_alert_the_care_team_and_are_drawn,
+    a_device_rotates_its_key_with_both_signatures,
+);
