@@ -81,11 +81,15 @@ fn millis(rfc3339: &str) -> Option<i64> {
 }
 
 /// Decides what to do with a well-formed batch (`telemetry::parse` already passed).
+/// `already_stored`: a batch with this device and sequence number is stored. Batches may
+/// arrive out of order (MQTT delivers concurrently, a device resends after a gap), so a
+/// number below the highest seen is not a replay by itself: only one already stored is.
 pub fn decide(
     device: Option<&DeviceState>,
     policy: &ModelPolicy,
     b: &SignedBatch,
     now: Timestamp,
+    already_stored: bool,
 ) -> Outcome {
     let Some(device) = device.filter(|d| d.id == b.batch.device) else {
         return Outcome::Refuse(Reason::UnknownDevice);
@@ -99,7 +103,7 @@ pub fn decide(
         return Outcome::Refuse(Reason::BadSignature);
     }
     // Authentic but not new: a replay, or a resend whose acknowledgement was lost.
-    if b.batch.seq <= device.last_seq {
+    if already_stored {
         return Outcome::Duplicate;
     }
     let limit = now.unix_millis() + MAX_FUTURE_MS;
@@ -353,14 +357,21 @@ pub trait DeviceRepository: Send + Sync {
         &self,
         id: &str,
     ) -> impl std::future::Future<Output = Result<Option<Device>, crate::repo::RepoError>> + Send;
-    /// Stores a batch, raises the device's last sequence number, records its firmware,
-    /// files its Observations and raises its alerts, atomically; `Conflict` when the number
-    /// is not above the last (stored exactly once).
+    /// Stores a batch, raises the device's last sequence number (and records its firmware)
+    /// if it is the newest, files its Observations and raises its alerts, atomically;
+    /// `Conflict` when a batch with that number is stored already (exactly once).
     fn record_batch(
         &self,
         b: &FiledBatch,
     ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
     /// Every device of a tenant, newest first, with its quarantine state.
+    /// Whether a batch with this number is stored for the device.
+    fn batch_stored(
+        &self,
+        tenant: crate::ids::TenantId,
+        device: &str,
+        seq: u64,
+    ) -> impl std::future::Future<Output = Result<bool, crate::repo::RepoError>> + Send;
     fn list_devices(
         &self,
         tenant: crate::ids::TenantId,
@@ -475,53 +486,76 @@ mod tests {
         let at = "2026-11-17T08:00:00Z";
         let ok = signed(&key, 5, "2.2.0", at);
         assert_eq!(
-            decide(Some(&dev), &policy(), &ok, NOW),
+            decide(Some(&dev), &policy(), &ok, NOW, false),
             Outcome::Store { gap_from: None, quarantine: None }
         );
-        assert_eq!(decide(None, &policy(), &ok, NOW), Outcome::Refuse(Reason::UnknownDevice));
+        assert_eq!(
+            decide(None, &policy(), &ok, NOW, false),
+            Outcome::Refuse(Reason::UnknownDevice)
+        );
         let revoked = DeviceState { revoked: true, ..dev.clone() };
-        assert_eq!(decide(Some(&revoked), &policy(), &ok, NOW), Outcome::Refuse(Reason::Revoked));
+        assert_eq!(
+            decide(Some(&revoked), &policy(), &ok, NOW, false),
+            Outcome::Refuse(Reason::Revoked)
+        );
         let mut forged = ok.clone();
         forged.batch.readings[0].value = "73".into();
         assert_eq!(
-            decide(Some(&dev), &policy(), &forged, NOW),
+            decide(Some(&dev), &policy(), &forged, NOW, false),
             Outcome::Refuse(Reason::BadSignature)
         );
         let other = DeviceKey::generate().unwrap();
         assert_eq!(
-            decide(Some(&dev), &policy(), &signed(&other, 5, "2.2.0", at), NOW),
+            decide(Some(&dev), &policy(), &signed(&other, 5, "2.2.0", at), NOW, false),
             Outcome::Refuse(Reason::BadSignature)
         );
         assert_eq!(
-            decide(Some(&dev), &policy(), &signed(&key, 4, "2.2.0", at), NOW),
+            decide(Some(&dev), &policy(), &signed(&key, 4, "2.2.0", at), NOW, true),
             Outcome::Duplicate
         );
+        // Below the highest number but never stored: a late arrival fills its gap.
         assert_eq!(
-            decide(Some(&dev), &policy(), &signed(&key, 9, "2.2.0", at), NOW),
+            decide(Some(&dev), &policy(), &signed(&key, 3, "2.2.0", at), NOW, false),
+            Outcome::Store { gap_from: None, quarantine: None }
+        );
+        assert_eq!(
+            decide(Some(&dev), &policy(), &signed(&key, 9, "2.2.0", at), NOW, false),
             Outcome::Store { gap_from: Some(5), quarantine: None }
         );
         assert_eq!(
-            decide(Some(&dev), &policy(), &signed(&key, 5, "2.2.0", "2099-01-01T00:00:00Z"), NOW),
+            decide(
+                Some(&dev),
+                &policy(),
+                &signed(&key, 5, "2.2.0", "2099-01-01T00:00:00Z"),
+                NOW,
+                false
+            ),
             Outcome::Refuse(Reason::Future)
         );
         assert_eq!(
-            decide(Some(&dev), &policy(), &signed(&key, 5, "2.2.0", "2026-11-01T00:00:00Z"), NOW),
+            decide(
+                Some(&dev),
+                &policy(),
+                &signed(&key, 5, "2.2.0", "2026-11-01T00:00:00Z"),
+                NOW,
+                false
+            ),
             Outcome::Refuse(Reason::Stale)
         );
         let mut odd = signed(&key, 5, "2.2.0", at);
         odd.batch.readings[0].unit = "%".into();
         odd.sig = telesafe_crypto::sign::encode_base64url(&key.sign(&signing_message(&odd.batch)));
         assert_eq!(
-            decide(Some(&dev), &policy(), &odd, NOW),
+            decide(Some(&dev), &policy(), &odd, NOW, false),
             Outcome::Refuse(Reason::UnsupportedReading)
         );
-        match decide(Some(&dev), &policy(), &signed(&key, 5, "1.9.9", at), NOW) {
+        match decide(Some(&dev), &policy(), &signed(&key, 5, "1.9.9", at), NOW, false) {
             Outcome::Store { quarantine: Some(q), .. } => {
                 assert!(q.contains("below the minimum secure version 2.0.0"))
             }
             other => panic!("{other:?}"),
         }
-        match decide(Some(&dev), &policy(), &signed(&key, 5, "2.1.0", at), NOW) {
+        match decide(Some(&dev), &policy(), &signed(&key, 5, "2.1.0", at), NOW, false) {
             Outcome::Store { quarantine: Some(q), .. } => assert!(q.contains("ADV-2026-0042")),
             other => panic!("{other:?}"),
         }

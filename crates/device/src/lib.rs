@@ -7,7 +7,14 @@
 //! build a device from the protocol document alone and this SDK is just one implementation.
 
 pub mod batch;
+pub mod device;
+pub mod outbox;
 pub mod sequence;
+pub mod simulate;
+pub mod transport;
 
 pub use batch::{BatchError, DeviceIdentity};
+pub use device::{Delivery, Device, DeviceError};
+pub use outbox::{Outbox, OutboxError};
 pub use sequence::{SequenceError, SequenceFile};
+pub use transport::{Https, Mqtt, Transport, TransportError};

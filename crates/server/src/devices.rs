@@ -230,7 +230,10 @@ async fn decide_and_file(state: &AppState, b: SignedBatch) -> Result<Ack, AppErr
         purpose: Purpose::Treatment,
         outcome,
     };
-    match decide(Some(&device.state()), &model.policy, &b, now) {
+    // Only a number at or below the highest seen can be stored already.
+    let already_stored =
+        seq <= device.last_seq && state.store.batch_stored(device.tenant, &device.id, seq).await?;
+    match decide(Some(&device.state()), &model.policy, &b, now, already_stored) {
         Outcome::Refuse(reason) => {
             if matches!(reason, Reason::Revoked | Reason::BadSignature) {
                 record_as(state, &actor, &[audit("telemetry", "denied")]).await?;

@@ -237,21 +237,20 @@ impl DeviceRepository for Store {
         let seq = seq_i64(b.seq)?;
         let mut tx = self.begin_write(Scope::Tenant(b.tenant)).await?;
         let firmware = &f.firmware;
-        let raised = on_tx!(&mut tx, c => sqlx::query(
-            "UPDATE devices SET last_seq = $1, firmware = $4 \
-             WHERE tenant_id = $2 AND id = $3 AND last_seq < $1")
-            .bind(seq).bind(b.tenant.to_string()).bind(&b.device_id).bind(firmware)
-            .execute(&mut **c).await.map(|r| r.rows_affected()))
-        .map_err(repo_err)?;
-        if raised != 1 {
-            return Err(RepoError::Conflict);
-        }
+        // The insert's primary key (device, seq) is what makes it exactly once: a second
+        // batch with the number fails with Conflict and the whole transaction rolls back.
         let gap = b.gap_from.map(seq_i64).transpose()?;
         on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO device_batches (tenant_id, device_id, seq, received_at, gap_from, quarantine, body) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(b.tenant.to_string()).bind(&b.device_id).bind(seq).bind(b.received_at.unix_millis())
             .bind(gap).bind(&b.quarantine).bind(&b.body)
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE devices SET last_seq = $1, firmware = $4 \
+             WHERE tenant_id = $2 AND id = $3 AND last_seq < $1")
+            .bind(seq).bind(b.tenant.to_string()).bind(&b.device_id).bind(firmware)
             .execute(&mut **c).await.map(|_| ()))
         .map_err(repo_err)?;
         file_in(&mut tx, &f.resources).await?;
@@ -265,6 +264,22 @@ impl DeviceRepository for Store {
             .map_err(repo_err)?;
         }
         tx.commit().await
+    }
+
+    async fn batch_stored(
+        &self,
+        tenant: TenantId,
+        device: &str,
+        seq: u64,
+    ) -> Result<bool, RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let n: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM device_batches WHERE tenant_id = $1 AND device_id = $2 AND seq = $3")
+            .bind(tenant.to_string()).bind(device).bind(seq_i64(seq)?)
+            .fetch_one(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     async fn list_devices(&self, tenant: TenantId) -> Result<Vec<DeviceSummary>, RepoError> {
