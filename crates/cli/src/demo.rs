@@ -46,6 +46,25 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!("the demo records could not be written: {}", e.body()))?;
 
+    // Live vitals from simulated home devices of the demo patient.
+    let patient = demo_patient(state, &clinic).await?;
+    let client = crate::simulate::client_trusting(
+        &state.config.tls_paths().0,
+        Some(std::net::SocketAddr::new(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            prepared.local_addr.port(),
+        )),
+    )?;
+    crate::simulate::spawn_demo_devices(
+        state.store.clone(),
+        clinic.tenant.id,
+        patient,
+        client,
+        format!("https://localhost:{}", prepared.local_addr.port()),
+        dir.join("simulated-devices"),
+        std::time::Duration::from_secs(30),
+    );
+
     let url = telesafe_server::local_url(prepared.local_addr, true);
     println!();
     println!("Telesafe demo clinic is running.");
@@ -80,4 +99,23 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let drained = prepared.server.run(telesafe_server::serve::shutdown_signal()).await;
     audit.sign_now().await;
     Ok(crate::finish(drained))
+}
+
+/// The demo patient with a portal account.
+async fn demo_patient(
+    state: &telesafe_server::state::AppState,
+    clinic: &demo::DemoClinic,
+) -> anyhow::Result<telesafe_core::PatientId> {
+    use telesafe_core::identity::{PatientRepository, Role};
+    let user = clinic
+        .users
+        .iter()
+        .find(|u| u.role == Role::Patient)
+        .ok_or_else(|| anyhow::anyhow!("the demo clinic has no patient"))?;
+    Ok(state
+        .store
+        .patient_by_user(clinic.tenant.id, user.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the demo patient has no record"))?
+        .id)
 }

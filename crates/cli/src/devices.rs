@@ -54,6 +54,10 @@ pub enum DeviceCommand {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Run simulated devices against a running server: realistic vitals (some patients
+    /// unwell, some devices on old firmware), signed, buffered and delivered over HTTPS or
+    /// MQTT, with a progress bar and a summary.
+    Simulate(crate::simulate::SimulateArgs),
     /// Revoke a device: its batches are refused from now on.
     Revoke {
         #[arg(long)]
@@ -145,6 +149,7 @@ pub async fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        DeviceCommand::Simulate(args) => crate::simulate::run(args).await,
         DeviceCommand::Revoke { tenant, device, overrides } => {
             let o = open(&overrides).await?;
             let tenant = tenant_id(&o.store, &tenant).await?;

@@ -13,6 +13,7 @@ mod devices;
 mod init;
 mod keys;
 mod logging;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,7 +76,7 @@ enum Command {
 }
 
 #[derive(Args, Debug, Clone, Default)]
-struct Overrides {
+pub(crate) struct Overrides {
     /// Configuration file (TOML). Environment variables TELESAFE_* override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,

@@ -83,7 +83,7 @@ async fn the_cli_registers_models_enrols_and_revokes_devices() {
             ],
         )
         .await;
-        assert!(!ok && out.contains("--id"), "{out}");
+        assert!(!ok && out.contains("model id may hold only"), "{out}");
         let qr = s.data_dir().join("enrol.svg");
         let (ok, out) = run(
             &s,
@@ -129,5 +129,51 @@ async fn the_cli_registers_models_enrols_and_revokes_devices() {
         )
         .await;
         assert!(!ok && out.contains("model-add"), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_delivers_realistic_fleets_with_a_summary() {
+    use telesafe_core::devices::DeviceRepository;
+    for backend in [telesafe_testkit::DbBackend::Sqlite, telesafe_testkit::DbBackend::Postgres] {
+        let Some(s) = telesafe_testkit::start(backend, Arc::new(telesafe_core::SystemClock)).await
+        else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, s.cert_pem()).unwrap();
+        let (ok, out) = run(
+            &s,
+            &[
+                "device",
+                "simulate",
+                "--tenant",
+                "demo",
+                "--devices",
+                "7",
+                "--readings",
+                "20",
+                "--url",
+                &s.base,
+                "--ca",
+                ca.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert!(ok, "{out}");
+        // Every batch stored once; the seventh device runs old firmware and is quarantined.
+        assert!(out.contains("Simulated 7 devices, 140 batches"), "{out}");
+        assert!(out.contains("stored:      140") && out.contains("duplicate:   0"), "{out}");
+        assert!(out.contains("quarantined: 1 devices on firmware 1.9.0"), "{out}");
+        assert!(!out.contains("refused"), "{out}");
+        let devices = s.state.store.list_devices(s.clinic.tenant.id).await.unwrap();
+        assert_eq!(devices.len(), 7);
+        assert_eq!(devices.iter().filter(|d| d.quarantined == 20).count(), 1);
+        assert!(devices.iter().all(|d| d.device.last_seq == 20));
+        // Nonsense is refused with a readable message.
+        let (ok, out) =
+            run(&s, &["device", "simulate", "--tenant", "demo", "--devices", "0"]).await;
+        assert!(!ok && out.contains("at least 1"), "{out}");
     }
 }
