@@ -198,7 +198,7 @@ async fn measure(
     }
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -261,35 +261,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .with_env_filter("error")
             .try_init();
     }
-    let dir = tempfile::tempdir().context("a temporary data directory")?;
-    let mut cfg = Config { data_dir: dir.path().join("data"), ..Config::default() };
-    cfg.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.database.url = args.database_url.clone();
-    let (cert_path, _) = cfg.tls_paths();
-    let clock = Arc::new(SystemClock);
-    let prepared = telesafe_server::prepare(cfg, clock.clone()).await?;
-    let state = prepared.state.clone();
+    let b = BenchServer::start(args.database_url.clone(), None, args.concurrency).await?;
+    let (state, clinic, client, clock) =
+        (b.state.clone(), &b.clinic, b.client.clone(), b.clock.clone());
     let backend = state.store.backend().as_str().to_owned();
-    let password = demo::generate_password()?;
-    let clinic = demo::seed(&state.store, &state.passwords, clock.as_ref(), &password).await?;
-    demo::seed_records(&state, &clinic)
-        .await
-        .map_err(|e| anyhow::anyhow!("seeding: {}", e.body()))?;
-    let addr = prepared.local_addr;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(prepared.server.run(async move {
-        let _ = stopped.await;
-    }));
-
-    let pem = std::fs::read(&cert_path).context("the server's certificate")?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
-        .resolve("localhost", addr)
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
-    let base = format!("https://localhost:{}", addr.port());
+    let base = b.base.clone();
     let reg = clients::register_client(
         &state.store,
         clinic.tenant.id,
@@ -325,21 +301,89 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for (w, name, what) in WORKLOADS {
         rows.push(measure(target.clone(), *w, name, what, &args).await);
     }
-    let _ = stop.send(());
-    let _ = server.await;
-    state.audit.sign_now().await;
+    b.stop().await;
 
     let t = table(&rows, &args, &backend);
     println!("{t}");
     if let Some(path) = &args.write {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
-            bail!("{} has no {START} … {END} markers", path.display());
-        };
-        let updated = format!("{}{START}\n{t}{}", &text[..a], &text[b..]);
-        std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote the table into {}", path.display());
+        write_between(path, START, END, &t)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replaces the text between two markers in a file (BENCHMARKS.md).
+pub fn write_between(
+    path: &std::path::Path,
+    start: &str,
+    end: &str,
+    t: &str,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
+        bail!("{} has no {start} … {end} markers", path.display());
+    };
+    let updated = format!("{}{start}\n{t}{}", &text[..a], &text[b..]);
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote the table into {}", path.display());
+    Ok(())
+}
+
+/// A Telesafe server in this process on a fresh data directory (the demo clinic seeded),
+/// and an HTTPS client that trusts it.
+pub struct BenchServer {
+    pub state: telesafe_server::state::AppState,
+    pub clinic: demo::DemoClinic,
+    pub client: reqwest::Client,
+    pub base: String,
+    pub clock: Arc<SystemClock>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<telesafe_server::serve::Drained>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchServer {
+    pub async fn start(
+        database_url: Option<String>,
+        configure: Option<&dyn Fn(&mut Config)>,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("a temporary data directory")?;
+        let mut cfg = Config { data_dir: dir.path().join("data"), ..Config::default() };
+        cfg.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        cfg.database.url = database_url;
+        if let Some(f) = configure {
+            f(&mut cfg);
+        }
+        let (cert_path, _) = cfg.tls_paths();
+        let clock = Arc::new(SystemClock);
+        let prepared = telesafe_server::prepare(cfg, clock.clone()).await?;
+        let state = prepared.state.clone();
+        let password = demo::generate_password()?;
+        let clinic = demo::seed(&state.store, &state.passwords, clock.as_ref(), &password).await?;
+        demo::seed_records(&state, &clinic)
+            .await
+            .map_err(|e| anyhow::anyhow!("seeding: {}", e.body()))?;
+        let addr = prepared.local_addr;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(prepared.server.run(async move {
+            let _ = stopped.await;
+        }));
+        let pem = std::fs::read(&cert_path).context("the server's certificate")?;
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .resolve("localhost", addr)
+            .pool_max_idle_per_host(concurrency)
+            .build()?;
+        let base = format!("https://localhost:{}", addr.port());
+        Ok(Self { state, clinic, client, base, clock, stop, server, _dir: dir })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        self.state.audit.sign_now().await;
+    }
 }

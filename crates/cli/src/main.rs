@@ -8,6 +8,7 @@
 mod admin;
 mod audit;
 mod bench;
+mod bench_devices;
 mod demo;
 mod devices;
 mod init;
@@ -70,6 +71,8 @@ enum Command {
     Patient(keys::PatientCommand),
     /// Measure the server under load over loopback and print (or write) a table.
     Bench(bench::BenchArgs),
+    /// Measure remote-monitoring throughput (HTTPS and MQTT) against in-run baselines.
+    BenchDevices(bench_devices::DeviceBenchArgs),
     /// Register device models, enrol and revoke devices.
     #[command(subcommand)]
     Device(devices::DeviceCommand),
@@ -183,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => keys::keys(cmd).await,
         Command::Patient(cmd) => keys::patient(cmd).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchDevices(args) => bench_devices::run(args).await,
         Command::Device(cmd) => devices::run(cmd).await,
     }
 }

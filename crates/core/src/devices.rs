@@ -357,14 +357,15 @@ pub trait DeviceRepository: Send + Sync {
         &self,
         id: &str,
     ) -> impl std::future::Future<Output = Result<Option<Device>, crate::repo::RepoError>> + Send;
-    /// Stores a batch, raises the device's last sequence number (and records its firmware)
-    /// if it is the newest, files its Observations and raises its alerts, atomically;
-    /// `Conflict` when a batch with that number is stored already (exactly once).
-    fn record_batch(
+    /// Stores batches in one transaction (group commit). For each: if no batch with its
+    /// device and number is stored yet, stores it, raises the device's last sequence
+    /// number (and records its firmware) if it is the newest, files its Observations and
+    /// raises its alerts, and answers `true`; otherwise stores nothing of it and answers
+    /// `false` (a duplicate: exactly once).
+    fn record_batches(
         &self,
-        b: &FiledBatch,
-    ) -> impl std::future::Future<Output = Result<(), crate::repo::RepoError>> + Send;
-    /// Every device of a tenant, newest first, with its quarantine state.
+        batches: &[FiledBatch],
+    ) -> impl std::future::Future<Output = Result<Vec<bool>, crate::repo::RepoError>> + Send;
     /// Whether a batch with this number is stored for the device.
     fn batch_stored(
         &self,

@@ -2,7 +2,7 @@
 
 /// Storage failures as the domain sees them. `Backend` carries text for the log only; it
 /// is never shown to a client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RepoError {
     /// A uniqueness rule was violated (for example a second account with the same email).
     #[error("the record conflicts with an existing one")]

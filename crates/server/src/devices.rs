@@ -3,6 +3,8 @@
 //! and turned into FHIR Observations with provenance. Answers to devices carry the
 //! server's Ed25519 signature over the body (`Telesafe-Signature`).
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -166,10 +168,15 @@ pub async fn telemetry(State(state): State<AppState>, body: Bytes) -> Result<Res
             ));
         }
     };
-    let mut acks = Vec::with_capacity(items.len());
+    let mut lookups = Lookups::default();
+    let mut decided = Vec::with_capacity(items.len());
     for raw in items {
-        acks.push(one(&state, &raw).await?);
+        decided.push(match parse(&raw) {
+            Ok(b) => prepare(&state, b, &mut lookups).await?,
+            Err(reason) => Prepared::Done(Ack::Refused { seq: None, reason }),
+        });
     }
+    let acks = file_all(&state, decided).await?;
     Ok(signed(&state, StatusCode::OK, &acks))
 }
 
@@ -198,49 +205,63 @@ pub(crate) async fn one_on_topic(
             return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
         }
     }
-    decide_and_file(state, b).await
+    let prepared = prepare(state, b, &mut Lookups::default()).await?;
+    let mut acks = file_all(state, vec![prepared]).await?;
+    acks.pop().ok_or_else(|| AppError::Internal("no acknowledgement".into()))
 }
 
-/// Decides, stores and files one batch. Storage failures fail the request (503/500): the
-/// device keeps the batch and resends it.
-async fn one(state: &AppState, raw: &[u8]) -> Result<Ack, AppError> {
-    match parse(raw) {
-        Ok(b) => decide_and_file(state, b).await,
-        Err(reason) => Ok(Ack::Refused { seq: None, reason }),
-    }
+/// What one request has looked up already (a request usually carries one device's
+/// batches): devices, their models, and patients' thresholds.
+#[derive(Default)]
+struct Lookups {
+    devices: HashMap<String, Option<(Device, telesafe_core::devices::DeviceModel)>>,
+    thresholds: HashMap<PatientId, Vec<Threshold>>,
 }
 
-async fn decide_and_file(state: &AppState, b: SignedBatch) -> Result<Ack, AppError> {
+/// A batch decided: answered already, or to be filed (its ack if filing stores it).
+enum Prepared {
+    Done(Ack),
+    File { filed: Box<FiledBatch>, actor: Actor, accesses: Vec<Access<'static>>, ack: Ack },
+}
+
+/// Decides one batch and, if it is to be stored, seals it and prepares its Observations.
+async fn prepare(
+    state: &AppState,
+    b: SignedBatch,
+    lookups: &mut Lookups,
+) -> Result<Prepared, AppError> {
     let seq = b.batch.seq;
-    let device = state.store.device(&b.batch.device).await?;
-    let model = match &device {
-        Some(d) => state.store.model(d.tenant, &d.model_id).await?,
-        None => None,
-    };
-    let (Some(device), Some(model)) = (device, model) else {
-        return Ok(Ack::Refused { seq: Some(seq), reason: Reason::UnknownDevice });
+    if !lookups.devices.contains_key(&b.batch.device) {
+        let found = match state.store.device(&b.batch.device).await? {
+            Some(d) => state.store.model(d.tenant, &d.model_id).await?.map(|m| (d, m)),
+            None => None,
+        };
+        lookups.devices.insert(b.batch.device.clone(), found);
+    }
+    let Some(Some((device, model))) = lookups.devices.get(&b.batch.device).cloned() else {
+        return Ok(Prepared::Done(Ack::Refused { seq: Some(seq), reason: Reason::UnknownDevice }));
     };
     let now = state.clock.now();
     let actor = device_actor(device.tenant, &device.id);
-    let audit = |action: &'static str, outcome: &'static str| Access {
-        action,
-        resource_type: "Device",
-        resource_id: device.id.clone(),
-        patient_id: device.patient.to_string(),
-        purpose: Purpose::Treatment,
-        outcome,
-    };
     // Only a number at or below the highest seen can be stored already.
     let already_stored =
         seq <= device.last_seq && state.store.batch_stored(device.tenant, &device.id, seq).await?;
     match decide(Some(&device.state()), &model.policy, &b, now, already_stored) {
         Outcome::Refuse(reason) => {
             if matches!(reason, Reason::Revoked | Reason::BadSignature) {
-                record_as(state, &actor, &[audit("telemetry", "denied")]).await?;
+                let denied = Access {
+                    action: "telemetry",
+                    resource_type: "Device",
+                    resource_id: device.id.clone(),
+                    patient_id: device.patient.to_string(),
+                    purpose: Purpose::Treatment,
+                    outcome: "denied",
+                };
+                record_as(state, &actor, &[denied]).await?;
             }
-            Ok(Ack::Refused { seq: Some(seq), reason })
+            Ok(Prepared::Done(Ack::Refused { seq: Some(seq), reason }))
         }
-        Outcome::Duplicate => Ok(Ack::Duplicate { seq }),
+        Outcome::Duplicate => Ok(Prepared::Done(Ack::Duplicate { seq })),
         Outcome::Store { gap_from, quarantine } => {
             let key = state
                 .keys
@@ -251,13 +272,23 @@ async fn decide_and_file(state: &AppState, b: SignedBatch) -> Result<Ack, AppErr
             let aad = batch_aad(&device, seq);
             let body =
                 key.seal(&canonical(&b.batch), aad.as_bytes()).map_err(AppError::internal)?;
-            let mut accesses = vec![audit("telemetry", "success")];
+            // One audit entry per batch: its readings' Observations carry the batch's
+            // identifier (device/seq/i), so each is traceable to this entry.
+            let accesses = vec![Access {
+                action: "telemetry",
+                resource_type: "DeviceBatch",
+                resource_id: format!("{}/{seq}", device.id),
+                patient_id: device.patient.to_string(),
+                purpose: Purpose::Treatment,
+                outcome: "success",
+            }];
             let (resources, alerts) = if quarantine.is_none() {
-                let thresholds = thresholds(state, device.tenant, device.patient).await?;
-                let filed =
-                    file_readings(state, &device, seq, &b.batch.readings, &key, &thresholds)
-                        .await?;
-                accesses.extend(filed.accesses);
+                if !lookups.thresholds.contains_key(&device.patient) {
+                    let t = thresholds(state, device.tenant, device.patient).await?;
+                    lookups.thresholds.insert(device.patient, t);
+                }
+                let t = lookups.thresholds.get(&device.patient).map_or(&[][..], Vec::as_slice);
+                let filed = file_readings(state, &device, seq, &b.batch.readings, &key, t).await?;
                 (filed.resources, filed.alerts)
             } else {
                 (Vec::new(), Vec::new())
@@ -276,20 +307,152 @@ async fn decide_and_file(state: &AppState, b: SignedBatch) -> Result<Ack, AppErr
                 resources,
                 alerts,
             };
-            // Durable in the audit log before anything is stored or acknowledged.
-            record_as(state, &actor, &accesses).await?;
-            match state.store.record_batch(&filed).await {
-                Ok(()) => {}
-                // Another request stored the same number first: exactly once.
-                Err(telesafe_core::RepoError::Conflict) => return Ok(Ack::Duplicate { seq }),
-                Err(e) => return Err(e.into()),
-            }
-            Ok(Ack::Stored { seq, gap_from, quarantined: quarantine })
+            Ok(Prepared::File {
+                filed: Box::new(filed),
+                actor,
+                accesses,
+                ack: Ack::Stored { seq, gap_from, quarantined: quarantine },
+            })
         }
     }
 }
 
-/// What filing a batch's readings produces, for one transaction.
+/// Audits then stores the batches to file (through the group-committing writer), and
+/// answers every item in order. Storage failures fail the whole request (the devices keep
+/// their batches and resend them).
+async fn file_all(state: &AppState, items: Vec<Prepared>) -> Result<Vec<Ack>, AppError> {
+    // Durable in the audit log before anything is stored or acknowledged.
+    for item in &items {
+        if let Prepared::File { actor, accesses, .. } = item {
+            record_as(state, actor, accesses).await?;
+        }
+    }
+    let mut to_file = Vec::new();
+    let mut slots = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Prepared::Done(ack) => slots.push(Ok(ack)),
+            Prepared::File { filed, ack, .. } => {
+                slots.push(Err(ack));
+                to_file.push(*filed);
+            }
+        }
+    }
+    let stored = state.device_writer.write(to_file).await?;
+    let mut stored = stored.into_iter();
+    Ok(slots
+        .into_iter()
+        .map(|slot| match slot {
+            Ok(ack) => ack,
+            Err(ack) => match (stored.next(), ack) {
+                (Some(true), ack) => ack,
+                // Another batch with the number was stored first: exactly once.
+                (_, Ack::Stored { seq, .. }) => Ack::Duplicate { seq },
+                (_, ack) => ack,
+            },
+        })
+        .collect())
+}
+
+/// Writes device batches with group commit: batches of concurrent requests and MQTT
+/// messages reach storage together, one transaction per tenant per round, as the audit
+/// log's entries do.
+#[derive(Clone)]
+pub struct DeviceWriter {
+    tx: tokio::sync::mpsc::Sender<WriteJob>,
+}
+
+impl std::fmt::Debug for DeviceWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceWriter").finish_non_exhaustive()
+    }
+}
+
+struct WriteJob {
+    batches: Vec<FiledBatch>,
+    done: tokio::sync::oneshot::Sender<Result<Vec<bool>, telesafe_core::RepoError>>,
+}
+
+/// The most batches one transaction takes.
+const GROUP_MAX: usize = 400;
+
+impl DeviceWriter {
+    pub fn spawn(store: telesafe_store::Store) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteJob>(1024);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut jobs = vec![first];
+                let mut n = jobs[0].batches.len();
+                while n < GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(j) => {
+                            n += j.batches.len();
+                            jobs.push(j);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                // One transaction per tenant in this round.
+                let mut tenants: Vec<TenantId> = Vec::new();
+                for j in &jobs {
+                    for b in &j.batches {
+                        if !tenants.contains(&b.batch.tenant) {
+                            tenants.push(b.batch.tenant);
+                        }
+                    }
+                }
+                let mut results: HashMap<
+                    TenantId,
+                    Result<std::vec::IntoIter<bool>, telesafe_core::RepoError>,
+                > = HashMap::new();
+                let mut jobs_left = Vec::with_capacity(jobs.len());
+                let mut by_tenant: HashMap<TenantId, Vec<FiledBatch>> = HashMap::new();
+                for j in jobs {
+                    let tenants_of: Vec<TenantId> =
+                        j.batches.iter().map(|b| b.batch.tenant).collect();
+                    for b in j.batches {
+                        by_tenant.entry(b.batch.tenant).or_default().push(b);
+                    }
+                    jobs_left.push((tenants_of, j.done));
+                }
+                for t in tenants {
+                    let batches = by_tenant.remove(&t).unwrap_or_default();
+                    results.insert(t, store.record_batches(&batches).await.map(Vec::into_iter));
+                }
+                for (tenants_of, done) in jobs_left {
+                    let mut answer = Ok(Vec::with_capacity(tenants_of.len()));
+                    for t in tenants_of {
+                        match (results.get_mut(&t), &mut answer) {
+                            (Some(Ok(it)), Ok(v)) => v.push(it.next().unwrap_or(false)),
+                            (Some(Err(e)), _) => answer = Err(e.clone()),
+                            _ => {}
+                        }
+                    }
+                    let _ = done.send(answer);
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Stores `batches` (each `true` if stored now, `false` if a duplicate).
+    pub async fn write(&self, batches: Vec<FiledBatch>) -> Result<Vec<bool>, AppError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(WriteJob { batches, done })
+            .await
+            .map_err(|_| AppError::Internal("the device writer stopped".into()))?;
+        let result =
+            answer.await.map_err(|_| AppError::Internal("the device writer stopped".into()))?;
+        Ok(result?)
+    }
+}
+
+/// What filing a batch's readings produces, for one transaction, and the Observations'
+/// audit entries (used when an administrator releases quarantined readings).
 struct Filed {
     resources: Vec<PreparedVersion>,
     alerts: Vec<ClinicalAlert>,

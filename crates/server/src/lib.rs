@@ -339,7 +339,9 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
             .await
             .map_err(|e| StartError::Audit(e.to_string()))?;
     let keys = keys::key_ring(keys::RootKeys::load(&config, &root_key)?);
+    let device_writer = devices::DeviceWriter::spawn(store.clone());
     let state = AppState {
+        device_writer,
         store,
         config: Arc::new(config),
         clock,

@@ -61,6 +61,8 @@ pub struct AppState {
     /// memory only (values are patient data, never stored in the clear): after a restart
     /// the first reading of each kind is judged on its range alone.
     pub device_previous: moka::sync::Cache<String, telesafe_core::devices::vitals::Previous>,
+    /// Stores device batches with group commit.
+    pub device_writer: crate::devices::DeviceWriter,
 }
 
 /// Tenants' parsed forbid policies, keyed by tenant, with the source they came from.

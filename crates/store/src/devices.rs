@@ -232,38 +232,52 @@ impl DeviceRepository for Store {
         row.map(DeviceRow::into_device).transpose()
     }
 
-    async fn record_batch(&self, f: &FiledBatch) -> Result<(), RepoError> {
-        let b = &f.batch;
-        let seq = seq_i64(b.seq)?;
-        let mut tx = self.begin_write(Scope::Tenant(b.tenant)).await?;
-        let firmware = &f.firmware;
-        // The insert's primary key (device, seq) is what makes it exactly once: a second
-        // batch with the number fails with Conflict and the whole transaction rolls back.
-        let gap = b.gap_from.map(seq_i64).transpose()?;
-        on_tx!(&mut tx, c => sqlx::query(
-            "INSERT INTO device_batches (tenant_id, device_id, seq, received_at, gap_from, quarantine, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(b.tenant.to_string()).bind(&b.device_id).bind(seq).bind(b.received_at.unix_millis())
-            .bind(gap).bind(&b.quarantine).bind(&b.body)
-            .execute(&mut **c).await.map(|_| ()))
-        .map_err(repo_err)?;
-        on_tx!(&mut tx, c => sqlx::query(
-            "UPDATE devices SET last_seq = $1, firmware = $4 \
-             WHERE tenant_id = $2 AND id = $3 AND last_seq < $1")
-            .bind(seq).bind(b.tenant.to_string()).bind(&b.device_id).bind(firmware)
-            .execute(&mut **c).await.map(|_| ()))
-        .map_err(repo_err)?;
-        file_in(&mut tx, &f.resources).await?;
-        for a in &f.alerts {
+    async fn record_batches(&self, batches: &[FiledBatch]) -> Result<Vec<bool>, RepoError> {
+        let Some(first) = batches.first() else { return Ok(Vec::new()) };
+        // Every batch of one call belongs to one tenant (the writer groups by tenant).
+        let tenant = first.batch.tenant;
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        let mut out = Vec::with_capacity(batches.len());
+        for f in batches {
+            let b = &f.batch;
+            if b.tenant != tenant {
+                return Err(RepoError::Backend("batches of several tenants in one write".into()));
+            }
+            let seq = seq_i64(b.seq)?;
+            let gap = b.gap_from.map(seq_i64).transpose()?;
+            // The primary key (device, seq) makes it exactly once: a batch whose number is
+            // stored already inserts nothing, and nothing else of it is written.
+            let inserted = on_tx!(&mut tx, c => sqlx::query(
+                "INSERT INTO device_batches (tenant_id, device_id, seq, received_at, gap_from, quarantine, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (device_id, seq) DO NOTHING")
+                .bind(b.tenant.to_string()).bind(&b.device_id).bind(seq).bind(b.received_at.unix_millis())
+                .bind(gap).bind(&b.quarantine).bind(&b.body)
+                .execute(&mut **c).await.map(|r| r.rows_affected()))
+            .map_err(repo_err)?;
+            if inserted != 1 {
+                out.push(false);
+                continue;
+            }
             on_tx!(&mut tx, c => sqlx::query(
-                "INSERT INTO clinical_alerts (id, tenant_id, patient_id, observation_id, created_at, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(&a.id).bind(a.tenant.to_string()).bind(a.patient.to_string())
-                .bind(&a.observation_id).bind(a.created_at.unix_millis()).bind(&a.body)
+                "UPDATE devices SET last_seq = $1, firmware = $4 \
+                 WHERE tenant_id = $2 AND id = $3 AND last_seq < $1")
+                .bind(seq).bind(b.tenant.to_string()).bind(&b.device_id).bind(&f.firmware)
                 .execute(&mut **c).await.map(|_| ()))
             .map_err(repo_err)?;
+            file_in(&mut tx, &f.resources).await?;
+            for a in &f.alerts {
+                on_tx!(&mut tx, c => sqlx::query(
+                    "INSERT INTO clinical_alerts (id, tenant_id, patient_id, observation_id, created_at, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&a.id).bind(a.tenant.to_string()).bind(a.patient.to_string())
+                    .bind(&a.observation_id).bind(a.created_at.unix_millis()).bind(&a.body)
+                    .execute(&mut **c).await.map(|_| ()))
+                .map_err(repo_err)?;
+            }
+            out.push(true);
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn batch_stored(

@@ -244,9 +244,11 @@ async fn devices_enrol_and_deliver_signed_readings_exactly_once(backend: DbBacke
     assert!(entries.iter().any(|(e, _)| e.actor_kind.as_str() == "device"
         && e.outcome == "denied"
         && e.actor_id == device_id));
+    // One entry per stored batch, naming it as its Observations' identifiers do.
     assert!(entries.iter().any(|(e, _)| e.actor_kind.as_str() == "device"
-        && e.action == "create"
-        && e.resource_type == "Observation"));
+        && e.action == "telemetry"
+        && e.resource_type == "DeviceBatch"
+        && e.resource_id == format!("{device_id}/1")));
     // The signature covers the canonical batch: the SDK's and the protocol's agree.
     assert!(signing_message(&b1.batch).starts_with(b"telesafe-telemetry-v1\n{\"clock\":"));
 }
