@@ -195,19 +195,101 @@ pub(crate) async fn one_on_topic(
     if b.batch.device != device {
         return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
     }
-    if let Some(d) = state.store.device(device).await? {
+    let mut lookups = Lookups::default();
+    let found = match state.store.device(device).await? {
+        Some(d) => cached_model(state, d.tenant, &d.model_id).await?.map(|m| (d, m)),
+        None => None,
+    };
+    if let Some((d, _)) = &found {
         use telesafe_core::identity::{TenantRepository, TenantSlug};
-        let tenant = match TenantSlug::parse(organisation) {
-            Ok(slug) => state.store.tenant_by_slug(&slug).await?,
-            Err(_) => None,
+        let tenant = match state.device_caches.organisations.get(organisation) {
+            Some(t) => t,
+            None => {
+                let t = match TenantSlug::parse(organisation) {
+                    Ok(slug) => state.store.tenant_by_slug(&slug).await?.map(|t| t.id),
+                    Err(_) => None,
+                };
+                state.device_caches.organisations.insert(organisation.to_owned(), t);
+                t
+            }
         };
-        if tenant.map(|t| t.id) != Some(d.tenant) {
+        if tenant != Some(d.tenant) {
             return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
         }
     }
-    let prepared = prepare(state, b, &mut Lookups::default()).await?;
+    lookups.devices.insert(device.to_owned(), found);
+    let prepared = prepare(state, b, &mut lookups).await?;
     let mut acks = file_all(state, vec![prepared]).await?;
     acks.pop().ok_or_else(|| AppError::Internal("no acknowledgement".into()))
+}
+
+/// Short-lived caches for the telemetry path, which otherwise reads the same rows for
+/// every batch: device models (never edited in place), organisation codes, and patients'
+/// thresholds (dropped here when changed on this node; other nodes see a change within
+/// `CACHE_TTL`). Devices themselves are always read fresh: a revocation or key rotation
+/// takes effect at once.
+#[derive(Clone)]
+pub struct DeviceCaches {
+    models: moka::sync::Cache<(TenantId, String), telesafe_core::devices::DeviceModel>,
+    organisations: moka::sync::Cache<String, Option<TenantId>>,
+    thresholds: moka::sync::Cache<PatientId, Vec<Threshold>>,
+}
+
+/// How long a cached model, organisation or threshold list is used.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl std::fmt::Debug for DeviceCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCaches").finish_non_exhaustive()
+    }
+}
+
+impl Default for DeviceCaches {
+    fn default() -> Self {
+        Self {
+            models: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+            organisations: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+            thresholds: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
+    }
+}
+
+async fn cached_model(
+    state: &AppState,
+    tenant: TenantId,
+    id: &str,
+) -> Result<Option<telesafe_core::devices::DeviceModel>, AppError> {
+    let k = (tenant, id.to_owned());
+    if let Some(m) = state.device_caches.models.get(&k) {
+        return Ok(Some(m));
+    }
+    let m = state.store.model(tenant, id).await?;
+    if let Some(m) = &m {
+        state.device_caches.models.insert(k, m.clone());
+    }
+    Ok(m)
+}
+
+async fn cached_thresholds(
+    state: &AppState,
+    tenant: TenantId,
+    patient: PatientId,
+) -> Result<Vec<Threshold>, AppError> {
+    if let Some(t) = state.device_caches.thresholds.get(&patient) {
+        return Ok(t);
+    }
+    let t = thresholds(state, tenant, patient).await?;
+    state.device_caches.thresholds.insert(patient, t.clone());
+    Ok(t)
 }
 
 /// What one request has looked up already (a request usually carries one device's
@@ -233,7 +315,7 @@ async fn prepare(
     let seq = b.batch.seq;
     if !lookups.devices.contains_key(&b.batch.device) {
         let found = match state.store.device(&b.batch.device).await? {
-            Some(d) => state.store.model(d.tenant, &d.model_id).await?.map(|m| (d, m)),
+            Some(d) => cached_model(state, d.tenant, &d.model_id).await?.map(|m| (d, m)),
             None => None,
         };
         lookups.devices.insert(b.batch.device.clone(), found);
@@ -283,9 +365,10 @@ async fn prepare(
                 outcome: "success",
             }];
             let (resources, alerts) = if quarantine.is_none() {
-                if !lookups.thresholds.contains_key(&device.patient) {
-                    let t = thresholds(state, device.tenant, device.patient).await?;
-                    lookups.thresholds.insert(device.patient, t);
+                if let std::collections::hash_map::Entry::Vacant(e) =
+                    lookups.thresholds.entry(device.patient)
+                {
+                    e.insert(cached_thresholds(state, device.tenant, device.patient).await?);
                 }
                 let t = lookups.thresholds.get(&device.patient).map_or(&[][..], Vec::as_slice);
                 let filed = file_readings(state, &device, seq, &b.batch.readings, &key, t).await?;
@@ -503,6 +586,7 @@ pub(crate) async fn set_thresholds(
     let sealed =
         key.seal(&plain, thresholds_aad(tenant, patient).as_bytes()).map_err(AppError::internal)?;
     state.store.set_thresholds(tenant, patient, &sealed, by, now).await?;
+    state.device_caches.thresholds.invalidate(&patient);
     Ok(())
 }
 

@@ -342,6 +342,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
     let device_writer = devices::DeviceWriter::spawn(store.clone());
     let state = AppState {
         device_writer,
+        device_caches: devices::DeviceCaches::default(),
         store,
         config: Arc::new(config),
         clock,

@@ -19,7 +19,7 @@ use telesafe_proto::telemetry::{Ack, Reason};
 use crate::state::AppState;
 
 /// The most batches handled at once.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 128;
 
 /// Starts the bridge when a broker is configured.
 pub fn spawn(state: AppState) -> Option<tokio::task::JoinHandle<()>> {

@@ -63,6 +63,8 @@ pub struct AppState {
     pub device_previous: moka::sync::Cache<String, telesafe_core::devices::vitals::Previous>,
     /// Stores device batches with group commit.
     pub device_writer: crate::devices::DeviceWriter,
+    /// Models, organisation codes and thresholds for the telemetry path.
+    pub device_caches: crate::devices::DeviceCaches,
 }
 
 /// Tenants' parsed forbid policies, keyed by tenant, with the source they came from.

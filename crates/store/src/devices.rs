@@ -9,8 +9,10 @@ use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 use telesafe_crypto::TokenHash;
 
 use crate::Store;
-use crate::records::put_version_tx;
-use crate::tx::{Scope, Tx, on_tx, repo_err};
+use sqlx::AssertSqlSafe;
+
+use crate::records::insert_new_tx;
+use crate::tx::{Scope, on_tx, repo_err};
 
 fn corrupt(what: &str) -> RepoError {
     RepoError::Backend(format!("stored {what} failed to parse"))
@@ -123,14 +125,6 @@ struct AlertRow {
     body: Vec<u8>,
 }
 
-/// Files prepared versions inside `tx`.
-async fn file_in(tx: &mut Tx, resources: &[PreparedVersion]) -> Result<(), RepoError> {
-    for r in resources {
-        put_version_tx(tx, &r.row, &r.index, r.sort_date).await?;
-    }
-    Ok(())
-}
-
 impl DeviceRepository for Store {
     async fn create_model(&self, m: &DeviceModel) -> Result<(), RepoError> {
         let measures =
@@ -236,45 +230,88 @@ impl DeviceRepository for Store {
         let Some(first) = batches.first() else { return Ok(Vec::new()) };
         // Every batch of one call belongs to one tenant (the writer groups by tenant).
         let tenant = first.batch.tenant;
+        if batches.iter().any(|f| f.batch.tenant != tenant) {
+            return Err(RepoError::Backend("batches of several tenants in one write".into()));
+        }
+        let t = tenant.to_string();
         let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
-        let mut out = Vec::with_capacity(batches.len());
-        for f in batches {
-            let b = &f.batch;
-            if b.tenant != tenant {
-                return Err(RepoError::Backend("batches of several tenants in one write".into()));
+        // The primary key (device, seq) makes it exactly once: a batch whose number is
+        // stored already (or earlier in this call) inserts nothing, and nothing else of it
+        // is written. Multi-row statements: a call carries hundreds of batches.
+        let mut inserted: std::collections::HashSet<(String, i64)> = Default::default();
+        for chunk in batches.chunks(500) {
+            let mut sql = String::from(
+                "INSERT INTO device_batches (tenant_id, device_id, seq, received_at, gap_from, \
+                 quarantine, body) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "($1, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                ));
             }
-            let seq = seq_i64(b.seq)?;
-            let gap = b.gap_from.map(seq_i64).transpose()?;
-            // The primary key (device, seq) makes it exactly once: a batch whose number is
-            // stored already inserts nothing, and nothing else of it is written.
-            let inserted = on_tx!(&mut tx, c => sqlx::query(
-                "INSERT INTO device_batches (tenant_id, device_id, seq, received_at, gap_from, quarantine, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (device_id, seq) DO NOTHING")
-                .bind(b.tenant.to_string()).bind(&b.device_id).bind(seq).bind(b.received_at.unix_millis())
-                .bind(gap).bind(&b.quarantine).bind(&b.body)
-                .execute(&mut **c).await.map(|r| r.rows_affected()))
+            sql.push_str(" ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq");
+            let mut binds = Vec::with_capacity(chunk.len());
+            for f in chunk {
+                binds.push((seq_i64(f.batch.seq)?, f.batch.gap_from.map(seq_i64).transpose()?));
+            }
+            let rows: Vec<(String, i64)> = on_tx!(&mut tx, c => {
+                let mut q = sqlx::query_as(AssertSqlSafe(sql.clone())).bind(&t);
+                for (f, (seq, gap)) in chunk.iter().zip(&binds) {
+                    let b = &f.batch;
+                    q = q.bind(&b.device_id).bind(*seq).bind(b.received_at.unix_millis())
+                        .bind(*gap).bind(&b.quarantine).bind(&b.body);
+                }
+                q.fetch_all(&mut **c).await
+            })
             .map_err(repo_err)?;
-            if inserted != 1 {
-                out.push(false);
+            inserted.extend(rows);
+        }
+        // Which items stored: the first of each inserted (device, seq), in order.
+        let mut out = Vec::with_capacity(batches.len());
+        let mut newest: std::collections::HashMap<&str, (i64, &str)> = Default::default();
+        let mut resources = Vec::new();
+        let mut alerts = Vec::new();
+        for f in batches {
+            let seq = seq_i64(f.batch.seq)?;
+            let stored = inserted.remove(&(f.batch.device_id.clone(), seq));
+            out.push(stored);
+            if !stored {
                 continue;
             }
+            let e = newest.entry(f.batch.device_id.as_str()).or_insert((seq, f.firmware.as_str()));
+            if seq > e.0 {
+                *e = (seq, f.firmware.as_str());
+            }
+            resources.extend(f.resources.iter());
+            alerts.extend(f.alerts.iter());
+        }
+        for (device, (seq, firmware)) in newest {
             on_tx!(&mut tx, c => sqlx::query(
                 "UPDATE devices SET last_seq = $1, firmware = $4 \
                  WHERE tenant_id = $2 AND id = $3 AND last_seq < $1")
-                .bind(seq).bind(b.tenant.to_string()).bind(&b.device_id).bind(&f.firmware)
+                .bind(seq).bind(&t).bind(device).bind(firmware)
                 .execute(&mut **c).await.map(|_| ()))
             .map_err(repo_err)?;
-            file_in(&mut tx, &f.resources).await?;
-            for a in &f.alerts {
-                on_tx!(&mut tx, c => sqlx::query(
-                    "INSERT INTO clinical_alerts (id, tenant_id, patient_id, observation_id, created_at, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(&a.id).bind(a.tenant.to_string()).bind(a.patient.to_string())
-                    .bind(&a.observation_id).bind(a.created_at.unix_millis()).bind(&a.body)
-                    .execute(&mut **c).await.map(|_| ()))
-                .map_err(repo_err)?;
-            }
-            out.push(true);
+        }
+        insert_new_tx(&mut tx, &resources).await?;
+        for a in alerts {
+            on_tx!(&mut tx, c => sqlx::query(
+                "INSERT INTO clinical_alerts (id, tenant_id, patient_id, observation_id, created_at, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&a.id).bind(a.tenant.to_string()).bind(a.patient.to_string())
+                .bind(&a.observation_id).bind(a.created_at.unix_millis()).bind(&a.body)
+                .execute(&mut **c).await.map(|_| ()))
+            .map_err(repo_err)?;
         }
         tx.commit().await?;
         Ok(out)
@@ -483,7 +520,7 @@ impl DeviceRepository for Store {
         if n != 1 {
             return Ok(false);
         }
-        file_in(&mut tx, resources).await?;
+        insert_new_tx(&mut tx, &resources.iter().collect::<Vec<_>>()).await?;
         tx.commit().await?;
         Ok(true)
     }

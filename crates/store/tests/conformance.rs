@@ -557,6 +557,73 @@ async fn readiness_reports_current_migrations(db: TestDatabase) {
     assert!(r.reachable && r.migrations_current, "{r:?}");
 }
 
+async fn device_batches_are_stored_exactly_once_in_any_order(db: TestDatabase) {
+    use telesafe_core::devices::*;
+    let s = &db.store;
+    let t = tenant("clinic");
+    s.create_tenant(&t).await.unwrap();
+    let p = Patient { id: PatientId::new_v7(), tenant_id: t.id, user_id: None, created_at: T0 };
+    s.create_patient(&p).await.unwrap();
+    let m = DeviceModel::new(
+        t.id,
+        "ox",
+        "Acme",
+        "Ox",
+        vec![("59408-5".into(), "%".into())],
+        "2.0",
+        vec![],
+        T0,
+    )
+    .unwrap();
+    s.create_model(&m).await.unwrap();
+    let d = Device {
+        id: "dev-1".into(),
+        tenant: t.id,
+        patient: p.id,
+        model_id: "ox".into(),
+        public_key: vec![7; 32],
+        serial: "S".into(),
+        firmware: "2.0".into(),
+        revoked: false,
+        last_seq: 0,
+        enrolled_at: T0,
+    };
+    s.create_device(&d).await.unwrap();
+    let batch = |seq: u64, firmware: &str| FiledBatch {
+        batch: StoredBatch {
+            tenant: t.id,
+            device_id: "dev-1".into(),
+            seq,
+            received_at: T0,
+            gap_from: None,
+            quarantine: None,
+            body: vec![seq as u8; 8],
+        },
+        firmware: firmware.into(),
+        resources: vec![],
+        alerts: vec![],
+    };
+    // Out of order, with a duplicate inside the group and one of an earlier group.
+    assert_eq!(
+        s.record_batches(&[batch(3, "2.1"), batch(1, "2.0")]).await.unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(
+        s.record_batches(&[batch(2, "2.0"), batch(2, "2.0"), batch(3, "2.1")]).await.unwrap(),
+        vec![true, false, false]
+    );
+    let dev = s.device("dev-1").await.unwrap().unwrap();
+    assert_eq!((dev.last_seq, dev.firmware.as_str()), (3, "2.1"), "the newest batch's firmware");
+    assert!(s.batch_stored(t.id, "dev-1", 2).await.unwrap());
+    assert!(!s.batch_stored(t.id, "dev-1", 4).await.unwrap());
+    // Another tenant sees nothing of it.
+    let other = tenant("other");
+    s.create_tenant(&other).await.unwrap();
+    assert!(!s.batch_stored(other.id, "dev-1", 2).await.unwrap());
+    assert!(s.list_devices(other.id).await.unwrap().is_empty());
+    assert_eq!(s.list_devices(t.id).await.unwrap()[0].device.last_seq, 3);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -586,4 +653,5 @@ conformance!(
     passkeys_are_per_account_and_ceremonies_single_use,
     rows_are_invisible_to_a_query_that_states_no_tenant,
     readiness_reports_current_migrations,
+    device_batches_are_stored_exactly_once_in_any_order,
 );
