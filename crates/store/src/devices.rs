@@ -11,7 +11,7 @@ use telesafe_crypto::TokenHash;
 use crate::Store;
 use sqlx::AssertSqlSafe;
 
-use crate::records::insert_new_tx;
+use crate::records::{insert_new_tx, placeholders};
 use crate::tx::{Scope, on_tx, repo_err};
 
 fn corrupt(what: &str) -> RepoError {
@@ -240,35 +240,21 @@ impl DeviceRepository for Store {
         // is written. Multi-row statements: a call carries hundreds of batches.
         let mut inserted: std::collections::HashSet<(String, i64)> = Default::default();
         for chunk in batches.chunks(500) {
-            let mut sql = String::from(
+            let sql = format!(
                 "INSERT INTO device_batches (tenant_id, device_id, seq, received_at, gap_from, \
-                 quarantine, body) VALUES ",
+                 quarantine, body) VALUES {} \
+                 ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq",
+                placeholders(&tx, chunk.len(), 7, None)
             );
-            for i in 0..chunk.len() {
-                let b = i * 6;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "($1, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
-                ));
-            }
-            sql.push_str(" ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq");
             let mut binds = Vec::with_capacity(chunk.len());
             for f in chunk {
                 binds.push((seq_i64(f.batch.seq)?, f.batch.gap_from.map(seq_i64).transpose()?));
             }
             let rows: Vec<(String, i64)> = on_tx!(&mut tx, c => {
-                let mut q = sqlx::query_as(AssertSqlSafe(sql.clone())).bind(&t);
+                let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
                 for (f, (seq, gap)) in chunk.iter().zip(&binds) {
                     let b = &f.batch;
-                    q = q.bind(&b.device_id).bind(*seq).bind(b.received_at.unix_millis())
+                    q = q.bind(&t).bind(&b.device_id).bind(*seq).bind(b.received_at.unix_millis())
                         .bind(*gap).bind(&b.quarantine).bind(&b.body);
                 }
                 q.fetch_all(&mut **c).await
