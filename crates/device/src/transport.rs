@@ -101,8 +101,10 @@ pub struct Mqtt {
     acks: tokio::sync::mpsc::Receiver<Vec<u8>>,
     topic: String,
     server_key: Vec<u8>,
-    /// How long to wait for the acknowledgements of one call.
+    /// How long to wait for the acknowledgements of one window.
     pub timeout: Duration,
+    /// How many batches are published before waiting for their acknowledgements.
+    pub window: usize,
 }
 
 impl Mqtt {
@@ -162,6 +164,7 @@ impl Mqtt {
             topic: format!("{base}/telemetry"),
             server_key: server_key.to_vec(),
             timeout: Duration::from_secs(30),
+            window: 32,
         })
     }
 }
@@ -172,6 +175,19 @@ impl Transport for Mqtt {
     }
 
     async fn send(&mut self, batches: &[SignedBatch]) -> Result<Vec<Ack>, TransportError> {
+        // A window of messages in flight at a time: a broker drops QoS 1 messages beyond a
+        // slow subscriber's queue (Mosquitto keeps 1,000), and a lost batch only comes back
+        // on the next delivery round.
+        let mut out = Vec::with_capacity(batches.len());
+        for window in batches.chunks(self.window.max(1)) {
+            out.extend(self.send_window(window).await?);
+        }
+        Ok(out)
+    }
+}
+
+impl Mqtt {
+    async fn send_window(&mut self, batches: &[SignedBatch]) -> Result<Vec<Ack>, TransportError> {
         for b in batches {
             let payload =
                 serde_json::to_vec(b).map_err(|e| TransportError::Unreachable(e.to_string()))?;
