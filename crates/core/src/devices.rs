@@ -216,16 +216,7 @@ impl DeviceModel {
                 None => return Err(format!("Telesafe does not know the measurement {code}")),
             }
         }
-        if compare_versions(min_firmware, min_firmware).is_none() {
-            return Err("the minimum firmware must be a dotted version such as 2.0.0".into());
-        }
-        for (version, advisory) in &vulnerable {
-            if compare_versions(version, version).is_none() || !text(advisory) {
-                return Err(
-                    "each vulnerable firmware needs a dotted version and an advisory id".into()
-                );
-            }
-        }
+        check_firmware_policy(min_firmware, &vulnerable)?;
         Ok(Self {
             id: id.to_owned(),
             tenant,
@@ -235,6 +226,24 @@ impl DeviceModel {
             created_at: now,
         })
     }
+}
+
+/// Checks a firmware policy an administrator entered: a dotted minimum version, and each
+/// vulnerable version dotted with an advisory id.
+pub fn check_firmware_policy(
+    min_firmware: &str,
+    vulnerable: &[(String, String)],
+) -> Result<(), String> {
+    if compare_versions(min_firmware, min_firmware).is_none() {
+        return Err("the minimum firmware must be a dotted version such as 2.0.0".into());
+    }
+    let text = |s: &str| !s.trim().is_empty() && s.len() <= 100 && !s.chars().any(char::is_control);
+    for (version, advisory) in vulnerable {
+        if compare_versions(version, version).is_none() || !text(advisory) {
+            return Err("each vulnerable firmware needs a dotted version and an advisory id".into());
+        }
+    }
+    Ok(())
 }
 
 /// A one-time enrolment: a code (stored as a hash) that lets one device of `model_id`
@@ -366,6 +375,15 @@ pub trait DeviceRepository: Send + Sync {
         &self,
         batches: &[FiledBatch],
     ) -> impl std::future::Future<Output = Result<Vec<bool>, crate::repo::RepoError>> + Send;
+    /// Replaces a model's firmware policy (its minimum and known-vulnerable versions);
+    /// `false` if there is no such model.
+    fn update_model_policy(
+        &self,
+        tenant: crate::ids::TenantId,
+        id: &str,
+        min_firmware: &str,
+        vulnerable: &[(String, String)],
+    ) -> impl std::future::Future<Output = Result<bool, crate::repo::RepoError>> + Send;
     /// Whether a batch with this number is stored for the device.
     fn batch_stored(
         &self,

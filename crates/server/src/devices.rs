@@ -263,6 +263,11 @@ impl Default for DeviceCaches {
     }
 }
 
+/// Drops a model from this node's cache after its policy changed.
+pub(crate) fn forget_model(state: &AppState, tenant: TenantId, id: &str) {
+    state.device_caches.models.invalidate(&(tenant, id.to_owned()));
+}
+
 async fn cached_model(
     state: &AppState,
     tenant: TenantId,

@@ -72,6 +72,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/admin/policies", post(pages::set_policies)),
         ("/admin/devices", get(pages::device_admin)),
         ("/admin/devices/models", post(pages::add_device_model)),
+        ("/admin/devices/models/{id}", post(pages::update_device_model)),
         ("/admin/devices/enrollments", post(pages::create_device_enrollment)),
         ("/admin/devices/{id}/revoke", post(pages::revoke_device)),
         ("/admin/devices/{id}/release", post(pages::release_device)),

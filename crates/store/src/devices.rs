@@ -303,6 +303,25 @@ impl DeviceRepository for Store {
         Ok(out)
     }
 
+    async fn update_model_policy(
+        &self,
+        tenant: TenantId,
+        id: &str,
+        min_firmware: &str,
+        vulnerable: &[(String, String)],
+    ) -> Result<bool, RepoError> {
+        let vulnerable =
+            serde_json::to_string(vulnerable).map_err(|e| RepoError::Backend(e.to_string()))?;
+        let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
+        let n = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE device_models SET min_firmware = $1, vulnerable = $2 WHERE tenant_id = $3 AND id = $4")
+            .bind(min_firmware).bind(&vulnerable).bind(tenant.to_string()).bind(id)
+            .execute(&mut **c).await.map(|r| r.rows_affected()))
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     async fn batch_stored(
         &self,
         tenant: TenantId,

@@ -97,6 +97,7 @@ fn expectation(path: &str) -> Option<Who> {
         | "/admin/policies"
         | "/admin/devices"
         | "/admin/devices/models"
+        | "/admin/devices/models/{id}"
         | "/admin/devices/enrollments"
         | "/admin/devices/{id}/revoke"
         | "/admin/devices/{id}/release"
@@ -133,6 +134,7 @@ fn probe(path: &str) -> (String, Vec<(&'static str, &'static str)>) {
             ("min_firmware", "1.0"),
         ],
         "/admin/devices/enrollments" => vec![("patient", "none"), ("model", "none")],
+        "/admin/devices/models/{id}" => vec![("min_firmware", "1.0")],
         "/api/v1/audit/proof/inclusion" => vec![],
         _ => vec![("probe", "1")],
     };

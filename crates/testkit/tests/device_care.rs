@@ -164,6 +164,38 @@ async fn quarantine_is_listed_and_released_through_the_pages(backend: DbBackend)
         .await;
     assert_eq!(r.status(), 303);
     assert_eq!(fhir(&s, &dr, &search).await["total"], 1);
+    // A new advisory: the administrator lists 2.1.0 no more but raises the minimum to
+    // 2.2.0; the device (still on 2.1.0) stays quarantined, now for the minimum.
+    let r = post_form(
+        &s,
+        &admin,
+        "/admin/devices/models/cuff-q",
+        &[("csrf", &csrf), ("min_firmware", "2.2.0"), ("vulnerable", "")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let next = id
+        .sign(
+            &mut seq,
+            &at(0),
+            vec![reading("8480-6", "mm[Hg]", "122", 5), reading("8462-4", "mm[Hg]", "80", 5)],
+        )
+        .unwrap();
+    let acks = send(&s, &next).await;
+    assert!(
+        acks[0]["quarantined"].as_str().unwrap().contains("below the minimum secure version 2.2.0"),
+        "{acks}"
+    );
+    let html = page(&s, &admin, "/admin/devices").await;
+    assert!(html.contains("The firmware policy is saved") || html.contains("2.2.0"));
+    let r = post_form(
+        &s,
+        &admin,
+        "/admin/devices/models/cuff-q",
+        &[("csrf", &csrf), ("min_firmware", "two"), ("vulnerable", "")],
+    )
+    .await;
+    assert_eq!(r.status(), 422, "a policy that is not a version is refused");
     // Revoked on the page: refused from now on.
     let r =
         post_form(&s, &admin, &format!("/admin/devices/{device}/revoke"), &[("csrf", &csrf)]).await;

@@ -34,6 +34,8 @@ struct ModelLine {
     measures: String,
     min_firmware: String,
     vulnerable: String,
+    /// The vulnerable list as the form edits it: one "VERSION ADVISORY" per line.
+    vulnerable_lines: String,
 }
 
 struct DeviceLine {
@@ -219,6 +221,13 @@ async fn page(
                 .map(|(v, a)| format!("{v} ({a})"))
                 .collect::<Vec<_>>()
                 .join(", "),
+            vulnerable_lines: m
+                .policy
+                .vulnerable
+                .iter()
+                .map(|(v, a)| format!("{v} {a}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
         })
         .collect();
     Ok(DevicesPage {
@@ -245,6 +254,9 @@ pub async fn devices(
     let me = require(&state, me, &[Role::TenantAdmin])?;
     let notice = match q.done.as_deref() {
         Some("model") => Some("The model is registered. Its devices can be enrolled now."),
+        Some("policy") => Some(
+            "The firmware policy is saved. Every device of the model is judged by it from its next batch.",
+        ),
         Some("revoked") => Some("The device is revoked. Its batches are refused from now on."),
         Some("released") => {
             Some("The device's readings were released and are part of the patient's record now.")
@@ -288,21 +300,10 @@ pub async fn add_model(
         .filter(|s| form.checked.contains_key(&format!("measure-{}", s.loinc)))
         .map(|s| (s.loinc.to_owned(), s.ucum.to_owned()))
         .collect();
-    let mut vulnerable = Vec::new();
-    for line in form.vulnerable.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match line.split_once(char::is_whitespace) {
-            Some((v, a)) => vulnerable.push((v.trim().to_owned(), a.trim().to_owned())),
-            None => {
-                return invalid(
-                    &state,
-                    &me,
-                    "Write each vulnerable firmware as its version, a space, and the advisory id."
-                        .into(),
-                )
-                .await;
-            }
-        }
-    }
+    let vulnerable = match parse_vulnerable(&form.vulnerable) {
+        Ok(v) => v,
+        Err(msg) => return invalid(&state, &me, msg).await,
+    };
     let model = match DeviceModel::new(
         me.user.tenant_id,
         form.id.trim(),
@@ -324,6 +325,64 @@ pub async fn add_model(
         }
         Err(e) => Err(PageError::new(&state, e)),
     }
+}
+
+/// "VERSION ADVISORY" lines as (version, advisory) pairs.
+fn parse_vulnerable(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.split_once(char::is_whitespace) {
+            Some((v, a)) => out.push((v.trim().to_owned(), a.trim().to_owned())),
+            None => {
+                return Err("Write each vulnerable firmware as its version, a space, and the \
+                            advisory id."
+                    .into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PolicyForm {
+    #[serde(default)]
+    csrf: String,
+    min_firmware: String,
+    #[serde(default)]
+    vulnerable: String,
+}
+
+/// `POST /admin/devices/models/{id}`: changes a model's firmware policy (a new minimum, a
+/// new advisory). It applies to the next batch of every device of the model: devices now
+/// below it are quarantined from then on.
+pub async fn update_model(
+    State(state): State<AppState>,
+    MaybeUser(me): MaybeUser,
+    Path(id): Path<String>,
+    ValidForm(form): ValidForm<PolicyForm>,
+) -> Result<Response, PageError> {
+    let me = require(&state, me, &[Role::TenantAdmin])?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    let vulnerable = match parse_vulnerable(&form.vulnerable) {
+        Ok(v) => v,
+        Err(msg) => return invalid(&state, &me, msg).await,
+    };
+    let min = form.min_firmware.trim();
+    if let Err(e) = telesafe_core::devices::check_firmware_policy(min, &vulnerable) {
+        return invalid(&state, &me, format!("{}.", super::sentence(&e))).await;
+    }
+    audit_admin(&state, &me, "device-model-policy", &id, "").await?;
+    let tenant = me.user.tenant_id;
+    if !state
+        .store
+        .update_model_policy(tenant, &id, min, &vulnerable)
+        .await
+        .map_err(failed(&state))?
+    {
+        return invalid(&state, &me, "There is no such device model here.".into()).await;
+    }
+    crate::devices::forget_model(&state, tenant, &id);
+    Ok(Redirect::to("/admin/devices?done=policy").into_response())
 }
 
 async fn audit_admin(

@@ -41,6 +41,7 @@ pub use break_glass::{break_glass, show_break_glass};
 pub use devices::{
     add_model as add_device_model, create_enrollment as create_device_enrollment,
     devices as device_admin, release as release_device, revoke as revoke_device,
+    update_model as update_device_model,
 };
 pub use home::{console, portal, root, security};
 pub use mfa::qr_svg;
