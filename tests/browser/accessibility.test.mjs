@@ -74,7 +74,7 @@ for (const [email, home] of [
       await signIn(page, demo.url, email, demo.password, (label) => audit(page, `${label} as ${home} @${width}`), org);
       assert.equal(new URL(page.url()).pathname, home);
       await audit(page, `${home} @${width}`);
-      const extra = { '/portal': ['/portal/access', '/portal/record'], '/security': ['/security/audit'], '/console': email.startsWith('dr.') ? ['/console/break-glass'] : [] }[home] ?? [];
+      const extra = { '/portal': ['/portal/access', '/portal/record'], '/security': ['/security/audit'], '/admin': ['/admin/devices'], '/console': email.startsWith('dr.') ? ['/console/break-glass'] : [] }[home] ?? [];
       for (const path of extra) {
         await page.goto(`${demo.url}${path}`);
         await audit(page, `${path} @${width}`);
@@ -82,7 +82,8 @@ for (const [email, home] of [
       if (home === '/console') {
         // A patient's chart, with every form opened.
         await page.goto(`${demo.url}/console`);
-        await page.getByRole('link', { name: 'Ana López' }).click();
+        // The patient list's link (the home-monitoring alerts may name her too).
+        await page.getByRole('cell', { name: 'Ana López' }).getByRole('link').click();
         await page.waitForURL(/\/console\/patients\//);
         await page.getByRole('heading', { level: 2, name: 'Vital signs' }).waitFor();
         await page.$$eval('details', (ds) => ds.forEach((d) => { d.open = true; }));
