@@ -41,6 +41,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let state = &prepared.state;
     telesafe_server::mail::spawn_delivery(state.clone());
     telesafe_server::mqtt::spawn(state.clone());
+    telesafe_server::audit::spawn_auth_mirror(state.clone());
     let clinic = demo::seed(&state.store, &state.passwords, clock.as_ref(), &password).await?;
     demo::seed_records(state, &clinic)
         .await

@@ -196,6 +196,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let prepared = telesafe_server::prepare(cfg, Arc::new(SystemClock)).await?;
     telesafe_server::mail::spawn_delivery(prepared.state.clone());
     telesafe_server::mqtt::spawn(prepared.state.clone());
+    telesafe_server::audit::spawn_auth_mirror(prepared.state.clone());
     println!("Telesafe is listening on {}", telesafe_server::local_url(prepared.local_addr, tls));
     if let Some(fp) = &prepared.fingerprint {
         if prepared.generated_certificate {

@@ -21,7 +21,7 @@ pub mod stepup;
 pub mod throttle;
 
 pub use email::{Email, InvalidEmail};
-pub use events::{AuthEvent, AuthEventKind, AuthEventRepository};
+pub use events::{AuthEvent, AuthEventFeed, AuthEventKind, AuthEventRepository, MirrorPosition};
 pub use model::{
     DisplayName, InvalidName, InvalidSlug, NewUser, PLATFORM_SLUG, Patient, Role, SetupToken,
     Tenant, TenantSlug, User, UserStatus,

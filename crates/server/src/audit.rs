@@ -8,6 +8,7 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
+use telesafe_core::Timestamp;
 use telesafe_core::audit::{ActorKind, Entry, Purpose, SignedTreeHead};
 use telesafe_core::identity::Role;
 
@@ -283,4 +284,63 @@ pub fn read_witness(path: &std::path::Path) -> Result<Vec<SignedTreeHead>, Strin
                 .ok_or_else(|| format!("{} line {}: not a signed tree head", path.display(), i + 1))
         })
         .collect()
+}
+
+/// How long after an authentication event it is copied: events are written by many
+/// requests at once, and one written a moment late must not fall behind the copier's
+/// position (an event's transaction commits within milliseconds of its time).
+pub const AUTH_MIRROR_LAG_MS: i64 = 5_000;
+
+/// Copies authentication events (sign-ins, failures, lockouts, second factors, password
+/// changes, ...) into the tamper-evident audit log, in order, a few seconds behind, so
+/// `telesafe audit verify` and a witness cover them as they cover access to records. The
+/// copy of each event carries the event's id as its request id; the copier's position is
+/// stored after each round (a crash between the two copies a round again: at least once,
+/// recognisable by the event id).
+pub fn spawn_auth_mirror(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match mirror_auth_events(&state).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "copying authentication events into the audit log failed; retrying")
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// One round of the copier: returns how many events were copied.
+pub async fn mirror_auth_events(state: &AppState) -> Result<usize, AppError> {
+    use telesafe_core::identity::AuthEventFeed;
+    let position = state.store.mirror_position().await?;
+    let until = Timestamp::from_unix_millis(state.clock.now().unix_millis() - AUTH_MIRROR_LAG_MS);
+    let events = state.store.auth_events_after(position, until, 500).await?;
+    let Some(last) = events.last().map(|e| (e.at, e.id)) else { return Ok(0) };
+    let entries = events
+        .iter()
+        .map(|e| Entry {
+            seq: 0,
+            at: e.at.unix_millis(),
+            tenant_id: e.tenant_id.to_string(),
+            actor_kind: if e.user_id.is_some() { ActorKind::User } else { ActorKind::System },
+            actor_id: e.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            actor_role: String::new(),
+            action: e.kind.as_str().to_owned(),
+            resource_type: "Account".to_owned(),
+            resource_id: e.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            patient_id: String::new(),
+            purpose: Purpose::Operations,
+            outcome: e.outcome.to_owned(),
+            source: e.source.clone(),
+            session: String::new(),
+            request_id: e.id.to_string(),
+        })
+        .collect::<Vec<_>>();
+    let n = entries.len();
+    state.audit.record_all(entries).await.map_err(|_| AppError::Unavailable)?;
+    state.store.set_mirror_position(last).await?;
+    Ok(n)
 }

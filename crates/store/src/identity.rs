@@ -3,10 +3,10 @@
 use std::str::FromStr;
 
 use telesafe_core::identity::{
-    AuthEvent, AuthEventKind, AuthEventRepository, DisplayName, Email, NewUser, Patient,
-    PatientRepository, Role, Session, SessionRepository, SessionStage, SetupToken,
-    SetupTokenRepository, Tenant, TenantRepository, TenantSessionLimits, TenantSlug, User,
-    UserRepository, UserStatus,
+    AuthEvent, AuthEventFeed, AuthEventKind, AuthEventRepository, DisplayName, Email,
+    MirrorPosition, NewUser, Patient, PatientRepository, Role, Session, SessionRepository,
+    SessionStage, SetupToken, SetupTokenRepository, Tenant, TenantRepository, TenantSessionLimits,
+    TenantSlug, User, UserRepository, UserStatus,
 };
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp, UserId};
 use telesafe_crypto::TokenHash;
@@ -603,6 +603,54 @@ impl AuthEventRepository for Store {
         .map_err(repo_err)?;
         tx.commit().await?;
         rows.into_iter().map(AuthEvent::try_from).collect()
+    }
+}
+
+impl AuthEventFeed for Store {
+    async fn auth_events_after(
+        &self,
+        after: Option<MirrorPosition>,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<AuthEvent>, RepoError> {
+        let (at, id) =
+            after.map_or((i64::MIN, String::new()), |(t, id)| (t.unix_millis(), id.to_string()));
+        let mut tx = self.begin(Scope::Platform).await?;
+        let rows: Vec<AuthEventRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT id, tenant_id, at, kind, user_id, source, outcome FROM auth_events \
+             WHERE (at > $1 OR (at = $1 AND id > $2)) AND at <= $3 ORDER BY at, id LIMIT $4")
+            .bind(at).bind(&id).bind(until.unix_millis()).bind(i64::from(limit))
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        rows.into_iter().map(AuthEvent::try_from).collect()
+    }
+
+    async fn mirror_position(&self) -> Result<Option<MirrorPosition>, RepoError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let row: Option<(i64, String)> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT at, last_id FROM audit_mirror WHERE name = 'auth_events'")
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        row.map(|(at, id)| {
+            Ok((
+                Timestamp::from_unix_millis(at),
+                id.parse().map_err(|_| RepoError::Backend("stored mirror position".into()))?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn set_mirror_position(&self, (at, id): MirrorPosition) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        on_tx!(&mut tx, c => sqlx::query(
+            "INSERT INTO audit_mirror (name, at, last_id) VALUES ('auth_events', $1, $2) \
+             ON CONFLICT (name) DO UPDATE SET at = excluded.at, last_id = excluded.last_id")
+            .bind(at.unix_millis()).bind(id.to_string())
+            .execute(&mut **c).await.map(|_| ()))
+        .map_err(repo_err)?;
+        tx.commit().await
     }
 }
 

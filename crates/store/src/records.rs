@@ -519,10 +519,6 @@ fn search_sql(tenant: TenantId, q: &StoredSearch) -> (String, Vec<Bind>) {
     (sql, binds)
 }
 
-/// Inserts brand-new resources (version 1, ids never used before) and their index entries
-/// with multi-row statements: the path for device readings, which arrive by the thousand
-/// (one statement per resource and per index entry costs a round trip each, which on
-/// SQLite's worker thread dominates everything else).
 /// `rows` tuples of `cols` placeholders, with a constant spliced in before column `at` if
 /// given. SQLite gets anonymous `?` (sqlx looks up every named parameter with a linear scan
 /// of the statement's names, which makes `$N` quadratic in a multi-row statement: measured
@@ -558,6 +554,10 @@ pub(crate) fn placeholders(
     out
 }
 
+/// Inserts brand-new resources (version 1, ids never used before) and their index entries
+/// with multi-row statements: the path for device readings, which arrive by the thousand
+/// (one statement per resource and per index entry costs a round trip each, which on
+/// SQLite's worker thread dominates everything else).
 pub(crate) async fn insert_new_tx(tx: &mut Tx, rows: &[&PreparedVersion]) -> Result<(), RepoError> {
     // 11 bound columns per resource (is_current is the constant 1), 7 per index entry; well
     // under SQLite's 32,766 host parameters per statement.

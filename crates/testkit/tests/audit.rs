@@ -386,7 +386,45 @@ async fn an_organisation_adds_forbid_policies_checked_against_the_schema(backend
     assert!(console().await.contains("Ana López"), "cleared");
 }
 
+async fn authentication_events_are_copied_into_the_audit_log(backend: DbBackend) {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use telesafe_core::audit::AuditRepository;
+    use telesafe_core::{ManualClock, Timestamp};
+    let clock = ManualClock::at(Timestamp::from_unix_millis(1_790_000_000_000));
+    let Some(s) = telesafe_testkit::start(backend, Arc::new(clock.clone())).await else { return };
+    // One sign-in that works, one with a wrong password.
+    let _dr = s.signed_in(DR).await;
+    let r = post_form(
+        &s,
+        &s.client(),
+        "/signin",
+        &[("organisation", "demo"), ("email", DR), ("password", "not the password at all")],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    // Not yet: the copier stays a few seconds behind.
+    assert_eq!(telesafe_server::audit::mirror_auth_events(&s.state).await.unwrap(), 0);
+    clock.advance(Duration::from_secs(10));
+    let copied = telesafe_server::audit::mirror_auth_events(&s.state).await.unwrap();
+    assert!(copied >= 2, "{copied}");
+    assert_eq!(telesafe_server::audit::mirror_auth_events(&s.state).await.unwrap(), 0, "once");
+    s.state.audit.sign_now().await;
+    let n = s.state.store.audit_size().await.unwrap();
+    let entries = s.state.store.audit_entries(0, u32::try_from(n).unwrap()).await.unwrap();
+    let dr = s.clinic.users.iter().find(|u| u.email.as_str() == DR).unwrap().id.to_string();
+    let mine: Vec<_> = entries.iter().map(|(e, _)| e).filter(|e| e.actor_id == dr).collect();
+    assert!(mine.iter().any(|e| e.action == "sign_in" && e.resource_type == "Account"), "{mine:?}");
+    assert!(mine.iter().any(|e| e.action == "sign_in_failed"), "{mine:?}");
+    // Ids only: no email, no password, no name.
+    for e in &mine {
+        let text = format!("{e:?}");
+        assert!(!text.contains("rivera") && !text.contains("not the password"), "{text}");
+    }
+}
+
 both_backends!(
+    authentication_events_are_copied_into_the_audit_log,
     an_organisation_adds_forbid_policies_checked_against_the_schema,
     break_glass_grants_an_hour_shows_the_patient_why_and_alerts,
     the_console_shows_only_what_policy_allows,

@@ -178,3 +178,26 @@ pub trait AuthEventRepository: Send + Sync {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<AuthEvent>, RepoError>> + Send;
 }
+
+/// Where the audit log's copy of the authentication events has got to: the newest event
+/// copied, by (time, id).
+pub type MirrorPosition = (Timestamp, uuid::Uuid);
+
+/// Authentication events in order, for copying them into the tamper-evident audit log
+/// (every tenant's: the copier runs as the platform).
+pub trait AuthEventFeed: Send + Sync {
+    /// Events after `after` (by time, then id) and at or before `until`, oldest first.
+    fn auth_events_after(
+        &self,
+        after: Option<MirrorPosition>,
+        until: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuthEvent>, RepoError>> + Send;
+    fn mirror_position(
+        &self,
+    ) -> impl Future<Output = Result<Option<MirrorPosition>, RepoError>> + Send;
+    fn set_mirror_position(
+        &self,
+        at: MirrorPosition,
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+}
