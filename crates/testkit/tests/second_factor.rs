@@ -136,6 +136,9 @@ async fn administrators_add_people_after_a_fresh_second_factor(backend: DbBacken
     let csrf = s.page_csrf(&c, "/admin").await;
     let r = add(csrf.clone(), "otto@demo.telesafe.test").await;
     assert_eq!(r.headers()["location"], "/mfa/step-up?return=/admin");
+    // So do the sensitive device actions (codes, releases, revocations, firmware policy).
+    let r = post_form(&s, &c, "/admin/devices/some-device/revoke", &[("csrf", &csrf)]).await;
+    assert_eq!(r.headers()["location"], "/mfa/step-up?return=/admin/devices");
     assert_eq!(
         c.get(s.url("/mfa/step-up?return=https://evil.example")).send().await.unwrap().status(),
         200

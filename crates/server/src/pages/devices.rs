@@ -266,6 +266,13 @@ pub async fn devices(
     Ok(render(&page(&state, &me, notice.map(str::to_owned), None, None).await?, StatusCode::OK))
 }
 
+/// Enrolment codes, releases, revocations and firmware policy are sensitive: they need a
+/// second factor within the last few minutes, as adding people does.
+fn step_up_first(state: &AppState, me: &CurrentUser) -> Option<Response> {
+    (!telesafe_core::identity::stepup::is_fresh(&me.session, state.clock.now()))
+        .then(|| Redirect::to("/mfa/step-up?return=/admin/devices").into_response())
+}
+
 async fn invalid(state: &AppState, me: &CurrentUser, msg: String) -> Result<Response, PageError> {
     Ok(render(&page(state, me, None, Some(msg), None).await?, StatusCode::UNPROCESSABLE_ENTITY))
 }
@@ -363,6 +370,9 @@ pub async fn update_model(
 ) -> Result<Response, PageError> {
     let me = require(&state, me, &[Role::TenantAdmin])?;
     me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    if let Some(r) = step_up_first(&state, &me) {
+        return Ok(r);
+    }
     let vulnerable = match parse_vulnerable(&form.vulnerable) {
         Ok(v) => v,
         Err(msg) => return invalid(&state, &me, msg).await,
@@ -425,6 +435,9 @@ pub async fn create_enrollment(
 ) -> Result<Response, PageError> {
     let me = require(&state, me, &[Role::TenantAdmin])?;
     me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    if let Some(r) = step_up_first(&state, &me) {
+        return Ok(r);
+    }
     let tenant = me.user.tenant_id;
     let choices = patient_choices(&state, &me).await?;
     let Some((patient_id, patient_name)) = choices.iter().find(|(id, _)| *id == form.patient)
@@ -475,6 +488,9 @@ pub async fn revoke(
 ) -> Result<Response, PageError> {
     let me = require(&state, me, &[Role::TenantAdmin])?;
     me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    if let Some(r) = step_up_first(&state, &me) {
+        return Ok(r);
+    }
     let tenant = me.user.tenant_id;
     let Some(device) =
         state.store.device(&id).await.map_err(failed(&state))?.filter(|d| d.tenant == tenant)
@@ -499,6 +515,9 @@ pub async fn release(
 ) -> Result<Response, PageError> {
     let me = require(&state, me, &[Role::TenantAdmin])?;
     me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
+    if let Some(r) = step_up_first(&state, &me) {
+        return Ok(r);
+    }
     match crate::devices::release_device(&state, &me, &id).await {
         Ok(_) => Ok(Redirect::to("/admin/devices?done=released").into_response()),
         Err(crate::error::AppError::NotFound) => {
