@@ -120,27 +120,8 @@ pub async fn enroll(
         enrolled_at: now,
     };
     state.store.create_device(&device).await?;
-    // The device in the patient's record, as FHIR sees it.
-    let fhir_device = json!({
-        "resourceType": "Device",
-        "status": "active",
-        "patient": {"reference": format!("Patient/{}", e.patient)},
-        "manufacturer": model.manufacturer,
-        "serialNumber": req.serial,
-        "deviceName": [{"name": model.model, "type": "model-name"}],
-        "version": [{"value": req.firmware}],
-    });
-    crate::fhir::write_as(
-        &state,
-        &device_actor(e.tenant, &device.id),
-        e.tenant,
-        "Device",
-        &device.id,
-        Some(e.patient),
-        fhir_device,
-    )
-    .await
-    .map_err(|f| AppError::Internal(f.issues.first().map(|i| i.2.clone()).unwrap_or_default()))?;
+    write_fhir_device(&state, &device_actor(e.tenant, &device.id), &device, &model, "active")
+        .await?;
     let body = EnrollResponse {
         device_id: device.id,
         server_public_key: telesafe_crypto::sign::encode_base64url(
@@ -148,6 +129,38 @@ pub async fn enroll(
         ),
     };
     Ok(signed(&state, StatusCode::CREATED, &body))
+}
+
+/// Writes the device as FHIR sees it, in the patient's record (a new version each time):
+/// `active` at enrolment, `inactive` once revoked.
+pub(crate) async fn write_fhir_device(
+    state: &AppState,
+    actor: &Actor,
+    device: &Device,
+    model: &telesafe_core::devices::DeviceModel,
+    status: &str,
+) -> Result<(), AppError> {
+    let resource = json!({
+        "resourceType": "Device",
+        "status": status,
+        "patient": {"reference": format!("Patient/{}", device.patient)},
+        "manufacturer": model.manufacturer,
+        "serialNumber": device.serial,
+        "deviceName": [{"name": model.model, "type": "model-name"}],
+        "version": [{"value": device.firmware}],
+    });
+    crate::fhir::write_as(
+        state,
+        actor,
+        device.tenant,
+        "Device",
+        &device.id,
+        Some(device.patient),
+        resource,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|f| AppError::Internal(f.issues.first().map(|i| i.2.clone()).unwrap_or_default()))
 }
 
 /// `POST /api/v1/devices/telemetry`: one signed batch, or an array of up to 100.

@@ -202,6 +202,9 @@ async fn quarantine_is_listed_and_released_through_the_pages(backend: DbBackend)
     assert_eq!(r.status(), 303);
     let next = id.sign(&mut seq, &at(0), vec![reading("8480-6", "mm[Hg]", "120", 1)]).unwrap();
     assert_eq!(send(&s, &next).await[0]["reason"], "revoked");
+    let fhir_device = fhir(&s, &dr, &format!("/fhir/Device/{device}")).await;
+    assert_eq!(fhir_device["status"], "inactive", "{fhir_device}");
+    assert_eq!(fhir_device["meta"]["versionId"], "2");
     // Bad input on the page: a readable message, nothing registered.
     let r = post_form(
         &s,

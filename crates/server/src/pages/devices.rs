@@ -498,11 +498,19 @@ pub async fn revoke(
         return invalid(&state, &me, "There is no such device here.".into()).await;
     };
     audit_admin(&state, &me, "device-revoke", &device.id, &device.patient.to_string()).await?;
-    state
+    if state
         .store
         .revoke_device(tenant, &device.id, state.clock.now())
         .await
-        .map_err(failed(&state))?;
+        .map_err(failed(&state))?
+        && let Some(model) =
+            state.store.model(tenant, &device.model_id).await.map_err(failed(&state))?
+    {
+        // The patient's record says so too.
+        crate::devices::write_fhir_device(&state, &Actor::user(&me), &device, &model, "inactive")
+            .await
+            .map_err(|e| PageError::new(&state, e))?;
+    }
     Ok(Redirect::to("/admin/devices?done=revoked").into_response())
 }
 
