@@ -51,10 +51,15 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     let patient = demo_patient(state, &clinic).await?;
     let client = crate::simulate::client_trusting(
         &state.config.tls_paths().0,
-        Some(std::net::SocketAddr::new(
-            std::net::Ipv4Addr::LOCALHOST.into(),
-            prepared.local_addr.port(),
-        )),
+        // Where the server listens; a wildcard address is reached over loopback.
+        Some(if prepared.local_addr.ip().is_unspecified() {
+            std::net::SocketAddr::new(
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                prepared.local_addr.port(),
+            )
+        } else {
+            prepared.local_addr
+        }),
     )?;
     crate::simulate::spawn_demo_devices(
         state.store.clone(),
