@@ -11,15 +11,26 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use telesafe_core::PatientId;
 use telesafe_core::audit::{ActorKind, Purpose};
-use telesafe_core::devices::vitals::{self, Breach, Threshold};
+use telesafe_core::devices::vitals::{self, Threshold};
 use telesafe_core::devices::{
     ClinicalAlert, Device, DeviceRepository, FiledBatch, Outcome, StoredBatch, decide,
 };
 use telesafe_core::records::PreparedVersion;
-use telesafe_core::{PatientId, TenantId};
 use telesafe_crypto::OpaqueToken;
 use telesafe_proto::telemetry::{Ack, Reason, SignedBatch, canonical, parse};
+
+mod caches;
+mod care;
+mod writer;
+
+pub use caches::DeviceCaches;
+pub(crate) use caches::forget_model;
+use caches::{cached_model, cached_organisation, cached_thresholds};
+use care::alert_aad;
+pub(crate) use care::{open_alert, set_thresholds, thresholds};
+pub use writer::DeviceWriter;
 
 use crate::audit::{Access, Actor, record_as};
 use crate::error::AppError;
@@ -213,101 +224,15 @@ pub(crate) async fn one_on_topic(
         Some(d) => cached_model(state, d.tenant, &d.model_id).await?.map(|m| (d, m)),
         None => None,
     };
-    if let Some((d, _)) = &found {
-        use telesafe_core::identity::{TenantRepository, TenantSlug};
-        let tenant = match state.device_caches.organisations.get(organisation) {
-            Some(t) => t,
-            None => {
-                let t = match TenantSlug::parse(organisation) {
-                    Ok(slug) => state.store.tenant_by_slug(&slug).await?.map(|t| t.id),
-                    Err(_) => None,
-                };
-                state.device_caches.organisations.insert(organisation.to_owned(), t);
-                t
-            }
-        };
-        if tenant != Some(d.tenant) {
-            return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
-        }
+    if let Some((d, _)) = &found
+        && cached_organisation(state, organisation).await? != Some(d.tenant)
+    {
+        return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
     }
     lookups.devices.insert(device.to_owned(), found);
     let prepared = prepare(state, b, &mut lookups).await?;
     let mut acks = file_all(state, vec![prepared]).await?;
     acks.pop().ok_or_else(|| AppError::Internal("no acknowledgement".into()))
-}
-
-/// Short-lived caches for the telemetry path, which otherwise reads the same rows for
-/// every batch: device models (never edited in place), organisation codes, and patients'
-/// thresholds (dropped here when changed on this node; other nodes see a change within
-/// `CACHE_TTL`). Devices themselves are always read fresh: a revocation or key rotation
-/// takes effect at once.
-#[derive(Clone)]
-pub struct DeviceCaches {
-    models: moka::sync::Cache<(TenantId, String), telesafe_core::devices::DeviceModel>,
-    organisations: moka::sync::Cache<String, Option<TenantId>>,
-    thresholds: moka::sync::Cache<PatientId, Vec<Threshold>>,
-}
-
-/// How long a cached model, organisation or threshold list is used.
-const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-impl std::fmt::Debug for DeviceCaches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceCaches").finish_non_exhaustive()
-    }
-}
-
-impl Default for DeviceCaches {
-    fn default() -> Self {
-        Self {
-            models: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(CACHE_TTL)
-                .build(),
-            organisations: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(CACHE_TTL)
-                .build(),
-            thresholds: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(CACHE_TTL)
-                .build(),
-        }
-    }
-}
-
-/// Drops a model from this node's cache after its policy changed.
-pub(crate) fn forget_model(state: &AppState, tenant: TenantId, id: &str) {
-    state.device_caches.models.invalidate(&(tenant, id.to_owned()));
-}
-
-async fn cached_model(
-    state: &AppState,
-    tenant: TenantId,
-    id: &str,
-) -> Result<Option<telesafe_core::devices::DeviceModel>, AppError> {
-    let k = (tenant, id.to_owned());
-    if let Some(m) = state.device_caches.models.get(&k) {
-        return Ok(Some(m));
-    }
-    let m = state.store.model(tenant, id).await?;
-    if let Some(m) = &m {
-        state.device_caches.models.insert(k, m.clone());
-    }
-    Ok(m)
-}
-
-async fn cached_thresholds(
-    state: &AppState,
-    tenant: TenantId,
-    patient: PatientId,
-) -> Result<Vec<Threshold>, AppError> {
-    if let Some(t) = state.device_caches.thresholds.get(&patient) {
-        return Ok(t);
-    }
-    let t = thresholds(state, tenant, patient).await?;
-    state.device_caches.thresholds.insert(patient, t.clone());
-    Ok(t)
 }
 
 /// What one request has looked up already (a request usually carries one device's
@@ -455,170 +380,12 @@ async fn file_all(state: &AppState, items: Vec<Prepared>) -> Result<Vec<Ack>, Ap
         .collect())
 }
 
-/// Writes device batches with group commit: batches of concurrent requests and MQTT
-/// messages reach storage together, one transaction per tenant per round, as the audit
-/// log's entries do.
-#[derive(Clone)]
-pub struct DeviceWriter {
-    tx: tokio::sync::mpsc::Sender<WriteJob>,
-}
-
-impl std::fmt::Debug for DeviceWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceWriter").finish_non_exhaustive()
-    }
-}
-
-struct WriteJob {
-    batches: Vec<FiledBatch>,
-    done: tokio::sync::oneshot::Sender<Result<Vec<bool>, telesafe_core::RepoError>>,
-}
-
-/// The most batches one transaction takes.
-const GROUP_MAX: usize = 400;
-
-impl DeviceWriter {
-    pub fn spawn(store: telesafe_store::Store) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteJob>(1024);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut jobs = vec![first];
-                let mut n = jobs[0].batches.len();
-                while n < GROUP_MAX {
-                    match rx.try_recv() {
-                        Ok(j) => {
-                            n += j.batches.len();
-                            jobs.push(j);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                // One transaction per tenant in this round.
-                let mut tenants: Vec<TenantId> = Vec::new();
-                for j in &jobs {
-                    for b in &j.batches {
-                        if !tenants.contains(&b.batch.tenant) {
-                            tenants.push(b.batch.tenant);
-                        }
-                    }
-                }
-                let mut results: HashMap<
-                    TenantId,
-                    Result<std::vec::IntoIter<bool>, telesafe_core::RepoError>,
-                > = HashMap::new();
-                let mut jobs_left = Vec::with_capacity(jobs.len());
-                let mut by_tenant: HashMap<TenantId, Vec<FiledBatch>> = HashMap::new();
-                for j in jobs {
-                    let tenants_of: Vec<TenantId> =
-                        j.batches.iter().map(|b| b.batch.tenant).collect();
-                    for b in j.batches {
-                        by_tenant.entry(b.batch.tenant).or_default().push(b);
-                    }
-                    jobs_left.push((tenants_of, j.done));
-                }
-                for t in tenants {
-                    let batches = by_tenant.remove(&t).unwrap_or_default();
-                    results.insert(t, store.record_batches(&batches).await.map(Vec::into_iter));
-                }
-                for (tenants_of, done) in jobs_left {
-                    let mut answer = Ok(Vec::with_capacity(tenants_of.len()));
-                    for t in tenants_of {
-                        match (results.get_mut(&t), &mut answer) {
-                            (Some(Ok(it)), Ok(v)) => v.push(it.next().unwrap_or(false)),
-                            (Some(Err(e)), _) => answer = Err(e.clone()),
-                            _ => {}
-                        }
-                    }
-                    let _ = done.send(answer);
-                }
-            }
-        });
-        Self { tx }
-    }
-
-    /// Stores `batches` (each `true` if stored now, `false` if a duplicate).
-    pub async fn write(&self, batches: Vec<FiledBatch>) -> Result<Vec<bool>, AppError> {
-        if batches.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (done, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(WriteJob { batches, done })
-            .await
-            .map_err(|_| AppError::Internal("the device writer stopped".into()))?;
-        let result =
-            answer.await.map_err(|_| AppError::Internal("the device writer stopped".into()))?;
-        Ok(result?)
-    }
-}
-
 /// What filing a batch's readings produces, for one transaction, and the Observations'
 /// audit entries (used when an administrator releases quarantined readings).
 struct Filed {
     resources: Vec<PreparedVersion>,
     alerts: Vec<ClinicalAlert>,
     accesses: Vec<Access<'static>>,
-}
-
-const THRESHOLDS_AAD: &str = "telesafe/thresholds/v1";
-
-fn thresholds_aad(tenant: TenantId, patient: PatientId) -> String {
-    format!("{THRESHOLDS_AAD}|{tenant}|{patient}")
-}
-
-/// A patient's thresholds as the care team set them (empty: the defaults apply).
-pub(crate) async fn thresholds(
-    state: &AppState,
-    tenant: TenantId,
-    patient: PatientId,
-) -> Result<Vec<Threshold>, AppError> {
-    let Some(sealed) = state.store.thresholds(tenant, patient).await? else {
-        return Ok(Vec::new());
-    };
-    let key = state
-        .keys
-        .patient(&state.store, tenant, patient, state.clock.now(), false)
-        .await
-        .map_err(AppError::internal)?;
-    let plain = key
-        .open(&sealed, thresholds_aad(tenant, patient).as_bytes())
-        .map_err(AppError::internal)?;
-    serde_json::from_slice(&plain).map_err(AppError::internal)
-}
-
-/// Seals and stores a patient's thresholds.
-pub(crate) async fn set_thresholds(
-    state: &AppState,
-    tenant: TenantId,
-    patient: PatientId,
-    list: &[Threshold],
-    by: &str,
-) -> Result<(), AppError> {
-    let now = state.clock.now();
-    let key = state
-        .keys
-        .patient(&state.store, tenant, patient, now, true)
-        .await
-        .map_err(AppError::internal)?;
-    let plain = serde_json::to_vec(list).map_err(AppError::internal)?;
-    let sealed =
-        key.seal(&plain, thresholds_aad(tenant, patient).as_bytes()).map_err(AppError::internal)?;
-    state.store.set_thresholds(tenant, patient, &sealed, by, now).await?;
-    state.device_caches.thresholds.invalidate(&patient);
-    Ok(())
-}
-
-fn alert_aad(tenant: TenantId, patient: PatientId, id: &str) -> String {
-    format!("telesafe/clinical-alert/v1|{tenant}|{patient}|{id}")
-}
-
-/// Opens an alert's sealed body: what crossed which threshold.
-pub(crate) fn open_alert(
-    key: &telesafe_crypto::keys::SealingKey,
-    a: &ClinicalAlert,
-) -> Option<Breach> {
-    let plain = key.open(&a.body, alert_aad(a.tenant, a.patient, &a.id).as_bytes()).ok()?;
-    serde_json::from_slice(&plain).ok()
 }
 
 /// Turns a batch's readings into sealed Observations (vital-signs profiles, provenance,

@@ -86,7 +86,7 @@ fn insert_statement(tx: &crate::tx::Tx, rows: usize) -> String {
         "INSERT INTO audit_entries (seq, at, tenant_id, actor_kind, actor_id, actor_role, action, \
          resource_type, resource_id, patient_id, purpose, outcome, source, session, request_id, \
          leaf_hash) VALUES {}",
-        crate::records::placeholders(tx, rows, COLUMNS, None)
+        crate::tx::placeholders(tx, rows, COLUMNS, None)
     )
 }
 

@@ -11,7 +11,8 @@ use telesafe_crypto::TokenHash;
 use crate::Store;
 use sqlx::AssertSqlSafe;
 
-use crate::records::{insert_new_tx, placeholders};
+use crate::records::insert_new_tx;
+use crate::tx::placeholders;
 use crate::tx::{Scope, on_tx, repo_err};
 
 fn corrupt(what: &str) -> RepoError {

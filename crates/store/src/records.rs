@@ -7,12 +7,16 @@ use telesafe_core::records::keys::{
 };
 use telesafe_core::records::search::{DateCondition, Prefix};
 use telesafe_core::records::{
-    IndexEntry, PreparedVersion, ResourceRepository, SearchHit, StoredResource, StoredSearch,
+    IndexEntry, ResourceRepository, SearchHit, StoredResource, StoredSearch,
 };
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 
+mod write;
+
+pub(crate) use write::{insert_new_tx, put_version_tx};
+
 use crate::Store;
-use crate::tx::{Scope, Tx, on_tx, repo_err};
+use crate::tx::{Scope, on_tx, repo_err};
 
 fn corrupt(what: &str) -> RepoError {
     RepoError::Backend(format!("stored {what} failed to parse"))
@@ -517,160 +521,6 @@ fn search_sql(tenant: TenantId, q: &StoredSearch) -> (String, Vec<Bind>) {
     binds.push(Bind::Int(i64::from(q.limit)));
     sql.push_str(&format!(" ORDER BY r.id LIMIT ${}", binds.len()));
     (sql, binds)
-}
-
-/// `rows` tuples of `cols` placeholders, with a constant spliced in before column `at` if
-/// given. SQLite gets anonymous `?` (sqlx looks up every named parameter with a linear scan
-/// of the statement's names, which makes `$N` quadratic in a multi-row statement: measured
-/// at two thirds of the device path's time); PostgreSQL gets `$N`.
-pub(crate) fn placeholders(
-    tx: &Tx,
-    rows: usize,
-    cols: usize,
-    constant: Option<(usize, &str)>,
-) -> String {
-    let sqlite = matches!(tx, Tx::Sqlite(_));
-    let mut out = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        out.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..cols {
-            if c > 0 {
-                out.push_str(", ");
-            }
-            if let Some((at, value)) = constant
-                && at == c
-            {
-                out.push_str(value);
-                out.push_str(", ");
-            }
-            if sqlite {
-                out.push('?');
-            } else {
-                out.push_str(&format!("${}", r * cols + c + 1));
-            }
-        }
-        out.push(')');
-    }
-    out
-}
-
-/// Inserts brand-new resources (version 1, ids never used before) and their index entries
-/// with multi-row statements: the path for device readings, which arrive by the thousand
-/// (one statement per resource and per index entry costs a round trip each, which on
-/// SQLite's worker thread dominates everything else).
-pub(crate) async fn insert_new_tx(tx: &mut Tx, rows: &[&PreparedVersion]) -> Result<(), RepoError> {
-    // 11 bound columns per resource (is_current is the constant 1), 7 per index entry; well
-    // under SQLite's 32,766 host parameters per statement.
-    for chunk in rows.chunks(400) {
-        if chunk.iter().any(|p| p.row.version != 1) {
-            return Err(RepoError::Backend("insert_new_tx takes new resources only".into()));
-        }
-        let sql = format!(
-            "INSERT INTO fhir_resources (tenant_id, resource_type, id, version, patient_id, \
-             last_updated, deleted, is_current, category, restricted, sort_date, body) VALUES {}",
-            placeholders(tx, chunk.len(), 11, Some((7, "1")))
-        );
-        on_tx!(tx, c => {
-            let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
-            for p in chunk {
-                let r = &p.row;
-                q = q.bind(r.tenant.to_string()).bind(&r.resource_type).bind(&r.id)
-                    .bind(i64::from(r.version)).bind(r.patient.map(|p| p.to_string()))
-                    .bind(r.last_updated.unix_millis()).bind(i64::from(r.deleted))
-                    .bind(&r.category).bind(i64::from(r.restricted)).bind(p.sort_date)
-                    .bind(&r.body);
-            }
-            q.execute(&mut **c).await.map(|_| ())
-        })
-        .map_err(repo_err)?;
-    }
-    let entries: Vec<(&StoredResource, &IndexEntry)> =
-        rows.iter().flat_map(|p| p.index.iter().map(move |e| (&p.row, e))).collect();
-    for chunk in entries.chunks(800) {
-        let sql = format!(
-            "INSERT INTO fhir_index (tenant_id, resource_type, resource_id, param, value, low, high) \
-             VALUES {}",
-            placeholders(tx, chunk.len(), 7, None)
-        );
-        on_tx!(tx, c => {
-            let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
-            for (r, e) in chunk {
-                let (param, value, low, high) = match e {
-                    IndexEntry::Token { param, hash } => (param, Some(hash.as_str()), None, None),
-                    IndexEntry::Date { param, low, high } => (param, None, Some(*low), Some(*high)),
-                };
-                q = q.bind(r.tenant.to_string()).bind(&r.resource_type).bind(&r.id)
-                    .bind(param).bind(value).bind(low).bind(high);
-            }
-            q.execute(&mut **c).await.map(|_| ())
-        })
-        .map_err(repo_err)?;
-    }
-    Ok(())
-}
-
-/// Stores one version inside `tx` (a write transaction scoped to `r.tenant`): the row,
-/// the previous version no longer current, and the resource's index entries replaced.
-/// `Conflict` when `r.version` is not the next.
-pub(crate) async fn put_version_tx(
-    tx: &mut Tx,
-    r: &StoredResource,
-    index: &[IndexEntry],
-    sort_date: Option<i64>,
-) -> Result<(), RepoError> {
-    let (t, id) = (r.tenant.to_string(), r.id.clone());
-    let patient = r.patient.map(|p| p.to_string());
-    // Creating a Patient creates the patient it describes (same id), in this transaction.
-    if r.resource_type == "Patient" && r.version == 1 {
-        on_tx!(tx, c => sqlx::query(
-            "INSERT INTO patients (id, tenant_id, user_id, created_at) VALUES ($1, $2, NULL, $3) \
-             ON CONFLICT (id) DO NOTHING")
-            .bind(&id).bind(&t).bind(r.last_updated.unix_millis())
-            .execute(&mut **c).await.map(|_| ()))
-        .map_err(repo_err)?;
-    }
-    let latest: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT MAX(version) FROM fhir_resources \
-         WHERE tenant_id = $1 AND resource_type = $2 AND id = $3")
-        .bind(&t).bind(&r.resource_type).bind(&id)
-        .fetch_one(&mut **c).await)
-    .map_err(repo_err)?;
-    if latest.unwrap_or(0) != i64::from(r.version) - 1 {
-        return Err(RepoError::Conflict);
-    }
-    on_tx!(tx, c => {
-        sqlx::query(
-            "UPDATE fhir_resources SET is_current = 0 \
-             WHERE tenant_id = $1 AND resource_type = $2 AND id = $3 AND is_current = 1")
-            .bind(&t).bind(&r.resource_type).bind(&id)
-            .execute(&mut **c).await.map_err(repo_err)?;
-        sqlx::query(
-            "INSERT INTO fhir_resources (tenant_id, resource_type, id, version, patient_id, \
-                last_updated, deleted, is_current, category, restricted, sort_date, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11)")
-            .bind(&t).bind(&r.resource_type).bind(&id).bind(i64::from(r.version))
-            .bind(&patient).bind(r.last_updated.unix_millis()).bind(i64::from(r.deleted))
-            .bind(&r.category).bind(i64::from(r.restricted)).bind(sort_date).bind(&r.body)
-            .execute(&mut **c).await.map_err(repo_err)?;
-        sqlx::query(
-            "DELETE FROM fhir_index WHERE tenant_id = $1 AND resource_type = $2 AND resource_id = $3")
-            .bind(&t).bind(&r.resource_type).bind(&id)
-            .execute(&mut **c).await.map_err(repo_err)?;
-        for e in index {
-            let (param, value, low, high) = match e {
-                IndexEntry::Token { param, hash } => (param, Some(hash.as_str()), None, None),
-                IndexEntry::Date { param, low, high } => (param, None, Some(*low), Some(*high)),
-            };
-            sqlx::query(
-                "INSERT INTO fhir_index (tenant_id, resource_type, resource_id, param, value, low, high) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(&t).bind(&r.resource_type).bind(&id).bind(param)
-                .bind(value).bind(low).bind(high)
-                .execute(&mut **c).await.map_err(repo_err)?;
-        }
-        Ok::<(), RepoError>(())
-    })?;
-    Ok(())
 }
 
 impl ResourceRepository for Store {

@@ -1,0 +1,105 @@
+//! Short-lived caches of the telemetry path.
+
+use telesafe_core::devices::DeviceRepository;
+use telesafe_core::devices::vitals::Threshold;
+use telesafe_core::{PatientId, TenantId};
+
+use super::care::thresholds;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Short-lived caches for the telemetry path, which otherwise reads the same rows for
+/// every batch: device models (never edited in place), organisation codes, and patients'
+/// thresholds (dropped here when changed on this node; other nodes see a change within
+/// `CACHE_TTL`). Devices themselves are always read fresh: a revocation or key rotation
+/// takes effect at once.
+#[derive(Clone)]
+pub struct DeviceCaches {
+    models: moka::sync::Cache<(TenantId, String), telesafe_core::devices::DeviceModel>,
+    organisations: moka::sync::Cache<String, Option<TenantId>>,
+    thresholds: moka::sync::Cache<PatientId, Vec<Threshold>>,
+}
+
+/// How long a cached model, organisation or threshold list is used.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl std::fmt::Debug for DeviceCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCaches").finish_non_exhaustive()
+    }
+}
+
+impl Default for DeviceCaches {
+    fn default() -> Self {
+        Self {
+            models: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+            organisations: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+            thresholds: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
+    }
+}
+
+/// Drops a model from this node's cache after its policy changed.
+pub(crate) fn forget_model(state: &AppState, tenant: TenantId, id: &str) {
+    state.device_caches.models.invalidate(&(tenant, id.to_owned()));
+}
+
+pub(super) async fn cached_model(
+    state: &AppState,
+    tenant: TenantId,
+    id: &str,
+) -> Result<Option<telesafe_core::devices::DeviceModel>, AppError> {
+    let k = (tenant, id.to_owned());
+    if let Some(m) = state.device_caches.models.get(&k) {
+        return Ok(Some(m));
+    }
+    let m = state.store.model(tenant, id).await?;
+    if let Some(m) = &m {
+        state.device_caches.models.insert(k, m.clone());
+    }
+    Ok(m)
+}
+
+pub(super) async fn cached_thresholds(
+    state: &AppState,
+    tenant: TenantId,
+    patient: PatientId,
+) -> Result<Vec<Threshold>, AppError> {
+    if let Some(t) = state.device_caches.thresholds.get(&patient) {
+        return Ok(t);
+    }
+    let t = thresholds(state, tenant, patient).await?;
+    state.device_caches.thresholds.insert(patient, t.clone());
+    Ok(t)
+}
+
+/// The organisation an MQTT topic names, by its code.
+pub(super) async fn cached_organisation(
+    state: &AppState,
+    code: &str,
+) -> Result<Option<TenantId>, AppError> {
+    use telesafe_core::identity::{TenantRepository, TenantSlug};
+    if let Some(t) = state.device_caches.organisations.get(code) {
+        return Ok(t);
+    }
+    let t = match TenantSlug::parse(code) {
+        Ok(slug) => state.store.tenant_by_slug(&slug).await?.map(|t| t.id),
+        Err(_) => None,
+    };
+    state.device_caches.organisations.insert(code.to_owned(), t);
+    Ok(t)
+}
+
+/// Drops a patient's thresholds from this node's cache after they changed.
+pub(super) fn forget_thresholds(state: &AppState, patient: PatientId) {
+    state.device_caches.thresholds.invalidate(&patient);
+}
