@@ -16,15 +16,17 @@ export const CHROMIUM_ARGS = [
 ];
 
 /** Runs the demo; resolves with {url, password, stop()} once it prints its URL. */
-export async function startDemo() {
-  const dir = mkdtempSync(join(tmpdir(), 'telesafe-browser-'));
-  const child = spawn(BIN, ['demo', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'data')], {
+export async function startDemo({ listen = '127.0.0.1:0', dataDir, databaseUrl, keep = false } = {}) {
+  const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'telesafe-browser-'));
+  const args = ['demo', '--listen', listen, '--data-dir', join(dir, 'data')];
+  if (databaseUrl) args.push('--database-url', databaseUrl);
+  const child = spawn(BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   // Keep the server's log for failure reports instead of interleaving it with test output.
   let log = '';
   child.stderr.on('data', (chunk) => {
-    log = (log + chunk).slice(-20_000);
+    log = (log + chunk).slice(-200_000);
   });
   const info = await new Promise((resolve, reject) => {
     let out = '';
@@ -43,17 +45,37 @@ export async function startDemo() {
   });
   return {
     ...info,
+    dir,
+    /** The server's log so far (stderr). */
+    log: () => log,
+    /** Waits until the log matches `re`; resolves with the match. */
+    async waitForLog(re, timeout = 30_000) {
+      const until = Date.now() + timeout;
+      for (;;) {
+        const m = log.match(re);
+        if (m) return m;
+        if (Date.now() > until) throw new Error(`log never matched ${re}:\n${log.slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    },
     async stop() {
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       await exited;
-      rmSync(dir, { recursive: true, force: true });
+      if (!keep) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
 
-export async function launchBrowser() {
-  return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+export async function launchBrowser({ media = false, executablePath } = {}) {
+  const args = [...CHROMIUM_ARGS];
+  if (media) {
+    args.push('--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      // Real host addresses in ICE candidates (no mDNS names), so peers in different
+      // network namespaces can reach each other.
+      '--disable-features=WebRtcHideLocalIpsWithMdns');
+  }
+  return chromium.launch({ executablePath: executablePath ?? process.env.CHROMIUM ?? '/usr/bin/chromium', args });
 }
 
 /** RFC 6238 TOTP (SHA-1, 6 digits, 30 s), written here independently of the server's. */

@@ -15,6 +15,9 @@ pub enum ActorKind {
     Client,
     Device,
     System,
+    /// A patient acting through a video-visit link and pass (no account); the id is the
+    /// visit's.
+    VisitLink,
 }
 
 impl ActorKind {
@@ -24,11 +27,14 @@ impl ActorKind {
             Self::Client => "client",
             Self::Device => "device",
             Self::System => "system",
+            Self::VisitLink => "visit-link",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::User, Self::Client, Self::Device, Self::System].into_iter().find(|k| k.as_str() == s)
+        [Self::User, Self::Client, Self::Device, Self::System, Self::VisitLink]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 

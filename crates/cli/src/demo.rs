@@ -14,7 +14,11 @@ use telesafe_server::demo::{self, DEMO_PEOPLE, DEMO_SLUG};
 /// Where a kept demo directory remembers its password (mode 0600, like everything in it).
 const CREDENTIALS_FILE: &str = "demo-password.txt";
 
-pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let (dir, temp) = match data_dir {
         Some(d) => (d, None),
         None => {
@@ -24,6 +28,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     };
     let mut cfg = Config { data_dir: dir.clone(), ..Config::default() };
     cfg.server.listen = listen;
+    cfg.database.url = database_url;
     cfg.server.shutdown_grace_secs = 10;
     crate::logging::init(&cfg.log);
 

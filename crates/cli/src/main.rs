@@ -106,6 +106,11 @@ struct DemoArgs {
     /// temporary one that is deleted on exit.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the demo clinic in this PostgreSQL database instead of SQLite. Several demo
+    /// nodes given the same --data-dir (keys, certificate, password) and database serve one
+    /// clinic together, as `telesafe serve` nodes do.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -175,7 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(&cfg.log);
             serve(cfg).await
         }
-        Command::Demo(args) => demo::run(args.listen, args.data_dir).await,
+        Command::Demo(args) => demo::run(args.listen, args.data_dir, args.database_url).await,
         Command::Init(args) => init::run(args.data_dir, args.listen, args.database_url).await,
         Command::Config(ConfigCommand::Check(args)) => check(&args.overrides),
         Command::Tenant(cmd) => admin::tenant(cmd).await,

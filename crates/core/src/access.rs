@@ -84,8 +84,23 @@ impl Action {
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    User { id: UserId, tenant: TenantId, role: Role },
-    Client { id: String, tenant: TenantId, scopes: Vec<String> },
+    User {
+        id: UserId,
+        tenant: TenantId,
+        role: Role,
+    },
+    Client {
+        id: String,
+        tenant: TenantId,
+        scopes: Vec<String>,
+    },
+    /// A patient who opened a visit link and confirmed their date of birth: no account,
+    /// only that visit's pass.
+    VisitGuest {
+        visit: crate::VisitId,
+        tenant: TenantId,
+        patient: PatientId,
+    },
 }
 
 /// What a decision needs to know about a patient: whose record it is, who cares for them,
@@ -387,6 +402,22 @@ impl PolicyEngine {
                 ]);
                 b.add(cid.clone(), attrs, HashSet::from([t]))?;
                 cid
+            }
+            Principal::VisitGuest { visit, tenant, patient } => {
+                let t = b.tenant(*tenant)?;
+                let gid = uid("VisitGuest", &visit.to_string())?;
+                // The patient is referenced, not described: comparing references needs no
+                // entity, and the resource's own description of the patient stays the one
+                // policies read.
+                let attrs = HashMap::from([
+                    ("tenant".to_owned(), RestrictedExpression::new_entity_uid(t.clone())),
+                    (
+                        "patient".to_owned(),
+                        RestrictedExpression::new_entity_uid(uid("Patient", &patient.to_string())?),
+                    ),
+                ]);
+                b.add(gid.clone(), attrs, HashSet::from([t]))?;
+                gid
             }
         };
         let r = match resource {

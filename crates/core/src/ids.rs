@@ -65,6 +65,11 @@ uuid_id!(
     "patient"
 );
 uuid_id!(
+    /// A video visit (one appointment's call, waiting room and link).
+    VisitId,
+    "visit"
+);
+uuid_id!(
     /// A registered passkey (WebAuthn credential) of one account.
     PasskeyId,
     "passkey"

@@ -14,7 +14,8 @@ pub mod identity;
 pub mod ids;
 pub mod records;
 pub mod repo;
+pub mod visits;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use ids::{PasskeyId, PatientId, TenantId, UserId};
+pub use ids::{PasskeyId, PatientId, TenantId, UserId, VisitId};
 pub use repo::RepoError;

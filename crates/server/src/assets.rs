@@ -25,6 +25,18 @@ const SOURCES: &[Source] = &[
         body: include_bytes!("../static/app.css"),
     },
     Source {
+        stem: "visit",
+        ext: "js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../static/visit.js"),
+    },
+    Source {
+        stem: "device-check",
+        ext: "js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../static/device-check.js"),
+    },
+    Source {
         stem: "app",
         ext: "js",
         content_type: "text/javascript; charset=utf-8",

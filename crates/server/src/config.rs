@@ -28,6 +28,22 @@ pub struct Config {
     pub mail: MailConfig,
     pub audit: AuditConfig,
     pub mqtt: MqttConfig,
+    pub video: VideoConfig,
+}
+
+/// Video visits: which STUN and TURN servers browsers are told to use. Media flows
+/// peer-to-peer; TURN relays it (still end-to-end encrypted with DTLS-SRTP) when a direct
+/// path fails. Nothing is configured by default: no public STUN server learns who calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    /// `stun:host:port` URLs.
+    pub stun_urls: Vec<String>,
+    /// `turn:host:port?transport=udp` / `turns:host:443?transport=tcp` URLs of a coturn (or
+    /// compatible) server using the REST credential scheme (`use-auth-secret`).
+    pub turn_urls: Vec<String>,
+    /// A file (mode 0600) holding coturn's `static-auth-secret`. Required with `turn_urls`.
+    pub turn_secret_file: Option<PathBuf>,
 }
 
 /// The MQTT transport for devices.
@@ -351,6 +367,20 @@ impl Config {
                 ));
             }
         }
+        if !self.video.turn_urls.is_empty() && self.video.turn_secret_file.is_none() {
+            p.push(problem(
+                "video.turn_secret_file",
+                "TURN servers need the shared secret their short-lived credentials are made with",
+            ));
+        }
+        for (key, urls, schemes) in [
+            ("video.stun_urls", &self.video.stun_urls, &["stun:", "stuns:"][..]),
+            ("video.turn_urls", &self.video.turn_urls, &["turn:", "turns:"][..]),
+        ] {
+            if urls.iter().any(|u| !schemes.iter().any(|s| u.starts_with(s)) || u.contains(' ')) {
+                p.push(problem(key, format!("each URL must start with {}", schemes.join(" or "))));
+            }
+        }
         if let Some(url) = &self.server.public_url {
             let host = url.strip_prefix("https://").unwrap_or("");
             if host.is_empty() || host.contains(['?', '#', ' ']) {
@@ -450,6 +480,15 @@ impl Config {
         }
         if let Some(f) = self.mail.ca_file.as_ref().filter(|f| !f.is_file()) {
             p.push(problem("mail.ca_file", format!("{} cannot be read", f.display())));
+        }
+        if let Some(f) = &self.video.turn_secret_file {
+            check_mode(&mut p, "video.turn_secret_file", f, "chmod 600");
+            if !f.is_file() {
+                p.push(problem(
+                    "video.turn_secret_file",
+                    format!("{} cannot be read", f.display()),
+                ));
+            }
         }
         if self.database.url.is_none() {
             for suffix in ["", "-wal", "-shm"] {

@@ -28,6 +28,7 @@ pub mod policy;
 pub mod serve;
 pub mod state;
 pub mod tls;
+pub mod visits;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -66,6 +67,13 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/console/alerts/{id}/acknowledge", post(pages::acknowledge_alert)),
         ("/portal/record", get(pages::my_record)),
         ("/console/break-glass", get(pages::show_break_glass).post(pages::break_glass)),
+        ("/console/visits", get(visits::day).post(visits::schedule)),
+        ("/console/visits/status", get(visits::status)),
+        ("/join/{token}", get(visits::show_join).post(visits::join)),
+        ("/visits/{id}", get(visits::page)),
+        ("/visits/{id}/check", get(visits::check)),
+        ("/visits/{id}/socket", get(visits::socket)),
+        ("/visits/{id}/notes", get(visits::notes).post(visits::save_notes)),
         ("/admin", get(pages::admin)),
         ("/admin/people", post(pages::add_person)),
         ("/admin/session-limits", post(pages::set_session_limits)),
@@ -344,6 +352,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
     let state = AppState {
         device_writer,
         device_caches: devices::DeviceCaches::default(),
+        visits: visits::Hub::start(store.clone(), clock.clone()),
         store,
         config: Arc::new(config),
         clock,

@@ -65,6 +65,8 @@ pub struct AppState {
     pub device_writer: crate::devices::DeviceWriter,
     /// Models, organisation codes and thresholds for the telemetry path.
     pub device_caches: crate::devices::DeviceCaches,
+    /// The rooms of live video visits on this node, relayed to the other nodes.
+    pub visits: crate::visits::Hub,
 }
 
 /// Tenants' parsed forbid policies, keyed by tenant, with the source they came from.

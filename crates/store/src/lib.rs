@@ -21,6 +21,7 @@ mod records;
 
 pub mod testing;
 mod tx;
+mod visits;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -59,6 +59,8 @@ fn expectation(path: &str) -> Option<Who> {
         | "/api/v1/devices/telemetry"
         | "/api/v1/devices/rotate-key"
         | "/fhir/metadata"
+        // The patient's visit link: the link and the date of birth are the credential.
+        | "/join/{token}"
         // Bare /fhir answers every caller with the same OperationOutcome (no data).
         | "/fhir" => Public,
         // The FHIR API: any signed-in account (or client) reaches it, and the policy decides
@@ -87,7 +89,15 @@ fn expectation(path: &str) -> Option<Who> {
         | "/console/patients/{id}"
         | "/console/patients/{id}/records"
         | "/console/patients/{id}/demographics" => Roles(CLINIC_STAFF),
-        "/console/break-glass" => Roles(&[Role::Clinician]),
+        "/console/visits" | "/console/visits/status" => Roles(CLINIC_STAFF),
+        // Visits: their clinicians and their patient (or the holder of the visit's pass,
+        // which tests/visits.rs covers); the probe's visit does not exist, so allowed roles
+        // see 404 and the rest are refused before the lookup.
+        "/visits/{id}" | "/visits/{id}/check" | "/visits/{id}/socket" => {
+            Roles(&[Role::Clinician, Role::Nurse, Role::Patient])
+        }
+        "/visits/{id}/notes" => Roles(&[Role::Clinician, Role::Nurse]),
+                "/console/break-glass" => Roles(&[Role::Clinician]),
         "/console/patients/{id}/thresholds" | "/console/alerts/{id}/acknowledge" => {
             Roles(&[Role::Clinician, Role::Nurse])
         }

@@ -141,6 +141,36 @@ impl Session {
         })
     }
 
+    /// The view of a patient who joined a video visit by its link: the `VisitGuest`
+    /// principal, audited as the visit link (by visit id) with the pass's participant key
+    /// as its session.
+    pub(crate) async fn for_guest(
+        state: &AppState,
+        pass: &telesafe_core::visits::VisitPass,
+        source: &str,
+    ) -> Result<Self, FhirError> {
+        let tenant = pass.tenant;
+        let policies = crate::policy::tenant_set(state, tenant).await?;
+        Ok(Self {
+            state: state.clone(),
+            tenant,
+            principal: Principal::VisitGuest { visit: pass.visit, tenant, patient: pass.patient },
+            actor: Actor {
+                tenant: tenant.to_string(),
+                kind: telesafe_core::audit::ActorKind::VisitLink,
+                id: pass.visit.to_string(),
+                role: Role::Patient.as_str().to_owned(),
+                source: source.to_owned(),
+                session: pass.participant_key(),
+            },
+            // Acts for the patient: their purpose of use, no grants.
+            role: Some(Role::Patient),
+            policies,
+            facts: HashMap::new(),
+            grants: None,
+        })
+    }
+
     /// A signed-in user's view (for the record pages).
     pub(crate) async fn for_user(state: &AppState, me: &CurrentUser) -> Result<Self, FhirError> {
         Self::open(state, Ok(Caller::User(Box::new(me.clone()))), None).await

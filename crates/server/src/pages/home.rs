@@ -54,6 +54,8 @@ struct PortalPage {
     signed_in: String,
     idle_minutes: u64,
     absolute_hours: u64,
+    /// Upcoming video visits: (start, id, open to join now).
+    visits: Vec<(String, String, bool)>,
 }
 
 pub async fn portal(
@@ -62,7 +64,9 @@ pub async fn portal(
 ) -> Result<Response, PageError> {
     let me = require(&state, me, &[Role::Patient])?;
     let org = organisation(&state, me.user.tenant_id).await?;
+    let visits = upcoming_visits(&state, &me).await?;
     let page = PortalPage {
+        visits,
         shell: Shell::for_user(&state, "My health", &me, &org, "/portal"),
         name: me.user.display_name.as_str().to_owned(),
         email: me.user.email.as_str().to_owned(),
@@ -72,6 +76,31 @@ pub async fn portal(
         absolute_hours: hours(me.policy.absolute),
     };
     Ok(render(&page, StatusCode::OK))
+}
+
+/// The patient's own visits from two hours ago on: (start, id, joinable now).
+async fn upcoming_visits(
+    state: &AppState,
+    me: &CurrentUser,
+) -> Result<Vec<(String, String, bool)>, PageError> {
+    use telesafe_core::visits::VisitRepository;
+    let tenant = me.user.tenant_id;
+    let fail = |e: telesafe_core::RepoError| PageError::new(state, e);
+    let Some(own) = state.store.patient_by_user(tenant, me.user.id).await.map_err(fail)? else {
+        return Ok(Vec::new());
+    };
+    let now = state.clock.now();
+    let from = Timestamp::from_unix_millis(now.unix_millis() - 2 * 3600 * 1000);
+    let to = now.plus(std::time::Duration::from_secs(90 * 24 * 3600));
+    Ok(state
+        .store
+        .visits_between(tenant, from, to)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .filter(|v| v.patient == own.id && v.status.is_open() && v.window().1 > now)
+        .map(|v| (v.starts_at.to_rfc3339(), v.id.to_string(), v.joinable(now)))
+        .collect())
 }
 
 struct PatientLine {

@@ -44,6 +44,15 @@ pub use devices::{
     update_model as update_device_model,
 };
 pub use home::{console, portal, root, security};
+pub use record::display_name as patient_name;
+
+/// The name of an organisation, for the page header.
+pub async fn organisation_name(
+    state: &AppState,
+    tenant: telesafe_core::TenantId,
+) -> Result<String, PageError> {
+    home::organisation(state, tenant).await
+}
 pub use mfa::qr_svg;
 pub(crate) use mfa::{Refusal, safe_return, second_factor};
 pub use mfa::{enroll, mfa_challenge, show_enroll, show_mfa_challenge, show_step_up, step_up};
@@ -101,6 +110,13 @@ fn nav_for(role: Role, current: &str) -> Vec<NavLink> {
         Role::PlatformOperator => ("/platform", "Organisations"),
     };
     let mut nav = vec![NavLink { href, label, current: href == current }];
+    if matches!(role, Role::Clinician | Role::Nurse | Role::FrontDesk) {
+        nav.push(NavLink {
+            href: "/console/visits",
+            label: "Video visits",
+            current: current == "/console/visits",
+        });
+    }
     if role == Role::TenantAdmin {
         nav.push(NavLink {
             href: "/admin/devices",
