@@ -4,12 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDemo, launchBrowser, signIn } from './harness.mjs';
+import { DR, NURSE, WALTER, ctxOptions, book, recordSocket, joinWithLink, connected, videoFlows } from './visitkit.mjs';
 
-const DR = 'dr.rivera@demo.telesafe.test';
-const NURSE = 'nurse.kim@demo.telesafe.test';
-const WALTER = 'walter.brown@demo.telesafe.test';
-// Ana López's date of birth in the demo records.
-const ANA_DOB = { day: '12', month: '5', year: '1948' };
 
 let demo;
 let browser;
@@ -24,70 +20,11 @@ after(async () => {
   await demo?.stop();
 });
 
-const ctxOptions = { ignoreHTTPSErrors: true, viewport: { width: 1000, height: 900 } };
-
-/** "YYYY-MM-DD" and "HH:MM" in UTC, `minutes` from now. */
-function utc(minutes) {
-  const d = new Date(Date.now() + minutes * 60_000);
-  const iso = d.toISOString();
-  return { date: iso.slice(0, 10), time: iso.slice(11, 16) };
-}
-
-/** Books a visit for Ana with Dr Rivera through the day view; returns the visit link. */
-async function book(page, base, minutesFromNow) {
-  const { date, time } = utc(minutesFromNow);
-  await page.goto(`${base}/console/visits?date=${date}`);
-  const before = (demo.log().match(/\/join\/[A-Za-z0-9_-]{43}/g) ?? []).length;
-  await page.getByLabel('Patient', { exact: true }).selectOption({ label: 'Ana López' });
-  await page.getByLabel('Dr. Sam Rivera').check();
-  await page.getByLabel('Date (UTC)').fill(date);
-  await page.getByLabel('Start time (UTC)').fill(time);
-  await page.getByLabel('Length in minutes').fill('30');
-  await page.getByRole('button', { name: 'Book the visit' }).click();
-  await page.getByText('The visit is booked').waitFor();
-  // The link goes to Ana through the outbox; with no mail relay configured the demo logs
-  // the message for the operator to pass on.
-  const until = Date.now() + 20_000;
-  for (;;) {
-    const links = demo.log().match(/https:\/\/localhost:\d+\/join\/[A-Za-z0-9_-]{43}/g) ?? [];
-    if (links.length > before) return links[links.length - 1];
-    assert.ok(Date.now() < until, 'the visit link was never sent');
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-/** Every JSON message a page receives on its visit socket. */
-function recordSocket(page) {
-  const received = [];
-  page.on('websocket', (ws) => {
-    ws.on('framereceived', (f) => {
-      try {
-        received.push(JSON.parse(f.payload));
-      } catch {
-        // not JSON: ignored
-      }
-    });
-  });
-  return received;
-}
-
-async function joinWithLink(page, link, dob = ANA_DOB) {
-  await page.goto(link);
-  await page.getByLabel('Day').fill(dob.day);
-  await page.getByLabel('Month').fill(dob.month);
-  await page.getByLabel('Year').fill(dob.year);
-  await page.getByRole('button', { name: 'Continue' }).click();
-}
-
-async function framesDecoded(page) {
-  return Number(await page.locator('#visit').getAttribute('data-frames-decoded'));
-}
-
 test('patient joins by link and date of birth, waits, is admitted; video flows both ways with the same code', async () => {
   const drCtx = await browser.newContext(ctxOptions);
   const dr = await drCtx.newPage();
   await signIn(dr, demo.url, DR, demo.password);
-  const link = await book(dr, demo.url, 2);
+  const link = await book(demo, dr, demo.url, 2);
 
   const patientCtx = await browser.newContext(ctxOptions);
   const patient = await patientCtx.newPage();
@@ -122,16 +59,9 @@ test('patient joins by link and date of birth, waits, is admitted; video flows b
   assert.ok(!patientFrames.some((m) => m.type === 'signal' || m.type === 'peer-joined'), 'no signaling before admission');
 
   await admit.click();
-  for (const p of [patient, dr]) {
-    await p.waitForFunction(() => document.getElementById('visit').dataset.connection === 'connected', null, { timeout: 30_000 });
-  }
+  for (const p of [patient, dr]) await connected(p);
   // Both receive video: decoded frames keep increasing.
-  for (const p of [patient, dr]) {
-    await p.waitForFunction(() => Number(document.getElementById('visit').dataset.framesDecoded) > 0, null, { timeout: 20_000 });
-    const a = await framesDecoded(p);
-    await new Promise((r) => setTimeout(r, 2500));
-    assert.ok((await framesDecoded(p)) > a, 'frames keep being decoded');
-  }
+  for (const p of [patient, dr]) await videoFlows(p);
   // The same verification code on both screens, computed by each browser.
   const codes = [];
   for (const p of [patient, dr]) {
@@ -183,7 +113,7 @@ test('a visit link outside its window is refused', async () => {
   const drCtx = await browser.newContext(ctxOptions);
   const dr = await drCtx.newPage();
   await signIn(dr, demo.url, DR, demo.password);
-  const link = await book(dr, demo.url, 24 * 60);
+  const link = await book(demo, dr, demo.url, 24 * 60);
   const ctx = await browser.newContext(ctxOptions);
   const page = await ctx.newPage();
   const r = await page.goto(link);

@@ -200,10 +200,16 @@ function stopTracks() {
 
 // Audio only: the video sender sends nothing (replaceTrack(null)), so no renegotiation is
 // needed and turning video back on is instant. `auto` marks the weak-connection switch.
+// When video went off by itself, it is tried again after this long: a connection that
+// recovered gets its video back, one that did not switches off again within 6 seconds.
+const AUTO_RETRY_MS = 30_000;
+let autoOffAt = 0;
+
 function setVideoOff(off, auto = false) {
   const track = videoTrack();
   if (!track) return;
   videoOff = off;
+  autoOffAt = off && auto ? Date.now() : 0;
   for (const p of peers.values()) {
     if (p.videoSender) p.videoSender.replaceTrack(off ? null : track).catch(warn('replace track'));
     p.lowSamples = 0;
@@ -514,10 +520,16 @@ timers.push(setInterval(async () => {
             && typeof s.availableOutgoingBitrate === 'number') bitrate = s.availableOutgoingBitrate;
       });
       // Below 150 kbit/s for three samples (6 s) while sending video: switch to sound only.
-      p.lowSamples = bitrate !== null && bitrate < 150000 ? p.lowSamples + 1 : 0;
+      // Only a connected call is judged: during a drop there is no estimate to trust.
+      const live = p.pc.connectionState === 'connected';
+      p.lowSamples = live && bitrate !== null && bitrate < 150000 ? p.lowSamples + 1 : 0;
       if (p.lowSamples >= 3 && !videoOff && videoTrack()) setVideoOff(true, true);
     }
     root.dataset.framesDecoded = String(frames);
+    if (videoOff && autoOffAt && Date.now() - autoOffAt > AUTO_RETRY_MS) {
+      setVideoOff(false);
+      setNotice('Trying your video again.');
+    }
   } catch (err) {
     warn('stats')(err);
   } finally {
