@@ -77,7 +77,13 @@ after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
 
-test('a 10-second network drop on the patient side ends with the call reconnected, without re-admission', async () => {
+test('a 10-second network drop on the patient side ends with the call reconnected, without re-admission', async (t) => {
+  if (process.getuid?.() !== 0) {
+    // Network namespaces need root. CI runs as root; elsewhere say why this is skipped.
+    assert.ok(!process.env.CI, 'the network-drop test needs root (network namespaces) in CI');
+    t.skip('needs root for a network namespace');
+    return;
+  }
   const net = new PatientNetwork();
   cleanups.push(() => net.down());
   net.up();
