@@ -262,6 +262,15 @@ function createPeer(id, name) {
     send({ type: 'signal', to: id, candidate: e.candidate ? e.candidate.toJSON() : null });
   });
   pc.addEventListener('track', (e) => {
+    // When remote video first arrives (for the join-to-first-frame benchmark, and for
+    // support: "did video ever arrive?"). A track unmutes when its first frame comes in.
+    if (e.track.kind === 'video') {
+      const stamp = () => {
+        if (!root.dataset.firstFrameAt) root.dataset.firstFrameAt = String(Date.now());
+      };
+      if (!e.track.muted) stamp();
+      else e.track.addEventListener('unmute', stamp, { once: true });
+    }
     ensureTile(p);
     if (!p.remoteStream.getTracks().includes(e.track)) p.remoteStream.addTrack(e.track);
     if (p.video.srcObject !== p.remoteStream) p.video.srcObject = p.remoteStream;
