@@ -115,3 +115,34 @@ test('pages run under the real CSP with no violation, and the page script works'
   assert.deepEqual(violations, []);
   await ctx.close();
 });
+
+test('video visit pages pass axe at 1280 and 360 px, for the clinician and the patient', async () => {
+  const { book, joinWithLink, ANA_DOB } = await import('./visitkit.mjs');
+  const staff = await axeContext(1280);
+  const dr = await staff.newPage();
+  await signIn(dr, demo.url, 'dr.rivera@demo.telesafe.test', demo.password);
+  const link = await book(demo, dr, demo.url, 2);
+  for (const width of [1280, 360]) {
+    await dr.setViewportSize({ width, height: 800 });
+    await dr.goto(`${demo.url}/console/visits`);
+    await audit(dr, `/console/visits @${width}`);
+    const ctx = await axeContext(width);
+    const patient = await ctx.newPage();
+    await patient.goto(link);
+    await audit(patient, `join page @${width}`);
+    await joinWithLink(patient, link, { day: '1', month: '1', year: '1950' });
+    await patient.getByRole('alert').waitFor();
+    await audit(patient, `join page with an error @${width}`);
+    await joinWithLink(patient, link, ANA_DOB);
+    await patient.waitForURL(/\/check$/);
+    await audit(patient, `device check @${width}`);
+    await patient.goto(patient.url().replace(/\/check$/, ''));
+    await patient.getByRole('heading', { name: 'You are in the waiting room' }).waitFor();
+    await audit(patient, `visit page (patient, waiting) @${width}`);
+    await dr.getByRole('link', { name: /Open the visit with Ana López/ }).first().click();
+    await dr.locator('#visit-status').waitFor();
+    await audit(dr, `visit page (clinician) @${width}`);
+    await ctx.close();
+  }
+  await staff.close();
+});

@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod bench;
 mod bench_devices;
+mod bench_visits;
 mod demo;
 mod devices;
 mod init;
@@ -73,6 +74,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure remote-monitoring throughput (HTTPS and MQTT) against in-run baselines.
     BenchDevices(bench_devices::DeviceBenchArgs),
+    /// Measure how many video-visit signaling sockets a node holds, and their memory.
+    BenchVisits(bench_visits::VisitBenchArgs),
     /// Register device models, enrol and revoke devices.
     #[command(subcommand)]
     Device(devices::DeviceCommand),
@@ -192,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Patient(cmd) => keys::patient(cmd).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchDevices(args) => bench_devices::run(args).await,
+        Command::BenchVisits(args) => bench_visits::run(args).await,
         Command::Device(cmd) => devices::run(cmd).await,
     }
 }

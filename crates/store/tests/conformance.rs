@@ -557,6 +557,107 @@ async fn readiness_reports_current_migrations(db: TestDatabase) {
     assert!(r.reachable && r.migrations_current, "{r:?}");
 }
 
+async fn visits_keep_presence_admission_passes_and_lockouts(db: TestDatabase) {
+    use telesafe_core::VisitId;
+    use telesafe_core::visits::*;
+    let s = &db.store;
+    let (a, b) = (tenant("alpha"), tenant("beta"));
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let dr = user(&a, "dr@example.org", Role::Clinician, Some("x"));
+    s.create_user(&dr).await.unwrap();
+    let p = Patient { id: PatientId::new_v7(), tenant_id: a.id, user_id: None, created_at: T0 };
+    s.create_patient(&p).await.unwrap();
+    let link = OpaqueToken::generate().unwrap();
+    let v = Visit {
+        id: VisitId::new_v7(),
+        tenant: a.id,
+        patient: p.id,
+        clinicians: vec![dr.id],
+        appointment_id: "appt".into(),
+        starts_at: T0,
+        ends_at: T0.plus(Duration::from_secs(1200)),
+        status: VisitStatus::Booked,
+        link_hash: link.hash(),
+        link_failures: 0,
+        link_locked_until: None,
+        present_key: None,
+        present_at: None,
+        admitted_key: None,
+        started_at: None,
+        ended_at: None,
+        identity_method: None,
+        encounter_id: None,
+        note_id: None,
+        created_by: dr.id,
+        created_at: T0,
+    };
+    s.create_visit(&v).await.unwrap();
+    assert_eq!(s.visit(a.id, v.id).await.unwrap().as_ref(), Some(&v));
+    assert_eq!(s.visit(b.id, v.id).await.unwrap(), None, "invisible to another tenant");
+    assert_eq!(s.visit_by_link(&link.hash()).await.unwrap().map(|x| x.id), Some(v.id));
+    let day = s.visits_between(a.id, T0, T0.plus(Duration::from_secs(60))).await.unwrap();
+    assert_eq!(day.len(), 1);
+    assert!(s.visits_between(b.id, T0, T0.plus(Duration::from_secs(60))).await.unwrap().is_empty());
+
+    // Wrong answers count up and lock at the limit; the count starts again afterwards.
+    for n in 1..MAX_LINK_FAILURES {
+        assert_eq!(s.link_failed(a.id, v.id, T0).await.unwrap(), n);
+    }
+    assert_eq!(s.link_failed(a.id, v.id, T0).await.unwrap(), MAX_LINK_FAILURES);
+    let locked = s.visit(a.id, v.id).await.unwrap().unwrap();
+    assert_eq!(locked.link_locked_until, Some(T0.plus(LINK_LOCKOUT)));
+    assert_eq!(locked.link_failures, 0);
+
+    // A pass: found by hash until it expires; a new one ends the old one and the lock.
+    let pass = |token: &OpaqueToken| VisitPass {
+        hash: token.hash(),
+        tenant: a.id,
+        visit: v.id,
+        patient: p.id,
+        created_at: T0,
+        expires_at: T0.plus(Duration::from_secs(3600)),
+    };
+    let (t1, t2) = (OpaqueToken::generate().unwrap(), OpaqueToken::generate().unwrap());
+    s.issue_pass(&pass(&t1)).await.unwrap();
+    assert!(s.visit_pass(&t1.hash(), T0).await.unwrap().is_some());
+    assert!(s.visit(a.id, v.id).await.unwrap().unwrap().link_locked_until.is_none());
+    s.issue_pass(&pass(&t2)).await.unwrap();
+    assert!(s.visit_pass(&t1.hash(), T0).await.unwrap().is_none(), "the earlier pass ended");
+    assert!(s.visit_pass(&t2.hash(), T0).await.unwrap().is_some());
+    assert!(s.visit_pass(&t2.hash(), T0.plus(Duration::from_secs(3600))).await.unwrap().is_none());
+
+    // Presence, admission, identity, notes, end.
+    let key = pass(&t2).participant_key();
+    s.set_presence(a.id, v.id, &key, Some(T0)).await.unwrap();
+    let w = s.visit(a.id, v.id).await.unwrap().unwrap();
+    assert_eq!(w.patient_state(T0), PatientState::Waiting);
+    s.set_presence(a.id, v.id, "pass:someone-else", None).await.unwrap();
+    assert_eq!(
+        s.visit(a.id, v.id).await.unwrap().unwrap().present_at,
+        Some(T0),
+        "only the recorded key leaves"
+    );
+    s.admit(a.id, v.id, &key, "enc-1", T0).await.unwrap();
+    s.admit(a.id, v.id, &key, "enc-2", T0.plus(Duration::from_secs(5))).await.unwrap();
+    let w = s.visit(a.id, v.id).await.unwrap().unwrap();
+    assert_eq!(w.patient_state(T0), PatientState::Admitted);
+    assert_eq!(
+        (w.status, w.started_at, w.encounter_id.as_deref()),
+        (VisitStatus::InProgress, Some(T0), Some("enc-1"))
+    );
+    s.set_identity_method(a.id, v.id, IdentityMethod::PhotoId).await.unwrap();
+    s.set_note(a.id, v.id, "doc-1").await.unwrap();
+    assert!(s.end_visit(a.id, v.id, VisitStatus::Finished, T0).await.unwrap());
+    assert!(!s.end_visit(a.id, v.id, VisitStatus::Finished, T0).await.unwrap(), "ends once");
+    let done = s.visit(a.id, v.id).await.unwrap().unwrap();
+    assert_eq!(done.identity_method, Some(IdentityMethod::PhotoId));
+    assert_eq!(done.note_id.as_deref(), Some("doc-1"));
+    assert_eq!(done.status, VisitStatus::Finished);
+    assert!(s.visit_pass(&t2.hash(), T0).await.unwrap().is_none(), "passes end with the visit");
+    assert!(matches!(s.admit(a.id, v.id, &key, "e", T0).await, Err(RepoError::NotFound)));
+}
+
 async fn device_batches_are_stored_exactly_once_in_any_order(db: TestDatabase) {
     use telesafe_core::devices::*;
     let s = &db.store;
@@ -654,4 +755,5 @@ conformance!(
     rows_are_invisible_to_a_query_that_states_no_tenant,
     readiness_reports_current_migrations,
     device_batches_are_stored_exactly_once_in_any_order,
+    visits_keep_presence_admission_passes_and_lockouts,
 );

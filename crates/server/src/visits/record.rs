@@ -175,9 +175,22 @@ pub(crate) async fn chat(
 
 /// The visit's chat so far, oldest first: each line decided and logged as a read.
 pub(crate) async fn history(s: &mut Session, visit: &Visit) -> Result<Vec<ChatLine>, FhirError> {
+    // The visit's lines by their blind-indexed identifier, like any FHIR token search.
+    let tk = s
+        .state
+        .keys
+        .tenant(&s.state.store, s.tenant, s.now())
+        .await
+        .map_err(FhirError::internal)?;
+    let token =
+        telesafe_core::records::search::token_query(&format!("{VISIT_SYSTEM}|{}", visit.id));
     let q = StoredSearch {
         resource_type: "Communication".to_owned(),
         patients: Some(vec![visit.patient]),
+        tokens: vec![(
+            "identifier".to_owned(),
+            vec![telesafe_core::records::keys::KeyRing::blind(&tk, "identifier", &token)],
+        )],
         limit: 2_000,
         ..Default::default()
     };

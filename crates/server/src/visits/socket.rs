@@ -160,6 +160,9 @@ impl Socket {
         // Read again after joining the room: an admission that happened in between is
         // either in this read or delivered to the room.
         let visit = self.fresh_visit().await?;
+        // Admitted when the socket joined (a clinician, or a patient coming back): it
+        // announces itself below. Admitted in between: the admission announces it.
+        let announce = admitted;
         let mut admitted = admitted;
         if let Some(key) = &self.key
             && !admitted
@@ -198,7 +201,7 @@ impl Socket {
             })
             .await;
         }
-        if admitted && self.side == Side::Clinician {
+        if announce {
             self.publish(Event::Joined {
                 peer: self.peer.clone(),
                 side: self.side,
@@ -496,7 +499,14 @@ impl Socket {
             if let Err(e) = self.state.store.set_presence(v.tenant, v.id, key, None).await {
                 tracing::warn!(error = %e, "visit presence write failed");
             }
-            let msg = json!({"type": "patient", "state": PatientState::Absent.as_str()});
+            // Another browser of the patient may have taken over: say what the waiting
+            // room now holds, not merely that this socket left.
+            let now = self.state.clock.now();
+            let state = match self.state.store.visit(v.tenant, v.id).await {
+                Ok(Some(fresh)) => fresh.patient_state(now),
+                _ => PatientState::Absent,
+            };
+            let msg = json!({"type": "patient", "state": state.as_str()});
             self.publish(Event::Clinicians { msg }).await;
         }
     }
