@@ -63,7 +63,7 @@ async function visit(dr) {
   await dr.getByRole('button', { name: /Let .* in/ }).click();
   // The page stamps its first shown remote frame (requestVideoFrameCallback); both clocks
   // are this machine's.
-  await patient.waitForFunction(() => document.getElementById('visit').dataset.firstFrameAt, null, { timeout: 20_000 }).catch(async (e) => { console.log(JSON.stringify(await patient.locator('#visit').evaluate((x) => ({ ...x.dataset })))); throw e; });
+  await patient.waitForFunction(() => document.getElementById('visit').dataset.firstFrameAt, null, { timeout: 20_000 });
   const first = Number(await patient.locator('#visit').getAttribute('data-first-frame-at'));
   // End the visit so the next round starts clean.
   await dr.getByRole('button', { name: 'End visit' }).click();

@@ -252,6 +252,11 @@ function createPeer(id, name) {
   peers.set(id, p);
 
   pc.addEventListener('negotiationneeded', async () => {
+    // The first offer always comes from the impolite side. Two first offers crossing would
+    // make the polite side roll its own back, and Chromium then gathers no ICE candidates
+    // for its answer: the call stays "new" (seen in the join benchmark). The polite side's
+    // tracks go into its answer, or into an offer after the first exchange.
+    if (p.polite && !pc.remoteDescription) return;
     try {
       p.makingOffer = true;
       await pc.setLocalDescription();
@@ -285,7 +290,15 @@ function createPeer(id, name) {
   // Tracks are added once the camera and microphone answered; adding them later simply
   // triggers another negotiation.
   mediaReady.then((stream) => {
-    if (!stream || pc.signalingState === 'closed') return;
+    if (pc.signalingState === 'closed') return;
+    if (!stream) {
+      // No camera or microphone here: the impolite side still opens the call, to receive.
+      if (!p.polite) {
+        pc.addTransceiver('audio', { direction: 'recvonly' });
+        pc.addTransceiver('video', { direction: 'recvonly' });
+      }
+      return;
+    }
     for (const track of stream.getTracks()) {
       const sender = pc.addTrack(track, stream);
       if (track.kind === 'video') {
@@ -402,7 +415,10 @@ function restart(p) {
   // An offer still waiting for its answer may have been lost while a socket was down:
   // send it again rather than waiting for a negotiation that cannot start.
   if (p.pc.signalingState === 'have-local-offer') sendDescription(p);
-  else p.pc.restartIce();
+  // The impolite side restarts ICE; the polite side answers its restart offer (two
+  // crossing restarts would need a rollback, see negotiationneeded). If the impolite side
+  // stays silent for three rounds, the polite side restarts after all.
+  else if (!p.polite || p.retryAttempt >= 3) p.pc.restartIce();
   p.retry = setTimeout(() => restart(p), backoff(p.retryAttempt++));
 }
 
