@@ -179,14 +179,20 @@ async fn connect(
     tls: &tokio_rustls::TlsConnector,
     visit: Option<&str>,
 ) -> anyhow::Result<Held> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", t.port)).await?;
+    let step = Duration::from_secs(20);
+    let tcp = tokio::time::timeout(step, tokio::net::TcpStream::connect(("127.0.0.1", t.port)))
+        .await
+        .context("TCP connect timed out")??;
     let name = rustls::pki_types::ServerName::try_from("localhost")?;
-    let mut stream = tls.connect(name, tcp).await?;
+    let mut stream =
+        tokio::time::timeout(step, tls.connect(name, tcp)).await.context("TLS timed out")??;
     let Some(visit) = visit else {
         let req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n";
         stream.write_all(req.as_bytes()).await?;
+        // TLS may hold the record until flushed.
+        stream.flush().await?;
         let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).await?;
+        let n = tokio::time::timeout(step, stream.read(&mut buf)).await.context("no answer")??;
         anyhow::ensure!(buf[..n].starts_with(b"HTTP/1.1 200"), "healthz did not answer 200");
         return Ok(Held::Https(Box::new(stream)));
     };
@@ -240,7 +246,12 @@ async fn measure(n: usize, sockets: bool) -> anyhow::Result<(u64, u64, Duration)
         let batch: Vec<_> = (i..(i + 64).min(n))
             .map(|k| {
                 let (t, tls) = (&t, &tls);
-                async move { connect(t, tls, sockets.then(|| t.visits[k].as_str())).await }
+                async move {
+                    let visit = sockets.then(|| t.visits[k].as_str());
+                    tokio::time::timeout(Duration::from_secs(30), connect(t, tls, visit))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("connection {k} took over 30 s"))?
+                }
             })
             .collect();
         for h in futures_util::future::join_all(batch).await {
