@@ -40,7 +40,9 @@ test('patient joins by link and date of birth, waits, is admitted; video flows b
   const visitUrl = patient.url();
   await patient.getByRole('heading', { name: 'You are in the waiting room' }).waitFor();
 
-  // The clinician opens the visit from the day view and sees the patient waiting.
+  // The clinician's day view (still open since booking) shows her waiting, without a
+  // reload; then the clinician opens the visit.
+  await dr.locator('[data-field=waiting]').filter({ hasText: 'Waiting' }).first().waitFor({ timeout: 15_000 });
   const drFrames = recordSocket(dr);
   await dr.goto(`${demo.url}/console/visits`);
   await dr.getByRole('link', { name: /Open the visit with Ana López/ }).first().click();

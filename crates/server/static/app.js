@@ -170,3 +170,38 @@ for (const block of document.querySelectorAll('[data-passkey-register]')) {
     return postJSON('/account/passkeys', { ceremony, name, credential: attestationJSON(credential) }, csrf);
   });
 }
+
+// The day's video visits: the waiting room's state refreshes itself every 5 seconds, so a
+// clinician sees a patient arrive without reloading (the cells are aria-live).
+const dayVisits = document.getElementById('day-visits');
+if (dayVisits) {
+  const refresh = async () => {
+    try {
+      const r = await fetch(`/console/visits/status?date=${encodeURIComponent(dayVisits.dataset.date)}`, {
+        credentials: 'same-origin', cache: 'no-store', headers: { accept: 'application/json' },
+      });
+      if (!r.ok) return;
+      const { visits } = await r.json();
+      for (const v of visits) {
+        const row = dayVisits.querySelector(`tr[data-visit="${CSS.escape(v.id)}"]`);
+        if (!row) continue;
+        const status = row.querySelector('[data-field=status]');
+        const waiting = row.querySelector('[data-field=waiting]');
+        if (status && status.textContent !== v.status) status.textContent = v.status;
+        if (waiting && waiting.textContent !== v.waiting) {
+          waiting.replaceChildren();
+          if (v.waiting === 'Waiting') {
+            const strong = document.createElement('strong');
+            strong.textContent = v.waiting;
+            waiting.append(strong);
+          } else {
+            waiting.textContent = v.waiting;
+          }
+        }
+      }
+    } catch {
+      // Offline for a moment: the next round tries again.
+    }
+  };
+  setInterval(refresh, 5000);
+}
