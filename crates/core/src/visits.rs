@@ -314,8 +314,18 @@ pub trait VisitRepository: Send + Sync {
         from: Timestamp,
         to: Timestamp,
     ) -> impl Future<Output = Result<Vec<Visit>, RepoError>> + Send;
-    /// Counts a wrong answer on the link; locks it until `now + LINK_LOCKOUT` at the
-    /// [`MAX_LINK_FAILURES`]th. Returns the failures counted so far.
+    /// Claims one answer on the link before it is checked: counted at once (atomically),
+    /// and refused (false) while the link is locked or [`MAX_LINK_FAILURES`] answers are
+    /// counted, so parallel guesses cannot outrun the lockout.
+    fn claim_link_attempt(
+        &self,
+        tenant: TenantId,
+        id: VisitId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
+    /// After a wrong answer: at [`MAX_LINK_FAILURES`] counted answers the link locks until
+    /// `now + LINK_LOCKOUT` and the count starts again. Returns the answers counted
+    /// ([`MAX_LINK_FAILURES`] when it locked).
     fn link_failed(
         &self,
         tenant: TenantId,

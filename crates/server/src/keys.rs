@@ -55,6 +55,11 @@ pub fn outbox_key(root: &SecretKey) -> SealingKey {
     SealingKey::new(root.derive("telesafe/v1/outbox"), 1)
 }
 
+/// The key that seals signaling relayed between nodes (PostgreSQL's `signal_relay`).
+pub fn relay_key(root: &SecretKey) -> SealingKey {
+    SealingKey::new(root.derive("telesafe/v1/signal-relay"), 1)
+}
+
 /// The key that signs the audit log's tree heads (Ed25519, from a seed derived from the root
 /// key: it is kept, backed up and rotated with the other keys).
 pub fn audit_signer(

@@ -352,7 +352,7 @@ pub async fn prepare(mut config: Config, clock: Arc<dyn Clock>) -> Result<Prepar
     let state = AppState {
         device_writer,
         device_caches: devices::DeviceCaches::default(),
-        visits: visits::Hub::start(store.clone(), clock.clone()),
+        visits: visits::Hub::start(store.clone(), clock.clone(), keys::relay_key(&root_key)),
         store,
         config: Arc::new(config),
         clock,

@@ -265,40 +265,48 @@ impl VisitRepository for Store {
         self.with_clinicians(tenant, rows).await
     }
 
+    async fn claim_link_attempt(
+        &self,
+        tenant: TenantId,
+        id: VisitId,
+        now: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let max = i64::from(telesafe_core::visits::MAX_LINK_FAILURES);
+        let n = self
+            .update_visit(
+                tenant,
+                id,
+                "UPDATE visits SET link_failures = link_failures + 1 \
+                 WHERE tenant_id = $1 AND id = $2 AND link_failures < $3 \
+                   AND (link_locked_until IS NULL OR link_locked_until <= $4)",
+                &[Arg::Int(max), Arg::Int(now.unix_millis())],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn link_failed(
         &self,
         tenant: TenantId,
         id: VisitId,
         now: Timestamp,
     ) -> Result<u32, RepoError> {
+        let max = telesafe_core::visits::MAX_LINK_FAILURES;
         let lock_until = now.plus(telesafe_core::visits::LINK_LOCKOUT).unix_millis();
-        let max = i64::from(telesafe_core::visits::MAX_LINK_FAILURES);
-        // One statement: concurrent wrong answers cannot both slip under the limit.
-        let n = self
+        // One statement: the count that reached the limit locks the link and starts again.
+        let locked = self
             .update_visit(
                 tenant,
                 id,
-                "UPDATE visits SET link_failures = link_failures + 1, \
-                   link_locked_until = CASE WHEN link_failures + 1 >= $3 THEN $4 \
-                                            ELSE link_locked_until END \
-                 WHERE tenant_id = $1 AND id = $2",
-                &[Arg::Int(max), Arg::Int(lock_until)],
+                "UPDATE visits SET link_locked_until = $4, link_failures = 0 \
+                 WHERE tenant_id = $1 AND id = $2 AND link_failures >= $3",
+                &[Arg::Int(i64::from(max)), Arg::Int(lock_until)],
             )
             .await?;
-        if n == 0 {
-            return Err(RepoError::NotFound);
+        if locked == 1 {
+            return Ok(max);
         }
         let v = self.visit(tenant, id).await?.ok_or(RepoError::NotFound)?;
-        if v.link_failures >= telesafe_core::visits::MAX_LINK_FAILURES {
-            // Locked: the count starts again once the lock runs out.
-            self.update_visit(
-                tenant,
-                id,
-                "UPDATE visits SET link_failures = 0 WHERE tenant_id = $1 AND id = $2",
-                &[],
-            )
-            .await?;
-        }
         Ok(v.link_failures)
     }
 

@@ -600,14 +600,19 @@ async fn visits_keep_presence_admission_passes_and_lockouts(db: TestDatabase) {
     assert_eq!(day.len(), 1);
     assert!(s.visits_between(b.id, T0, T0.plus(Duration::from_secs(60))).await.unwrap().is_empty());
 
-    // Wrong answers count up and lock at the limit; the count starts again afterwards.
-    for n in 1..MAX_LINK_FAILURES {
-        assert_eq!(s.link_failed(a.id, v.id, T0).await.unwrap(), n);
-    }
-    assert_eq!(s.link_failed(a.id, v.id, T0).await.unwrap(), MAX_LINK_FAILURES);
+    // Answers are claimed before they are checked: at most the limit at once, however many
+    // arrive together; the wrong one that reaches the limit locks the link.
+    let claims = futures_join(s, a.id, v.id, T0, 12).await;
+    assert_eq!(claims, MAX_LINK_FAILURES as usize, "only the limit's worth of answers is checked");
+    assert_eq!(s.link_failed(a.id, v.id, T0).await.unwrap(), MAX_LINK_FAILURES, "locks");
     let locked = s.visit(a.id, v.id).await.unwrap().unwrap();
     assert_eq!(locked.link_locked_until, Some(T0.plus(LINK_LOCKOUT)));
     assert_eq!(locked.link_failures, 0);
+    assert!(!s.claim_link_attempt(a.id, v.id, T0).await.unwrap(), "locked");
+    assert!(
+        s.claim_link_attempt(a.id, v.id, T0.plus(LINK_LOCKOUT)).await.unwrap(),
+        "unlocked after the lockout"
+    );
 
     // A pass: found by hash until it expires; a new one ends the old one and the lock.
     let pass = |token: &OpaqueToken| VisitPass {
@@ -656,6 +661,29 @@ async fn visits_keep_presence_admission_passes_and_lockouts(db: TestDatabase) {
     assert_eq!(done.status, VisitStatus::Finished);
     assert!(s.visit_pass(&t2.hash(), T0).await.unwrap().is_none(), "passes end with the visit");
     assert!(matches!(s.admit(a.id, v.id, &key, "e", T0).await, Err(RepoError::NotFound)));
+}
+
+/// Claims `n` link attempts at once; returns how many were granted.
+async fn futures_join(
+    s: &telesafe_store::Store,
+    tenant: TenantId,
+    visit: telesafe_core::VisitId,
+    now: Timestamp,
+    n: usize,
+) -> usize {
+    use telesafe_core::visits::VisitRepository;
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let s = s.clone();
+        tasks.push(tokio::spawn(
+            async move { s.claim_link_attempt(tenant, visit, now).await.unwrap() },
+        ));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += usize::from(t.await.unwrap());
+    }
+    granted
 }
 
 async fn device_batches_are_stored_exactly_once_in_any_order(db: TestDatabase) {

@@ -302,6 +302,9 @@ fn parse_booking(form: &[(String, String)]) -> Result<Booking, String> {
         .filter(|(n, _)| n == "clinicians")
         .map(|(_, v)| v.parse().map_err(|_| "Choose the clinicians from the list.".to_owned()))
         .collect::<Result<Vec<UserId>, _>>()?;
+    let mut clinicians = clinicians;
+    clinicians.sort();
+    clinicians.dedup();
     let date = one("date").to_owned();
     let at = format!("{date}T{}:00Z", one("time"));
     let starts =

@@ -39,8 +39,6 @@ impl Side {
 pub enum Out {
     /// Send this JSON text.
     Text(String),
-    /// Close with this code and reason.
-    Close(u16, &'static str),
     /// Admitted: send `admitted` with ICE servers made for this peer.
     Admitted,
 }
@@ -86,8 +84,20 @@ pub struct Conn {
     pub key: Option<String>,
     pub admitted: bool,
     pub tx: mpsc::Sender<Out>,
+    /// Closes the socket at once, whatever is queued (a full queue cannot hold it up).
+    pub kill: Option<tokio::sync::oneshot::Sender<(u16, &'static str)>>,
     /// Distinguishes a peer's successive sockets (a reconnect replaces the entry).
     pub generation: u64,
+}
+
+impl Conn {
+    /// Stops the socket: it receives nothing more from the room, and its task closes it.
+    fn stop(&mut self, code: u16, reason: &'static str) {
+        self.admitted = false;
+        if let Some(k) = self.kill.take() {
+            let _ = k.send((code, reason));
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -99,10 +109,10 @@ struct Room {
 type Replies = Vec<Event>;
 
 impl Room {
-    fn send(c: &Conn, msg: &Value) {
+    fn send(c: &mut Conn, msg: &Value) {
         // A socket that cannot keep up is closed rather than buffering without bound.
         if c.tx.try_send(Out::Text(msg.to_string())).is_err() {
-            let _ = c.tx.try_send(Out::Close(1013, "too slow"));
+            c.stop(1013, "too slow");
         }
     }
 
@@ -110,19 +120,19 @@ impl Room {
         let mut replies = Vec::new();
         match event {
             Event::Direct { to, msg } => {
-                if let Some(c) = self.conns.get(to).filter(|c| c.admitted) {
+                if let Some(c) = self.conns.get_mut(to).filter(|c| c.admitted) {
                     Self::send(c, msg);
                 }
             }
             Event::Admitted { except, msg } => {
-                for (_, c) in self.conns.iter().filter(|(p, c)| c.admitted && *p != except) {
+                for (_, c) in self.conns.iter_mut().filter(|(p, c)| c.admitted && *p != except) {
                     Self::send(c, msg);
                 }
             }
-            Event::All { msg } => self.conns.values().for_each(|c| Self::send(c, msg)),
+            Event::All { msg } => self.conns.values_mut().for_each(|c| Self::send(c, msg)),
             Event::Clinicians { msg } => self
                 .conns
-                .values()
+                .values_mut()
                 .filter(|c| c.side == Side::Clinician)
                 .for_each(|c| Self::send(c, msg)),
             Event::Admit { key } => {
@@ -141,7 +151,7 @@ impl Room {
             Event::Joined { peer, side, name } => {
                 let joined =
                     json!({"type": "peer-joined", "peer": peer, "role": side, "name": name});
-                for (p, c) in self.conns.iter().filter(|(p, c)| c.admitted && *p != peer) {
+                for (p, c) in self.conns.iter_mut().filter(|(p, c)| c.admitted && *p != peer) {
                     Self::send(c, &joined);
                     replies.push(Event::Direct {
                         to: peer.clone(),
@@ -151,21 +161,21 @@ impl Room {
             }
             Event::Left { peer } => {
                 let left = json!({"type": "peer-left", "peer": peer});
-                for (_, c) in self.conns.iter().filter(|(p, c)| c.admitted && *p != peer) {
+                for (_, c) in self.conns.iter_mut().filter(|(p, c)| c.admitted && *p != peer) {
                     Self::send(c, &left);
                 }
             }
             Event::Supersede { peer } => {
                 for (_, c) in
-                    self.conns.iter().filter(|(p, c)| c.side == Side::Patient && *p != peer)
+                    self.conns.iter_mut().filter(|(p, c)| c.side == Side::Patient && *p != peer)
                 {
-                    let _ = c.tx.try_send(Out::Close(4409, "joined from another browser"));
+                    c.stop(4409, "joined from another browser");
                 }
             }
             Event::Ended => {
-                for c in self.conns.values() {
+                for c in self.conns.values_mut() {
                     Self::send(c, &json!({"type": "ended"}));
-                    let _ = c.tx.try_send(Out::Close(4410, "the visit has ended"));
+                    c.stop(4410, "the visit has ended");
                 }
             }
         }
@@ -181,6 +191,9 @@ pub struct Hub {
 
 struct Inner {
     node: String,
+    /// Seals what goes through the relay table: SDP names network addresses, chat is
+    /// patient data. Every node derives the same key from the root key.
+    relay_key: telesafe_crypto::keys::SealingKey,
     rooms: Mutex<HashMap<VisitId, Room>>,
     store: Store,
     clock: Arc<dyn Clock>,
@@ -193,15 +206,23 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// Associated data of sealed relay messages.
+const RELAY_AAD: &[u8] = b"telesafe/signal-relay/v1";
+
 /// How long relayed messages are kept.
 const RELAY_TTL: Duration = Duration::from_secs(60);
 
 impl Hub {
     /// A hub for this node. On PostgreSQL it listens for the other nodes' events.
-    pub fn start(store: Store, clock: Arc<dyn Clock>) -> Self {
+    pub fn start(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        relay_key: telesafe_crypto::keys::SealingKey,
+    ) -> Self {
         let hub = Self {
             inner: Arc::new(Inner {
                 node: uuid::Uuid::new_v4().to_string(),
+                relay_key,
                 rooms: Mutex::default(),
                 store,
                 clock,
@@ -226,8 +247,8 @@ impl Hub {
         let generation = self.inner.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         conn.generation = generation;
         let old = self.rooms().entry(visit).or_default().conns.insert(peer.to_owned(), conn);
-        if let Some(old) = old {
-            let _ = old.tx.try_send(Out::Close(4409, "replaced by a newer connection"));
+        if let Some(mut old) = old {
+            old.stop(4409, "replaced by a newer connection");
         }
         generation
     }
@@ -285,7 +306,9 @@ impl Hub {
             visit: visit.to_string(),
             event,
         };
-        let Ok(body) = serde_json::to_string(&env) else { return };
+        let Ok(plain) = serde_json::to_vec(&env) else { return };
+        let Ok(sealed) = self.inner.relay_key.seal(&plain, RELAY_AAD) else { return };
+        let body = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed);
         let now = self.inner.clock.now();
         if let Err(e) = self.inner.store.relay_signal(tenant, visit, &body, now).await {
             tracing::warn!(error = %e, "signaling relay write failed");
@@ -337,8 +360,11 @@ impl Hub {
                 return;
             }
         };
-        let Ok(env) = serde_json::from_str::<Envelope>(&body) else {
-            tracing::warn!("signaling relay message did not parse; ignored");
+        let plain = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &body)
+            .ok()
+            .and_then(|b| self.inner.relay_key.open(&b, RELAY_AAD).ok());
+        let Some(env) = plain.and_then(|p| serde_json::from_slice::<Envelope>(&p).ok()) else {
+            tracing::warn!("signaling relay message did not open or parse; ignored");
             return;
         };
         if env.node == self.inner.node {

@@ -118,6 +118,15 @@ pub async fn join(
         page.error = Some("Enter your date of birth as numbers, for example 7 3 1948.".into());
         return Ok(render(&page, StatusCode::UNPROCESSABLE_ENTITY));
     }
+    // Counted before it is checked: parallel guesses cannot outrun the lockout.
+    let claimed = state
+        .store
+        .claim_link_attempt(visit.tenant, visit.id, now)
+        .await
+        .map_err(|e| PageError::new(&state, e))?;
+    if !claimed {
+        return Ok(refused(&state, &token, LinkRefusal::Locked));
+    }
     let recorded =
         recorded_birth_date(&state, &visit).await.map_err(|e| PageError::new(&state, e))?;
     let right = recorded.is_some()

@@ -174,7 +174,11 @@ pub(crate) async fn chat(
 }
 
 /// The visit's chat so far, oldest first: each line decided and logged as a read.
-pub(crate) async fn history(s: &mut Session, visit: &Visit) -> Result<Vec<ChatLine>, FhirError> {
+pub(crate) async fn history(
+    s: &mut Session,
+    visit: &Visit,
+    since: Option<Timestamp>,
+) -> Result<Vec<ChatLine>, FhirError> {
     // The visit's lines by their blind-indexed identifier, like any FHIR token search.
     let tk = s
         .state
@@ -198,7 +202,9 @@ pub(crate) async fn history(s: &mut Session, visit: &Visit) -> Result<Vec<ChatLi
     let ids: Vec<String> = hits.into_iter().map(|h| h.id).collect();
     let rows = s.state.store.current_many(s.tenant, "Communication", &ids).await?;
     let mut shown = Vec::new();
-    for row in rows.into_iter().filter(|r| !r.deleted) {
+    let shown_rows =
+        rows.into_iter().filter(|r| !r.deleted && since.is_none_or(|t| r.last_updated >= t));
+    for row in shown_rows {
         let Some(purpose) = s.decide(Action::Read, &Target::of(&row)?).await? else { continue };
         let body = s.decrypt(&row).await?;
         let ours = body["identifier"].as_array().is_some_and(|a| {

@@ -18,6 +18,8 @@ use crate::state::AppState;
 
 /// A page pings every 15 s; a socket silent for this long is gone.
 const IDLE: Duration = Duration::from_secs(60);
+/// A page that does not take a message within this long is closed (it stopped reading).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a live socket re-checks that its session or pass still holds.
 const RECHECK: Duration = Duration::from_secs(30);
 
@@ -76,6 +78,7 @@ struct Socket {
 pub(crate) async fn run(state: AppState, ws: WebSocket, who: Participant, peer: String) {
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Out>(256);
+    let (kill, mut killed) = tokio::sync::oneshot::channel::<(u16, &'static str)>();
     let (side, key, name) = match &who.who {
         Who::Clinician(me) => (Side::Clinician, None, me.user.display_name.as_str().to_owned()),
         Who::Patient(_) | Who::Guest(_) => (Side::Patient, who.key.clone(), "Patient".to_owned()),
@@ -89,6 +92,7 @@ pub(crate) async fn run(state: AppState, ws: WebSocket, who: Participant, peer: 
         key: key.clone(),
         admitted,
         tx: tx.clone(),
+        kill: Some(kill),
         generation: 0,
     };
     let generation = hub.join(visit.id, &peer, conn);
@@ -103,11 +107,11 @@ pub(crate) async fn run(state: AppState, ws: WebSocket, who: Participant, peer: 
         presence_at: Instant::now(),
     };
     let closing = match s.start(admitted).await {
-        Ok(()) => s.serve(&mut sink, &mut stream, &mut rx).await,
+        Ok(()) => s.serve(&mut sink, &mut stream, &mut rx, &mut killed).await,
         Err(c) => c,
     };
     let frame = CloseFrame { code: closing.0, reason: messages::close_reason(&closing.1).into() };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     s.finish(generation).await;
 }
 
@@ -171,8 +175,14 @@ impl Socket {
             admitted = true;
             self.publish(Event::Admit { key: key.clone() }).await;
         }
+        // A patient not yet admitted who came by the link sees only what was said since
+        // their pass: a forwarded link shows a stranger nothing said before.
+        let since = match (&self.who.who, admitted) {
+            (Who::Guest(pass), false) => Some(pass.created_at),
+            _ => None,
+        };
         let chat = match self.session().await {
-            Ok(mut session) => record::history(&mut session, &visit).await,
+            Ok(mut session) => record::history(&mut session, &visit, since).await,
             Err(e) => Err(e),
         };
         let chat = chat.map_err(|e| {
@@ -217,8 +227,11 @@ impl Socket {
         sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
         stream: &mut futures_util::stream::SplitStream<WebSocket>,
         rx: &mut mpsc::Receiver<Out>,
+        killed: &mut tokio::sync::oneshot::Receiver<(u16, &'static str)>,
     ) -> Closing {
         let mut limit = RateLimit::new(80, 40);
+        // Chat is stored and audited line by line: a person types, a script floods.
+        let mut chat_limit = RateLimit::new(5, 1);
         let mut last_frame = Instant::now();
         let mut last_check = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -246,27 +259,36 @@ impl Socket {
                         Ok(m) => m,
                         Err(reason) => return Closing::invalid(reason),
                     };
+                    if matches!(msg, ClientMsg::Chat { .. }) && !chat_limit.take(Instant::now()) {
+                        self.error("too-fast", "You are sending messages too fast. Please wait a moment.");
+                        continue;
+                    }
                     if let Err(c) = self.handle(msg).await {
                         return c;
                     }
                 }
-                out = rx.recv() => match out {
-                    Some(Out::Text(t)) => {
-                        if sink.send(Message::Text(t.into())).await.is_err() {
-                            return Closing(1000, String::new());
+                closing = &mut *killed => {
+                    return match closing {
+                        Ok((code, reason)) => Closing(code, reason.to_owned()),
+                        Err(_) => Closing(1011, String::new()),
+                    };
+                }
+                out = rx.recv() => {
+                    let text = match out {
+                        Some(Out::Text(t)) => t,
+                        Some(Out::Admitted) => {
+                            let visit = self.visit().clone();
+                            let ice = ice_servers(&self.state, &visit, &self.peer);
+                            json!({"type": "admitted", "iceServers": ice}).to_string()
                         }
+                        None => return Closing(1011, String::new()),
+                    };
+                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Closing(1000, String::new()),
+                        Err(_) => return Closing(1013, "the page stopped reading".into()),
                     }
-                    Some(Out::Admitted) => {
-                        let visit = self.visit().clone();
-                        let ice = ice_servers(&self.state, &visit, &self.peer);
-                        let msg = json!({"type": "admitted", "iceServers": ice}).to_string();
-                        if sink.send(Message::Text(msg.into())).await.is_err() {
-                            return Closing(1000, String::new());
-                        }
-                    }
-                    Some(Out::Close(code, reason)) => return Closing(code, reason.to_owned()),
-                    None => return Closing(1011, String::new()),
-                },
+                }
                 _ = tick.tick() => {
                     if last_frame.elapsed() > IDLE {
                         return Closing(1001, "no message for a minute".into());
