@@ -129,8 +129,8 @@ function handle(msg) {
     case 'admitted': setAdmitted(true, msg.iceServers); break;
     case 'patient': showPatientState(msg.state); break;
     case 'identity': showIdentity(msg.method); break;
-    case 'peer-joined': peerJoined(msg.peer, msg.name); break;
-    case 'peer-left': peerLeft(msg.peer); break;
+    case 'peer-joined': peerJoined(msg.peer, msg.name, msg.epoch); break;
+    case 'peer-left': peerLeft(msg.peer, msg.epoch); break;
     case 'signal': onSignal(msg).catch(warn('signal')); break;
     case 'status': showPeerStatus(msg.from, msg.audioOnly); break;
     case 'chat': addChat(msg); break;
@@ -315,12 +315,14 @@ const sendDescription = (p) => {
   if (d) send({ type: 'signal', to: p.id, description: { type: d.type, sdp: d.sdp } });
 };
 
-function peerJoined(id, name) {
+function peerJoined(id, name, epoch) {
   if (!id || id === peer) return;
   let p = peers.get(id);
   if (!p) {
     p = createPeer(id, name);
+    p.epoch = epoch;
   } else {
+    p.epoch = epoch;
     // The peer's socket came back: keep the connection, repair it if it is not up.
     clearTimeout(p.removeTimer);
     p.removeTimer = null;
@@ -334,9 +336,12 @@ function peerJoined(id, name) {
 }
 
 // The peer may come back with the same id (socket reconnect): wait 60 s before giving up.
-function peerLeft(id) {
+function peerLeft(id, epoch) {
   const p = peers.get(id);
   if (!p) return;
+  // The departure of an earlier socket of this peer, arriving after its new one joined
+  // (possibly through another server): not a departure at all.
+  if (epoch && p.epoch && epoch !== p.epoch) return;
   p.left = true;
   if (p.tile) p.tile.hidden = true; // a frozen picture would be misleading
   clearTimeout(p.retry);

@@ -58,9 +58,11 @@ pub enum Event {
     /// The patient participant `key` was admitted.
     Admit { key: String },
     /// An admitted peer is present: everyone admitted learns of it, and it of them.
-    Joined { peer: String, side: Side, name: String },
+    /// `epoch` names this socket of the peer (node and generation), so that a late
+    /// departure of an earlier socket cannot be taken for the departure of this one.
+    Joined { peer: String, side: Side, name: String, epoch: String },
     /// A peer's socket closed.
-    Left { peer: String },
+    Left { peer: String, epoch: String },
     /// Patient sockets other than `peer` close (another browser took over the link).
     Supersede { peer: String },
     /// The visit is over: every socket closes.
@@ -88,6 +90,8 @@ pub struct Conn {
     pub kill: Option<tokio::sync::oneshot::Sender<(u16, &'static str)>>,
     /// Distinguishes a peer's successive sockets (a reconnect replaces the entry).
     pub generation: u64,
+    /// The node and generation, as pages see it (`peer-joined`, `peer-left`).
+    pub epoch: String,
 }
 
 impl Conn {
@@ -144,23 +148,28 @@ impl Room {
                             peer: peer.clone(),
                             side: c.side,
                             name: c.name.clone(),
+                            epoch: c.epoch.clone(),
                         });
                     }
                 }
             }
-            Event::Joined { peer, side, name } => {
-                let joined =
-                    json!({"type": "peer-joined", "peer": peer, "role": side, "name": name});
+            Event::Joined { peer, side, name, epoch } => {
+                let joined = json!({
+                    "type": "peer-joined", "peer": peer, "role": side, "name": name, "epoch": epoch,
+                });
                 for (p, c) in self.conns.iter_mut().filter(|(p, c)| c.admitted && *p != peer) {
                     Self::send(c, &joined);
                     replies.push(Event::Direct {
                         to: peer.clone(),
-                        msg: json!({"type": "peer-joined", "peer": p, "role": c.side, "name": c.name}),
+                        msg: json!({
+                            "type": "peer-joined", "peer": p, "role": c.side, "name": c.name,
+                            "epoch": c.epoch,
+                        }),
                     });
                 }
             }
-            Event::Left { peer } => {
-                let left = json!({"type": "peer-left", "peer": peer});
+            Event::Left { peer, epoch } => {
+                let left = json!({"type": "peer-left", "peer": peer, "epoch": epoch});
                 for (_, c) in self.conns.iter_mut().filter(|(p, c)| c.admitted && *p != peer) {
                     Self::send(c, &left);
                 }
@@ -243,14 +252,16 @@ impl Hub {
 
     /// Adds a socket; a socket of the same peer (a reconnect) is replaced. Returns its
     /// generation for [`Hub::leave`].
-    pub fn join(&self, visit: VisitId, peer: &str, mut conn: Conn) -> u64 {
+    pub fn join(&self, visit: VisitId, peer: &str, mut conn: Conn) -> (u64, String) {
         let generation = self.inner.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let epoch = format!("{}:{generation}", self.inner.node);
         conn.generation = generation;
+        conn.epoch = epoch.clone();
         let old = self.rooms().entry(visit).or_default().conns.insert(peer.to_owned(), conn);
         if let Some(mut old) = old {
             old.stop(4409, "replaced by a newer connection");
         }
-        generation
+        (generation, epoch)
     }
 
     /// Removes a socket unless a newer one of the same peer replaced it. Returns whether it
@@ -272,6 +283,14 @@ impl Hub {
     /// Whether this node's socket of `peer` is admitted.
     pub fn is_admitted(&self, visit: VisitId, peer: &str) -> bool {
         self.rooms().get(&visit).and_then(|r| r.conns.get(peer)).is_some_and(|c| c.admitted)
+    }
+
+    /// Whether another socket on this node holds the patient participant `key` (a second
+    /// tab): then one closing does not mean the patient left.
+    pub fn holds_key(&self, visit: VisitId, key: &str) -> bool {
+        self.rooms()
+            .get(&visit)
+            .is_some_and(|r| r.conns.values().any(|c| c.key.as_deref() == Some(key)))
     }
 
     /// Sockets on this node (for metrics and the benchmark).

@@ -71,6 +71,8 @@ struct Socket {
     key: Option<String>,
     name: String,
     tx: mpsc::Sender<Out>,
+    /// This socket of the peer, as `peer-joined` and `peer-left` name it.
+    epoch: String,
     /// When the patient's presence was last written.
     presence_at: Instant,
 }
@@ -94,8 +96,9 @@ pub(crate) async fn run(state: AppState, ws: WebSocket, who: Participant, peer: 
         tx: tx.clone(),
         kill: Some(kill),
         generation: 0,
+        epoch: String::new(),
     };
-    let generation = hub.join(visit.id, &peer, conn);
+    let (generation, epoch) = hub.join(visit.id, &peer, conn);
     let mut s = Socket {
         state: state.clone(),
         who,
@@ -104,6 +107,7 @@ pub(crate) async fn run(state: AppState, ws: WebSocket, who: Participant, peer: 
         key,
         name,
         tx,
+        epoch,
         presence_at: Instant::now(),
     };
     let closing = match s.start(admitted).await {
@@ -216,6 +220,7 @@ impl Socket {
                 peer: self.peer.clone(),
                 side: self.side,
                 name: self.name.clone(),
+                epoch: self.epoch.clone(),
             })
             .await;
         }
@@ -515,9 +520,9 @@ impl Socket {
             return; // replaced by a newer socket of the same page
         };
         if was_admitted {
-            self.publish(Event::Left { peer: self.peer.clone() }).await;
+            self.publish(Event::Left { peer: self.peer.clone(), epoch: self.epoch.clone() }).await;
         }
-        if let Some(key) = &self.key {
+        if let Some(key) = self.key.as_ref().filter(|k| !self.state.visits.holds_key(v.id, k)) {
             if let Err(e) = self.state.store.set_presence(v.tenant, v.id, key, None).await {
                 tracing::warn!(error = %e, "visit presence write failed");
             }
