@@ -15,9 +15,9 @@ use anyhow::Context;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use telesafe_core::Clock;
 use telesafe_core::identity::{PatientRepository, Role, Session, SessionRepository, SessionStage};
-use telesafe_core::visits::{Visit, VisitRepository, VisitStatus};
-use telesafe_core::{Clock, VisitId};
+use telesafe_core::visits::{Visit, VisitRepository};
 use telesafe_crypto::OpaqueToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -89,29 +89,16 @@ async fn serve(sockets: usize) -> anyhow::Result<ExitCode> {
     // fan-out.
     let mut visits = Vec::with_capacity(sockets);
     for _ in 0..sockets {
-        let v = Visit {
-            id: VisitId::new_v7(),
+        let mut v = Visit::booked(
             tenant,
-            patient: patient.id,
-            clinicians: vec![dr.id],
-            appointment_id: "bench".to_owned(),
-            starts_at: now,
-            ends_at: now.plus(Duration::from_secs(3600)),
-            status: VisitStatus::Booked,
-            link_hash: OpaqueToken::generate()?.hash(),
-            link_failures: 0,
-            link_locked_until: None,
-            present_key: None,
-            present_at: None,
-            admitted_key: None,
-            started_at: None,
-            ended_at: None,
-            identity_method: None,
-            encounter_id: None,
-            note_id: None,
-            created_by: dr.id,
-            created_at: now,
-        };
+            patient.id,
+            vec![dr.id],
+            (now, now.plus(Duration::from_secs(3600))),
+            OpaqueToken::generate()?.hash(),
+            dr.id,
+            now,
+        );
+        v.appointment_id = "bench".to_owned();
         state.store.create_visit(&v).await?;
         visits.push(v.id.to_string());
     }

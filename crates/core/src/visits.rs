@@ -190,6 +190,42 @@ pub enum ScheduleError {
 }
 
 impl Visit {
+    /// A newly booked visit from `starts` to `ends` (a new id, nothing happened yet). Its
+    /// Appointment id is filled in once the Appointment is written.
+    pub fn booked(
+        tenant: TenantId,
+        patient: PatientId,
+        clinicians: Vec<UserId>,
+        (starts, ends): (Timestamp, Timestamp),
+        link_hash: TokenHash,
+        created_by: UserId,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: VisitId::new_v7(),
+            tenant,
+            patient,
+            clinicians,
+            appointment_id: String::new(),
+            starts_at: starts,
+            ends_at: ends,
+            status: VisitStatus::Booked,
+            link_hash,
+            link_failures: 0,
+            link_locked_until: None,
+            present_key: None,
+            present_at: None,
+            admitted_key: None,
+            started_at: None,
+            ended_at: None,
+            identity_method: None,
+            encounter_id: None,
+            note_id: None,
+            created_by,
+            created_at: now,
+        }
+    }
+
     /// When the link works: from [`OPENS_BEFORE`] the start to [`CLOSES_AFTER`] the end.
     pub fn window(&self) -> (Timestamp, Timestamp) {
         window(self.starts_at, self.ends_at)
@@ -388,29 +424,15 @@ mod tests {
     use super::*;
 
     fn visit(starts: i64, ends: i64) -> Visit {
-        Visit {
-            id: VisitId::new_v7(),
-            tenant: TenantId::new_v7(),
-            patient: PatientId::new_v7(),
-            clinicians: vec![UserId::new_v7()],
-            appointment_id: "a".into(),
-            starts_at: Timestamp::from_unix_millis(starts),
-            ends_at: Timestamp::from_unix_millis(ends),
-            status: VisitStatus::Booked,
-            link_hash: TokenHash::from_stored("00".into()),
-            link_failures: 0,
-            link_locked_until: None,
-            present_key: None,
-            present_at: None,
-            admitted_key: None,
-            started_at: None,
-            ended_at: None,
-            identity_method: None,
-            encounter_id: None,
-            note_id: None,
-            created_by: UserId::new_v7(),
-            created_at: Timestamp::from_unix_millis(0),
-        }
+        Visit::booked(
+            TenantId::new_v7(),
+            PatientId::new_v7(),
+            vec![UserId::new_v7()],
+            (Timestamp::from_unix_millis(starts), Timestamp::from_unix_millis(ends)),
+            TokenHash::from_stored("00".into()),
+            UserId::new_v7(),
+            Timestamp::from_unix_millis(0),
+        )
     }
 
     const MIN: i64 = 60_000;

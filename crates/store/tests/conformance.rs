@@ -558,7 +558,6 @@ async fn readiness_reports_current_migrations(db: TestDatabase) {
 }
 
 async fn visits_keep_presence_admission_passes_and_lockouts(db: TestDatabase) {
-    use telesafe_core::VisitId;
     use telesafe_core::visits::*;
     let s = &db.store;
     let (a, b) = (tenant("alpha"), tenant("beta"));
@@ -569,29 +568,16 @@ async fn visits_keep_presence_admission_passes_and_lockouts(db: TestDatabase) {
     let p = Patient { id: PatientId::new_v7(), tenant_id: a.id, user_id: None, created_at: T0 };
     s.create_patient(&p).await.unwrap();
     let link = OpaqueToken::generate().unwrap();
-    let v = Visit {
-        id: VisitId::new_v7(),
-        tenant: a.id,
-        patient: p.id,
-        clinicians: vec![dr.id],
-        appointment_id: "appt".into(),
-        starts_at: T0,
-        ends_at: T0.plus(Duration::from_secs(1200)),
-        status: VisitStatus::Booked,
-        link_hash: link.hash(),
-        link_failures: 0,
-        link_locked_until: None,
-        present_key: None,
-        present_at: None,
-        admitted_key: None,
-        started_at: None,
-        ended_at: None,
-        identity_method: None,
-        encounter_id: None,
-        note_id: None,
-        created_by: dr.id,
-        created_at: T0,
-    };
+    let mut v = Visit::booked(
+        a.id,
+        p.id,
+        vec![dr.id],
+        (T0, T0.plus(Duration::from_secs(1200))),
+        link.hash(),
+        dr.id,
+        T0,
+    );
+    v.appointment_id = "appt".into();
     s.create_visit(&v).await.unwrap();
     assert_eq!(s.visit(a.id, v.id).await.unwrap().as_ref(), Some(&v));
     assert_eq!(s.visit(b.id, v.id).await.unwrap(), None, "invisible to another tenant");

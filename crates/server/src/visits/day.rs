@@ -15,7 +15,7 @@ use telesafe_core::access::{Action, CareTeamRepository};
 use telesafe_core::identity::outbox;
 use telesafe_core::identity::{PatientRepository, Role, UserRepository, UserStatus};
 use telesafe_core::visits::{self, Visit, VisitRepository, VisitStatus};
-use telesafe_core::{PatientId, Timestamp, UserId, VisitId};
+use telesafe_core::{PatientId, Timestamp, UserId};
 use telesafe_crypto::OpaqueToken;
 
 use super::record;
@@ -384,29 +384,15 @@ pub async fn schedule(
     };
     let link =
         OpaqueToken::generate().map_err(|e| PageError::new(&state, AppError::internal(e)))?;
-    let mut visit = Visit {
-        id: VisitId::new_v7(),
+    let mut visit = Visit::booked(
         tenant,
-        patient: patient.id,
-        clinicians: b.clinicians.clone(),
-        appointment_id: String::new(),
-        starts_at: b.starts,
-        ends_at: b.starts.plus(b.length),
-        status: VisitStatus::Booked,
-        link_hash: link.hash(),
-        link_failures: 0,
-        link_locked_until: None,
-        present_key: None,
-        present_at: None,
-        admitted_key: None,
-        started_at: None,
-        ended_at: None,
-        identity_method: None,
-        encounter_id: None,
-        note_id: None,
-        created_by: me.user.id,
-        created_at: now,
-    };
+        patient.id,
+        b.clinicians.clone(),
+        (b.starts, b.starts.plus(b.length)),
+        link.hash(),
+        me.user.id,
+        now,
+    );
     let mut s = Session::for_user(&state, &me).await.map_err(failed(&state))?;
     match record::book(&mut s, &visit, &named, &b.reason).await {
         Ok(id) => visit.appointment_id = id,

@@ -216,10 +216,6 @@ async fn recorded_birth_date(
     Ok(body["birthDate"].as_str().map(str::to_owned))
 }
 
-fn page_error(state: &AppState, e: AppError) -> PageError {
-    PageError::new(state, e)
-}
-
 async fn participant_for_page(
     state: &AppState,
     id: &str,
@@ -229,9 +225,9 @@ async fn participant_for_page(
 ) -> Result<Participant, PageError> {
     let p = participant(state, id, me.0, headers, source_of(peer))
         .await
-        .map_err(|e| page_error(state, e))?;
+        .map_err(|e| PageError::new(state, e))?;
     if !p.visit.joinable(state.clock.now()) {
-        return Err(page_error(
+        return Err(PageError::new(
             state,
             AppError::Conflict("this visit is not open now: it is over, or not yet started".into()),
         ));
@@ -293,7 +289,6 @@ struct VisitPage {
     role: &'static str,
     heading: String,
     clinicians: String,
-    patient_name: String,
     visit_js: String,
 }
 
@@ -308,7 +303,7 @@ pub async fn page(
     let p = participant_for_page(&state, &id, me, &headers, &peer).await?;
     let names = super::clinician_names(&state, &p.visit)
         .await
-        .map_err(|e| page_error(&state, super::fhir_error(e)))?;
+        .map_err(|e| PageError::new(&state, super::fhir_error(e)))?;
     let clinicians = names.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(" and ");
     let heading = match p.who {
         Who::Clinician(_) => "Video visit".to_owned(),
@@ -320,7 +315,6 @@ pub async fn page(
         role: p.role(),
         heading,
         clinicians,
-        patient_name: "the patient".to_owned(),
         visit_js: state.assets.url("visit.js").to_owned(),
     };
     Ok(with_media_permissions(render(&page, StatusCode::OK)))
@@ -382,17 +376,17 @@ async fn clinician_of(
     peer: &Peer,
 ) -> Result<(Participant, crate::auth::CurrentUser), PageError> {
     if me.0.as_ref().is_some_and(|m| m.role() == telesafe_core::identity::Role::Patient) {
-        return Err(page_error(state, AppError::Forbidden));
+        return Err(PageError::new(state, AppError::Forbidden));
     }
     let p = participant(state, id, me.0, headers, source_of(peer))
         .await
-        .map_err(|e| page_error(state, e))?;
+        .map_err(|e| PageError::new(state, e))?;
     match &p.who {
         Who::Clinician(me) => {
             let me = me.clone();
             Ok((p, me))
         }
-        _ => Err(page_error(state, AppError::Forbidden)),
+        _ => Err(PageError::new(state, AppError::Forbidden)),
     }
 }
 
@@ -407,10 +401,10 @@ pub async fn notes(
     let (p, me) = clinician_of(&state, &id, me, &headers, &peer).await?;
     let mut s = crate::fhir::Session::for_user(&state, &me)
         .await
-        .map_err(|e| page_error(&state, super::fhir_error(e)))?;
+        .map_err(|e| PageError::new(&state, super::fhir_error(e)))?;
     let text = record::note(&mut s, &p.visit)
         .await
-        .map_err(|e| page_error(&state, super::fhir_error(e)))?
+        .map_err(|e| PageError::new(&state, super::fhir_error(e)))?
         .unwrap_or_default();
     let page = NotesPage {
         shell: shell_for(&state, &p, "Visit notes"),
@@ -444,7 +438,7 @@ pub async fn save_notes(
     Form(form): Form<NotesForm>,
 ) -> Result<Response, PageError> {
     let (p, me) = clinician_of(&state, &id, me, &headers, &peer).await?;
-    me.check_csrf(&form.csrf).map_err(|e| page_error(&state, e))?;
+    me.check_csrf(&form.csrf).map_err(|e| PageError::new(&state, e))?;
     let mut page = NotesPage {
         shell: shell_for(&state, &p, "Visit notes"),
         visit_id: p.visit.id.to_string(),
@@ -459,18 +453,18 @@ pub async fn save_notes(
     }
     let mut s = crate::fhir::Session::for_user(&state, &me)
         .await
-        .map_err(|e| page_error(&state, super::fhir_error(e)))?;
+        .map_err(|e| PageError::new(&state, super::fhir_error(e)))?;
     let now = state.clock.now();
     let author = (me.user.id, me.user.display_name.as_str());
     let note_id = record::save_note(&mut s, &p.visit, author, text, now)
         .await
-        .map_err(|e| page_error(&state, super::fhir_error(e)))?;
+        .map_err(|e| PageError::new(&state, super::fhir_error(e)))?;
     if p.visit.note_id.is_none() {
         state
             .store
             .set_note(p.visit.tenant, p.visit.id, &note_id)
             .await
-            .map_err(|e| page_error(&state, e.into()))?;
+            .map_err(|e| PageError::new(&state, e))?;
     }
     page.saved = true;
     Ok(render(&page, StatusCode::OK))
