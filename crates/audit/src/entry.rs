@@ -102,7 +102,7 @@ pub struct Entry {
     pub request_id: String,
 }
 
-const MAGIC: &[u8] = b"TSAE1";
+pub(crate) const MAGIC: &[u8] = b"TSAE1";
 
 impl Entry {
     /// The canonical bytes (see the module documentation).

@@ -8,6 +8,7 @@
 
 pub mod entry;
 pub mod merkle;
+pub mod segment;
 pub mod sth;
 
 pub use entry::{ActorKind, Entry, Purpose};
@@ -15,4 +16,5 @@ pub use merkle::{
     Frontier, Hash, ProofError, Tree, empty_root, leaf_hash, node_hash, root, verify_consistency,
     verify_inclusion,
 };
+pub use segment::{EntryView, Segment, SegmentError, search_keys};
 pub use sth::{HeadSigner, SignedTreeHead};

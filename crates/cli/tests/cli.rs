@@ -489,10 +489,28 @@ async fn audit_verify_passes_then_names_the_tampered_entry() {
         assert_eq!(v["ok"], true);
         assert_eq!(v["entries"], seeded + 20, "{v}");
         assert_eq!(v["witness_heads"], 1, "{v}");
+        // A database administrator changes one byte of entry `seeded + 7` where it is
+        // stored: the last byte of its encoding (its request id), in its segment's body.
+        let target = seeded + 7;
+        let segment = {
+            use telesafe_core::audit::AuditRepository;
+            let all = s.state.store.audit_segments(0, u64::MAX / 2).await.unwrap();
+            all.into_iter().find(|g| g.first_seq + u64::from(g.count) > target).unwrap()
+        };
+        let items = segment.items().unwrap();
+        let pos = usize::try_from(target - segment.first_seq).unwrap();
+        let end: usize = items[..=pos].iter().map(|b| b.len() + 4).sum();
+        let mut body = segment.body.clone();
+        body[end - 1] ^= 0x01;
+        let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
+        let literal = match backend {
+            telesafe_testkit::DbBackend::Sqlite => format!("X'{hex}'"),
+            telesafe_testkit::DbBackend::Postgres => format!("'\\x{hex}'::bytea"),
+        };
         s.database()
             .as_dba(&[format!(
-                "UPDATE audit_entries SET patient_id = 'someone-else' WHERE seq = {}",
-                seeded + 7
+                "UPDATE audit_segments SET body = {literal} WHERE first_seq = {}",
+                segment.first_seq
             )])
             .await
             .unwrap();

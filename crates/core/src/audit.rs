@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use telesafe_audit::{
-    ActorKind, Entry, Frontier, Hash, HeadSigner, Purpose, SignedTreeHead, Tree, node_hash,
-    verify_consistency, verify_inclusion,
+    ActorKind, Entry, EntryView, Frontier, Hash, HeadSigner, Purpose, Segment, SignedTreeHead,
+    Tree, leaf_hash, node_hash, search_keys, verify_consistency, verify_inclusion,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,8 +30,8 @@ pub const HEAD_EVERY: Duration = Duration::from_secs(10);
 
 /// Storage for the audit log.
 pub trait AuditRepository: Send + Sync {
-    /// Appends entries whose `seq` continues the log; `Conflict` when a `seq` is taken
-    /// (another process appended first).
+    /// Appends entries whose `seq` continues the log, each tenant's consecutive run as one
+    /// segment; `Conflict` when a `seq` is taken (another process appended first).
     fn append_audit(
         &self,
         entries: &[(Entry, Hash)],
@@ -42,6 +42,13 @@ pub trait AuditRepository: Send + Sync {
         from: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(Entry, Hash)>, RepoError>> + Send;
+    /// Stored segments in `seq` order, those starting in `from..from + span`, or else the
+    /// first one starting after `from` (so a gap is seen, not skipped), with their keys.
+    fn audit_segments(
+        &self,
+        from: u64,
+        span: u64,
+    ) -> impl Future<Output = Result<Vec<Segment>, RepoError>> + Send;
     /// How many entries there are (the next `seq`).
     fn audit_size(&self) -> impl Future<Output = Result<u64, RepoError>> + Send;
     fn save_head(&self, h: &SignedTreeHead) -> impl Future<Output = Result<(), RepoError>> + Send;
@@ -190,21 +197,27 @@ impl AuditLog {
     }
 }
 
-/// Brings `tree` up to what storage holds (entries appended by another process).
+/// Brings `tree` up to what storage holds (entries appended by another process), from the
+/// stored leaf hashes.
 async fn catch_up<R: AuditRepository>(repo: &R, tree: &mut Tree) -> Result<(), RepoError> {
     loop {
-        let batch = repo.audit_entries(tree.size(), 10_000).await?;
-        if batch.is_empty() {
+        let segments = repo.audit_segments(tree.size(), READ_SPAN).await?;
+        if segments.is_empty() {
             return Ok(());
         }
-        for (e, stored) in batch {
-            if e.seq != tree.size() {
+        for s in segments {
+            if s.first_seq != tree.size() {
                 return Err(RepoError::Backend("the audit log has a gap".into()));
             }
-            tree.push(stored);
+            for i in 0..s.count as usize {
+                tree.push(s.stored_leaf(i));
+            }
         }
     }
 }
+
+/// Entries per read when walking the log.
+const READ_SPAN: u64 = 65_536;
 
 struct Worker<R> {
     repo: R,
@@ -249,7 +262,10 @@ impl<R: AuditRepository> Worker<R> {
         self.tree.lock().map(|t| t.size()).unwrap_or(0)
     }
 
-    async fn commit(&mut self, batch: Vec<Pending>) {
+    async fn commit(&mut self, mut batch: Vec<Pending>) {
+        // Each tenant's entries consecutive, so each is one segment (and stays readable
+        // under PostgreSQL's row-level security); the order within a tenant is kept.
+        batch.sort_by(|a, b| a.entry.tenant_id.cmp(&b.entry.tenant_id));
         let mut result = self.try_commit(&batch).await;
         if matches!(result, Err(RepoError::Conflict)) {
             // Another process appended: catch up and try once more at the new end.
@@ -367,6 +383,10 @@ pub enum VerifyError {
         "entry {seq}: its contents do not match its recorded hash (changed after it was written)"
     )]
     EntryChanged { seq: u64 },
+    #[error(
+        "entry {seq}: the tenant, times or search keys stored beside it do not match it (changed after it was written)"
+    )]
+    IndexChanged { seq: u64 },
     #[error("entry {expected} is missing (the next stored entry is {found})")]
     EntryMissing { expected: u64, found: u64 },
     #[error("signed head {index}: the signature is not valid for this log's key")]
@@ -464,20 +484,39 @@ pub async fn verify<R: AuditRepository>(
         };
     check(&frontier, &mut next_check, &checks)?;
     loop {
-        let batch = repo.audit_entries(frontier.size(), 8192).await.map_err(read)?;
-        if batch.is_empty() {
+        let segments = repo.audit_segments(frontier.size(), READ_SPAN).await.map_err(read)?;
+        if segments.is_empty() {
             break;
         }
-        let recomputed = leaf_hashes(&batch);
-        for ((e, stored), fresh) in batch.iter().zip(recomputed) {
-            if e.seq != frontier.size() {
-                return Err(VerifyError::EntryMissing { expected: frontier.size(), found: e.seq });
+        for segment in &segments {
+            let first = segment.first_seq;
+            if first != frontier.size() {
+                return Err(VerifyError::EntryMissing { expected: frontier.size(), found: first });
             }
-            if fresh != *stored {
-                return Err(VerifyError::EntryChanged { seq: e.seq });
+            let (items, broken) = segment.split();
+            let fresh = telesafe_audit::segment::leaf_hashes(&items);
+            let mut seen = SegmentFacts::default();
+            for (i, (item, fresh)) in items.iter().zip(fresh).enumerate() {
+                let seq = first + i as u64;
+                if fresh != segment.stored_leaf(i) {
+                    return Err(VerifyError::EntryChanged { seq });
+                }
+                let Some((view, _)) = EntryView::parse(item) else {
+                    return Err(VerifyError::EntryChanged { seq });
+                };
+                if view.seq != seq || view.tenant_id != segment.tenant_id {
+                    return Err(VerifyError::IndexChanged { seq });
+                }
+                seen.add(&view);
+                frontier.push(fresh);
+                check(&frontier, &mut next_check, &checks)?;
             }
-            frontier.push(*stored);
-            check(&frontier, &mut next_check, &checks)?;
+            if let Some(i) = broken {
+                return Err(VerifyError::EntryChanged { seq: first + i as u64 });
+            }
+            if !seen.matches(segment) {
+                return Err(VerifyError::IndexChanged { seq: first });
+            }
         }
         progress(frontier.size(), total.max(frontier.size()));
     }
@@ -496,33 +535,44 @@ pub async fn verify<R: AuditRepository>(
     })
 }
 
-/// Every entry's leaf hash, computed on all cores: hashing is most of verification's work,
-/// and the entries are independent.
-fn leaf_hashes(batch: &[(Entry, Hash)]) -> Vec<Hash> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || batch.len() < 1024 {
-        return batch.iter().map(|(e, _)| e.leaf_hash()).collect();
-    }
-    let per = batch.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = batch
-            .chunks(per)
-            .map(|part| {
-                (
-                    part,
-                    scope
-                        .spawn(move || part.iter().map(|(e, _)| e.leaf_hash()).collect::<Vec<_>>()),
-                )
-            })
-            .collect();
-        let mut out = Vec::with_capacity(batch.len());
-        for (part, handle) in parts {
-            match handle.join() {
-                Ok(hashes) => out.extend(hashes),
-                // A worker that died is redone here: every entry is always checked.
-                Err(_) => out.extend(part.iter().map(|(e, _)| e.leaf_hash())),
-            }
+/// What a segment's entries say its stored columns and keys must be.
+#[derive(Default)]
+struct SegmentFacts<'a> {
+    min_at: Option<i64>,
+    max_at: Option<i64>,
+    patients: Vec<&'a str>,
+    actors: Vec<&'a str>,
+}
+
+impl<'a> SegmentFacts<'a> {
+    fn add(&mut self, e: &EntryView<'a>) {
+        self.min_at = Some(self.min_at.map_or(e.at, |m| m.min(e.at)));
+        self.max_at = Some(self.max_at.map_or(e.at, |m| m.max(e.at)));
+        // Segments mostly name a few patients and actors many times: skip the repeats of
+        // the last one cheaply, dedup the rest at the end.
+        if !e.patient_id.is_empty() && self.patients.last() != Some(&e.patient_id) {
+            self.patients.push(e.patient_id);
         }
-        out
-    })
+        if !e.actor_id.is_empty() && self.actors.last() != Some(&e.actor_id) {
+            self.actors.push(e.actor_id);
+        }
+    }
+
+    fn matches(mut self, s: &Segment) -> bool {
+        if self.min_at != Some(s.min_at) || self.max_at != Some(s.max_at) {
+            return false;
+        }
+        for v in [&mut self.patients, &mut self.actors] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        let mut expected: Vec<String> = self
+            .patients
+            .iter()
+            .map(|p| format!("p:{p}"))
+            .chain(self.actors.iter().map(|a| format!("a:{a}")))
+            .collect();
+        expected.sort_unstable();
+        expected == s.keys
+    }
 }

@@ -1,94 +1,48 @@
-//! The audit log's tables. Appends are inserts only; nothing here updates or deletes.
+//! The audit log's tables: segments (each tenant's run of a group commit's entries), their
+//! search keys, and the signed heads. Appends are inserts only; nothing here updates or
+//! deletes.
 
-use telesafe_core::audit::{
-    ActorKind, AuditFilter, AuditRepository, Entry, Hash, Purpose, SignedTreeHead,
-};
+use std::collections::HashMap;
+
+use telesafe_core::audit::{AuditFilter, AuditRepository, Entry, Hash, Segment, SignedTreeHead};
 use telesafe_core::{RepoError, TenantId};
 
 use crate::Store;
-use crate::tx::{Scope, on_tx, repo_err};
-
-#[derive(sqlx::FromRow)]
-struct EntryRow {
-    seq: i64,
-    at: i64,
-    tenant_id: String,
-    actor_kind: String,
-    actor_id: String,
-    actor_role: String,
-    action: String,
-    resource_type: String,
-    resource_id: String,
-    patient_id: String,
-    purpose: String,
-    outcome: String,
-    source: String,
-    session: String,
-    request_id: String,
-    leaf_hash: Vec<u8>,
-}
+use crate::tx::{Scope, Tx, on_tx, repo_err};
 
 fn corrupt(what: &str) -> RepoError {
     RepoError::Backend(format!("stored audit {what} failed to parse"))
 }
 
-impl EntryRow {
-    fn into_entry(self) -> Result<(Entry, Hash), RepoError> {
-        let e = Entry {
-            seq: u64::try_from(self.seq).map_err(|_| corrupt("seq"))?,
-            at: self.at,
-            tenant_id: self.tenant_id,
-            actor_kind: ActorKind::parse(&self.actor_kind).ok_or_else(|| corrupt("actor kind"))?,
-            actor_id: self.actor_id,
-            actor_role: self.actor_role,
-            action: self.action,
-            resource_type: self.resource_type,
-            resource_id: self.resource_id,
-            patient_id: self.patient_id,
-            purpose: Purpose::parse(&self.purpose).ok_or_else(|| corrupt("purpose"))?,
-            outcome: self.outcome,
-            source: self.source,
-            session: self.session,
-            request_id: self.request_id,
-        };
-        // A stored hash of the wrong length is kept as all zeroes, so verification names
-        // the entry instead of failing to read the log.
-        let h: Hash = self.leaf_hash.try_into().unwrap_or([0u8; 32]);
-        Ok((e, h))
-    }
+/// (first_seq, count, tenant_id, min_at, max_at, body, leaves)
+type SegmentRow = (i64, i64, String, i64, i64, Vec<u8>, Vec<u8>);
+
+fn to_segment(r: SegmentRow) -> Result<Segment, RepoError> {
+    let (first_seq, count, tenant_id, min_at, max_at, body, leaves) = r;
+    Ok(Segment {
+        first_seq: u64::try_from(first_seq).map_err(|_| corrupt("seq"))?,
+        count: u32::try_from(count).map_err(|_| corrupt("count"))?,
+        tenant_id,
+        min_at,
+        max_at,
+        body,
+        leaves,
+        keys: Vec::new(),
+    })
 }
 
-/// Every entry column, in the order of `EntryRow` (static SQL, as sqlx requires).
-macro_rules! select_entries {
+/// Segment columns, for `query_as::<_, SegmentRow>` (static SQL, as sqlx requires).
+macro_rules! select_segments {
     ($tail:literal) => {
         concat!(
-            "SELECT seq, at, tenant_id, actor_kind, actor_id, actor_role, action, resource_type, \
-             resource_id, patient_id, purpose, outcome, source, session, request_id, leaf_hash \
-             FROM audit_entries ",
+            "SELECT first_seq, count, tenant_id, min_at, max_at, body, leaves FROM audit_segments ",
             $tail
         )
     };
 }
 
-/// Rows per INSERT. Measured (BENCHMARKS.md): on SQLite with anonymous `?` placeholders
-/// (sqlx resolves each `$N` by a linear scan, quadratic per statement), bigger is better:
-/// 512 rows 165k rows/s, 128 rows 153k, against 84k with 8 rows of `$N`. PostgreSQL: 32
-/// rows (77k against 14k at 256).
-const SQLITE_ROWS_PER_INSERT: usize = 512;
-const POSTGRES_ROWS_PER_INSERT: usize = 32;
-const COLUMNS: usize = 16;
-
-/// `INSERT ... VALUES (...), (...), ...` for `rows` rows (anonymous `?` placeholders on
-/// SQLite, `$N` on PostgreSQL). Only placeholders are generated; no value is ever part of
-/// the text.
-fn insert_statement(tx: &crate::tx::Tx, rows: usize) -> String {
-    format!(
-        "INSERT INTO audit_entries (seq, at, tenant_id, actor_kind, actor_id, actor_role, action, \
-         resource_type, resource_id, patient_id, purpose, outcome, source, session, request_id, \
-         leaf_hash) VALUES {}",
-        crate::tx::placeholders(tx, rows, COLUMNS, None)
-    )
-}
+/// Key rows per INSERT: a segment names few patients and actors in the common case.
+const KEYS_PER_INSERT: usize = 128;
 
 /// (idx, tree_size, root, at, signature)
 type HeadRow = (i64, i64, Vec<u8>, i64, Vec<u8>);
@@ -97,75 +51,128 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+async fn insert_segment(tx: &mut Tx, s: &Segment) -> Result<(), RepoError> {
+    on_tx!(&mut *tx, c => sqlx::query(
+        "INSERT INTO audit_segments (first_seq, count, tenant_id, min_at, max_at, body, leaves) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(to_i64(s.first_seq))
+        .bind(i64::from(s.count))
+        .bind(s.tenant_id.as_str())
+        .bind(s.min_at)
+        .bind(s.max_at)
+        .bind(s.body.as_slice())
+        .bind(s.leaves.as_slice())
+        .execute(&mut **c).await.map(|_| ()))
+    .map_err(repo_err)?;
+    for chunk in s.keys.chunks(KEYS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO audit_keys (tenant_id, key, first_seq) VALUES {}",
+            crate::tx::placeholders(tx, chunk.len(), 3, None)
+        );
+        on_tx!(&mut *tx, c => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+            for key in chunk {
+                q = q.bind(s.tenant_id.as_str()).bind(key.as_str()).bind(to_i64(s.first_seq));
+            }
+            q.execute(&mut **c).await.map(|_| ())
+        })
+        .map_err(repo_err)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The segments from `from` (see [`AuditRepository::audit_segments`]), without keys.
+    async fn segment_rows(
+        &self,
+        tx: &mut Tx,
+        from: u64,
+        span: u64,
+    ) -> Result<Vec<Segment>, RepoError> {
+        let rows: Vec<SegmentRow> = on_tx!(&mut *tx, c => sqlx::query_as(select_segments!(
+            "WHERE first_seq >= $1 AND first_seq < $2 ORDER BY first_seq"))
+            .bind(to_i64(from))
+            .bind(to_i64(from.saturating_add(span)))
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        let rows = if rows.is_empty() {
+            on_tx!(&mut *tx, c => sqlx::query_as(select_segments!(
+                "WHERE first_seq >= $1 ORDER BY first_seq LIMIT 1"))
+                .bind(to_i64(from))
+                .fetch_all(&mut **c).await)
+            .map_err(repo_err)?
+        } else {
+            rows
+        };
+        rows.into_iter().map(to_segment).collect()
+    }
+}
+
 impl AuditRepository for Store {
     async fn append_audit(&self, entries: &[(Entry, Hash)]) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
-        // Many rows per statement: a group commit of thousands of entries is a few
-        // statements, not thousands of round trips.
-        let max = match &tx {
-            crate::tx::Tx::Sqlite(_) => SQLITE_ROWS_PER_INSERT,
-            crate::tx::Tx::Postgres(_) => POSTGRES_ROWS_PER_INSERT,
-        };
-        let mut rest = entries;
-        while !rest.is_empty() {
-            // Power-of-two chunks: a handful of distinct statements, each prepared once and
-            // then reused from the statement cache.
-            let take = if rest.len() >= max {
-                max
-            } else {
-                1 << (usize::BITS - 1 - rest.len().leading_zeros())
-            };
-            let (chunk, tail) = rest.split_at(take);
-            rest = tail;
-            let sql = insert_statement(&tx, chunk.len());
-            on_tx!(&mut tx, c => {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                for (e, h) in chunk {
-                    q = q
-                        .bind(to_i64(e.seq))
-                        .bind(e.at)
-                        .bind(e.tenant_id.as_str())
-                        .bind(e.actor_kind.as_str())
-                        .bind(e.actor_id.as_str())
-                        .bind(e.actor_role.as_str())
-                        .bind(e.action.as_str())
-                        .bind(e.resource_type.as_str())
-                        .bind(e.resource_id.as_str())
-                        .bind(e.patient_id.as_str())
-                        .bind(e.purpose.as_str())
-                        .bind(e.outcome.as_str())
-                        .bind(e.source.as_str())
-                        .bind(e.session.as_str())
-                        .bind(e.request_id.as_str())
-                        .bind(h.as_slice());
-                }
-                q.execute(&mut **c).await.map(|_| ())
-            })
-            .map_err(repo_err)?;
+        for run in entries.chunk_by(|(a, _), (b, _)| a.tenant_id == b.tenant_id) {
+            insert_segment(&mut tx, &Segment::build(run)).await?;
         }
         tx.commit().await
     }
 
+    async fn audit_segments(&self, from: u64, span: u64) -> Result<Vec<Segment>, RepoError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let mut segments = self.segment_rows(&mut tx, from, span).await?;
+        if let (Some(first), Some(last)) = (segments.first(), segments.last()) {
+            let keys: Vec<(i64, String)> = on_tx!(&mut tx, c => sqlx::query_as(
+                "SELECT first_seq, key FROM audit_keys WHERE first_seq >= $1 AND first_seq <= $2 \
+                 ORDER BY first_seq, key")
+                .bind(to_i64(first.first_seq))
+                .bind(to_i64(last.first_seq))
+                .fetch_all(&mut **c).await)
+            .map_err(repo_err)?;
+            let at: HashMap<u64, usize> =
+                segments.iter().enumerate().map(|(i, s)| (s.first_seq, i)).collect();
+            for (seq, key) in keys {
+                // A key of no segment is ignored here: it points searches at nothing.
+                if let Some(&i) = u64::try_from(seq).ok().and_then(|s| at.get(&s)) {
+                    segments[i].keys.push(key);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(segments)
+    }
+
     async fn audit_entries(&self, from: u64, limit: u32) -> Result<Vec<(Entry, Hash)>, RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
-        let rows: Vec<EntryRow> = on_tx!(&mut tx, c => sqlx::query_as(
-            select_entries!("WHERE seq >= $1 ORDER BY seq LIMIT $2"))
+        // Start at the segment holding `from`.
+        let start: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT MAX(first_seq) FROM audit_segments WHERE first_seq <= $1")
             .bind(to_i64(from))
-            .bind(i64::from(limit))
-            .fetch_all(&mut **c).await)
+            .fetch_one(&mut **c).await)
         .map_err(repo_err)?;
+        let mut next = start.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+        let mut out = Vec::new();
+        while out.len() < limit as usize {
+            let segments = self.segment_rows(&mut tx, next, u64::from(limit) + 4096).await?;
+            let Some(last) = segments.last() else { break };
+            next = last.first_seq + u64::from(last.count.max(1));
+            for s in &segments {
+                let entries = s.entries().map_err(|e| RepoError::Backend(e.to_string()))?;
+                out.extend(entries.into_iter().filter(|(e, _)| e.seq >= from));
+            }
+        }
         tx.commit().await?;
-        rows.into_iter().map(EntryRow::into_entry).collect()
+        out.truncate(limit as usize);
+        Ok(out)
     }
 
     async fn audit_size(&self) -> Result<u64, RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
         let n: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
-            "SELECT MAX(seq) FROM audit_entries")
+            "SELECT MAX(first_seq + count) FROM audit_segments")
             .fetch_one(&mut **c).await)
         .map_err(repo_err)?;
         tx.commit().await?;
-        Ok(n.map_or(0, |n| u64::try_from(n + 1).unwrap_or(0)))
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
     async fn save_head(&self, h: &SignedTreeHead) -> Result<(), RepoError> {
@@ -209,20 +216,53 @@ impl AuditRepository for Store {
         limit: u32,
     ) -> Result<Vec<Entry>, RepoError> {
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
-        // Each filter is "unset or equal", so one static statement serves every search.
-        let rows: Vec<EntryRow> = on_tx!(&mut tx, c => sqlx::query_as(select_entries!(
-            "WHERE tenant_id = $1 AND ($2 = '' OR actor_id = $2) AND ($3 = '' OR patient_id = $3) \
-             AND ($4 = '' OR action = $4) AND at >= $5 AND at < $6 ORDER BY seq DESC LIMIT $7"))
-            .bind(tenant.to_string())
-            .bind(f.actor_id.clone().unwrap_or_default())
-            .bind(f.patient_id.clone().unwrap_or_default())
-            .bind(f.action.clone().unwrap_or_default())
-            .bind(f.from.unwrap_or(i64::MIN))
-            .bind(f.until.unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&mut **c).await)
-        .map_err(repo_err)?;
+        let tenant = tenant.to_string();
+        // The narrowest key the filter names picks the segments; every filter is then
+        // applied to each entry.
+        let key = match (&f.patient_id, &f.actor_id) {
+            (Some(p), _) if !p.is_empty() => format!("p:{p}"),
+            (_, Some(a)) if !a.is_empty() => format!("a:{a}"),
+            _ => String::new(),
+        };
+        let (from, until) = (f.from.unwrap_or(i64::MIN), f.until.unwrap_or(i64::MAX));
+        let wanted = |e: &Entry| {
+            e.tenant_id == tenant
+                && f.actor_id.as_deref().is_none_or(|a| a.is_empty() || e.actor_id == a)
+                && f.patient_id.as_deref().is_none_or(|p| p.is_empty() || e.patient_id == p)
+                && f.action.as_deref().is_none_or(|a| a.is_empty() || e.action == a)
+                && e.at >= from
+                && e.at < until
+        };
+        let mut out = Vec::new();
+        let mut before = i64::MAX;
+        while out.len() < limit as usize {
+            // Newest segments first, a page at a time.
+            let rows: Vec<SegmentRow> = if key.is_empty() {
+                on_tx!(&mut tx, c => sqlx::query_as(select_segments!(
+                    "WHERE tenant_id = $1 AND first_seq < $2 AND max_at >= $3 AND min_at < $4 \
+                     ORDER BY first_seq DESC LIMIT 32"))
+                    .bind(tenant.as_str()).bind(before).bind(from).bind(until)
+                    .fetch_all(&mut **c).await)
+            } else {
+                on_tx!(&mut tx, c => sqlx::query_as(
+                    "SELECT s.first_seq, s.count, s.tenant_id, s.min_at, s.max_at, s.body, s.leaves \
+                     FROM audit_keys k JOIN audit_segments s ON s.first_seq = k.first_seq \
+                     WHERE k.tenant_id = $1 AND k.key = $2 AND k.first_seq < $3 \
+                     AND s.max_at >= $4 AND s.min_at < $5 ORDER BY k.first_seq DESC LIMIT 32")
+                    .bind(tenant.as_str()).bind(key.as_str()).bind(before).bind(from).bind(until)
+                    .fetch_all(&mut **c).await)
+            }
+            .map_err(repo_err)?;
+            let Some(last) = rows.last() else { break };
+            before = last.0;
+            for row in rows {
+                let entries =
+                    to_segment(row)?.entries().map_err(|e| RepoError::Backend(e.to_string()))?;
+                out.extend(entries.into_iter().rev().map(|(e, _)| e).filter(|e| wanted(e)));
+            }
+        }
         tx.commit().await?;
-        rows.into_iter().map(|r| r.into_entry().map(|(e, _)| e)).collect()
+        out.truncate(limit as usize);
+        Ok(out)
     }
 }

@@ -156,6 +156,16 @@ impl Store {
         .map_err(StoreError::Migrate)
     }
 
+    /// Applies the migrations up to `version` only: for tests of upgrades from an older
+    /// schema with data in it.
+    pub async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run_to(version, p).await,
+            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run_to(version, p).await,
+        }
+        .map_err(StoreError::Migrate)
+    }
+
     /// Whether the database answers and every migration this build knows has been applied.
     pub async fn readiness(&self) -> Readiness {
         let latest = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);

@@ -78,19 +78,37 @@ pub fn postgres_required() -> bool {
 /// A fresh, migrated database on `backend`.
 pub async fn fresh(backend: Backend) -> Result<TestDatabase, TestDbError> {
     match backend {
-        Backend::Sqlite => fresh_sqlite().await,
-        Backend::Postgres => fresh_postgres().await,
+        Backend::Sqlite => fresh_sqlite(None).await,
+        Backend::Postgres => fresh_postgres(None).await,
     }
 }
 
-async fn fresh_sqlite() -> Result<TestDatabase, TestDbError> {
+/// A new database migrated only up to `version`, as an older release left it (for upgrade
+/// tests; `store.migrate()` then brings it up to date).
+pub async fn fresh_at(backend: Backend, version: i64) -> Result<TestDatabase, TestDbError> {
+    match backend {
+        Backend::Sqlite => fresh_sqlite(Some(version)).await,
+        Backend::Postgres => fresh_postgres(Some(version)).await,
+    }
+}
+
+async fn connect_migrated(url: &str, until: Option<i64>) -> Result<Store, TestDbError> {
+    let store = Store::connect(url, 4).await?;
+    match until {
+        Some(v) => store.migrate_to(v).await?,
+        None => store.migrate().await?,
+    }
+    Ok(store)
+}
+
+async fn fresh_sqlite(until: Option<i64>) -> Result<TestDatabase, TestDbError> {
     let dir = tempfile::tempdir().map_err(|e| TestDbError::Setup(e.to_string()))?;
     let url = format!("sqlite://{}", dir.path().join("telesafe.db").display());
-    let store = Store::open(&url, 4).await?;
+    let store = connect_migrated(&url, until).await?;
     Ok(TestDatabase { store, url, admin: None, drop_with: None, _dir: Some(dir) })
 }
 
-async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
+async fn fresh_postgres(until: Option<i64>) -> Result<TestDatabase, TestDbError> {
     let admin_url = std::env::var("TELESAFE_TEST_PG_URL").map_err(|_| TestDbError::NoPostgres)?;
     let setup = |e: sqlx::Error| TestDbError::Setup(e.to_string());
     let admin_opts = PgConnectOptions::from_str(&admin_url).map_err(setup)?;
@@ -120,7 +138,7 @@ async fn fresh_postgres() -> Result<TestDatabase, TestDbError> {
     } else {
         format!("postgres://{PG_APP_ROLE}:{PG_APP_ROLE}@{host}:{port}/{name}")
     };
-    let store = Store::open(&url, 4).await?;
+    let store = connect_migrated(&url, until).await?;
     let admin = Some(admin_opts.clone().database(&name));
     Ok(TestDatabase { store, url, admin, drop_with: Some((admin_opts, name)), _dir: None })
 }
@@ -145,8 +163,10 @@ impl TestDatabase {
             (Pool::Sqlite(p), _) => {
                 let mut c = p.acquire().await?;
                 for t in [
-                    "audit_entries_no_update",
-                    "audit_entries_no_delete",
+                    "audit_segments_no_update",
+                    "audit_segments_no_delete",
+                    "audit_keys_no_update",
+                    "audit_keys_no_delete",
                     "audit_heads_no_update",
                     "audit_heads_no_delete",
                 ] {

@@ -15,12 +15,12 @@
 use std::sync::Arc;
 
 use telesafe_core::audit::{
-    self, ActorKind, AuditFilter, AuditLog, AuditRepository, Entry, HeadSigner, Purpose,
+    self, ActorKind, AuditFilter, AuditLog, AuditRepository, Entry, HeadSigner, Purpose, Segment,
     SignedTreeHead, VerifyError,
 };
 use telesafe_core::{ManualClock, RepoError, TenantId, Timestamp};
 use telesafe_store::Backend;
-use telesafe_store::testing::{TestDatabase, TestDbError, fresh, postgres_required};
+use telesafe_store::testing::{TestDatabase, TestDbError, fresh, fresh_at, postgres_required};
 
 const T0: i64 = 1_790_000_000_000;
 
@@ -59,21 +59,43 @@ fn entry(i: u64, tenant: &TenantId) -> Entry {
     }
 }
 
-/// A log of `n` entries with a head signed every `every` entries and one at the end.
+/// A log of `n` entries in segments of 1 to 6 entries (one append each), with a head
+/// signed once every `every` entries have passed and one at the end.
 async fn build(db: &TestDatabase, n: u64, every: u64) -> Vec<SignedTreeHead> {
     let s = &db.store;
     let tenant = TenantId::new_v7();
     let mut heads = Vec::new();
-    for i in 0..n {
-        let mut e = entry(i, &tenant);
-        e.seq = i;
-        let h = e.leaf_hash();
-        s.append_audit(&[(e, h)]).await.unwrap();
-        if (i + 1).is_multiple_of(every) || i + 1 == n {
+    let mut i = 0;
+    while i < n {
+        let run = (1 + (i * 7 + 3) % 6).min(n - i);
+        let rows: Vec<_> = (i..i + run)
+            .map(|k| {
+                let mut e = entry(k, &tenant);
+                e.seq = k;
+                let h = e.leaf_hash();
+                (e, h)
+            })
+            .collect();
+        s.append_audit(&rows).await.unwrap();
+        let crossed = (i + run) / every > i / every;
+        i += run;
+        if crossed || i == n {
             heads.push(audit::sign_head_now(s, &signer(), T0 + i as i64).await.unwrap());
         }
     }
     heads
+}
+
+/// A tenant's entries about `patient`, newest first.
+async fn about(db: &TestDatabase, tenant: TenantId, patient: &str) -> Vec<Entry> {
+    let filter = AuditFilter { patient_id: Some(patient.into()), ..Default::default() };
+    db.store.search_audit(tenant, &filter, 100).await.unwrap()
+}
+
+/// The log as another process opens it.
+async fn reopen(db: &TestDatabase) -> AuditLog {
+    let clock = Arc::new(ManualClock::at(Timestamp::from_unix_millis(T0)));
+    AuditLog::open(db.store.clone(), signer(), clock, None).await.unwrap()
 }
 
 async fn check(
@@ -97,21 +119,6 @@ impl Rng {
     }
 }
 
-const TEXT_COLUMNS: [&str; 12] = [
-    "tenant_id",
-    "actor_kind",
-    "actor_id",
-    "actor_role",
-    "action",
-    "resource_type",
-    "resource_id",
-    "patient_id",
-    "purpose",
-    "outcome",
-    "source",
-    "request_id",
-];
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -123,17 +130,31 @@ fn blob(backend: Backend, b: &[u8]) -> String {
     }
 }
 
-/// Puts every row back as it was before a mutation.
-async fn restore(
-    db: &TestDatabase,
-    backend: Backend,
-    rows: &[(Entry, [u8; 32])],
-    heads: &[SignedTreeHead],
-) {
-    let mut sql =
-        vec!["DELETE FROM audit_entries".to_owned(), "DELETE FROM audit_heads".to_owned()];
-    for (e, h) in rows {
-        sql.push(insert_sql(backend, e, h));
+/// Statements that replace the whole stored log by `segments` and `heads`.
+fn rewrite(backend: Backend, segments: &[Segment], heads: &[SignedTreeHead]) -> Vec<String> {
+    let mut sql = vec![
+        "DELETE FROM audit_segments".to_owned(),
+        "DELETE FROM audit_keys".to_owned(),
+        "DELETE FROM audit_heads".to_owned(),
+    ];
+    for s in segments {
+        sql.push(format!(
+            "INSERT INTO audit_segments (first_seq, count, tenant_id, min_at, max_at, body, leaves) \
+             VALUES ({}, {}, '{}', {}, {}, {}, {})",
+            s.first_seq,
+            s.count,
+            s.tenant_id,
+            s.min_at,
+            s.max_at,
+            blob(backend, &s.body),
+            blob(backend, &s.leaves)
+        ));
+        for k in &s.keys {
+            sql.push(format!(
+                "INSERT INTO audit_keys (tenant_id, key, first_seq) VALUES ('{}', '{k}', {})",
+                s.tenant_id, s.first_seq
+            ));
+        }
     }
     for h in heads {
         sql.push(format!(
@@ -141,32 +162,35 @@ async fn restore(
             h.index, h.size, blob(backend, &h.root), h.at, blob(backend, &h.signature)
         ));
     }
-    db.as_dba(&sql).await.unwrap();
+    sql
 }
 
-fn insert_sql(backend: Backend, e: &Entry, h: &[u8]) -> String {
-    format!(
-        "INSERT INTO audit_entries (seq, at, tenant_id, actor_kind, actor_id, actor_role, action, \
-         resource_type, resource_id, patient_id, purpose, outcome, source, session, request_id, \
-         leaf_hash) VALUES ({}, {}, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
-         '{}', '{}', '{}', {})",
-        e.seq,
-        e.at,
-        e.tenant_id,
-        e.actor_kind.as_str(),
-        e.actor_id,
-        e.actor_role,
-        e.action,
-        e.resource_type,
-        e.resource_id,
-        e.patient_id,
-        e.purpose.as_str(),
-        e.outcome,
-        e.source,
-        e.session,
-        e.request_id,
-        blob(backend, h)
-    )
+/// Entries regrouped into segments of the same sizes as `like`, renumbered from 0 and
+/// re-hashed (a forger who rewrites everything but holds no key).
+fn regroup(entries: &[Entry], like: &[Segment]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut rest: Vec<(Entry, [u8; 32])> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut e = e.clone();
+            e.seq = i as u64;
+            let h = e.leaf_hash();
+            (e, h)
+        })
+        .collect();
+    for s in like {
+        if rest.is_empty() {
+            break;
+        }
+        let tail = rest.split_off((s.count as usize).min(rest.len()));
+        out.push(Segment::build(&rest));
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        out.push(Segment::build(&rest));
+    }
+    out
 }
 
 async fn every_kind_of_tampering_is_detected_and_named(backend: Backend) {
@@ -175,100 +199,119 @@ async fn every_kind_of_tampering_is_detected_and_named(backend: Backend) {
     let heads = build(&db, n, 20).await;
     let ok = check(&db, &heads).await.unwrap();
     assert_eq!((ok.entries, ok.heads), (n, heads.len() as u64));
-    let rows = db.store.audit_entries(0, 1000).await.unwrap();
+    let segments = db.store.audit_segments(0, 1000).await.unwrap();
+    assert!(segments.len() > 20 && segments.iter().any(|s| s.count > 1));
+    let entries: Vec<Entry> =
+        segments.iter().flat_map(|s| s.entries().unwrap()).map(|(e, _)| e).collect();
+    assert_eq!(entries.len() as u64, n);
+    let holding =
+        |k: u64| segments.iter().position(|s| s.first_seq + u64::from(s.count) > k).unwrap();
     let covered = heads.last().unwrap().size; // every entry is under a head
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n);
-    let cases = if backend == Backend::Sqlite { 60 } else { 24 };
+    let cases = if backend == Backend::Sqlite { 72 } else { 27 };
     for case in 0..cases {
-        let kind = case % 8;
+        let kind = case % 9;
         let k = rng.below(covered);
-        let (e, _) = rows[k as usize].clone();
-        let mut sql = Vec::new();
+        let si = holding(k);
+        let seg = &segments[si];
+        let pos = (k - seg.first_seq) as usize;
+        let mut log = segments.clone();
+        let mut stored_heads = heads.clone();
         let mut witness: Vec<SignedTreeHead> = Vec::new();
         let described;
         match kind {
             0 => {
-                // One changed character in one column; the stored hash left as it was.
-                let col = TEXT_COLUMNS[rng.below(TEXT_COLUMNS.len() as u64) as usize];
-                sql.push(format!("UPDATE audit_entries SET {col} = {col} || 'x' WHERE seq = {k}"));
+                // One changed byte in entry k (its text, its hash, or its length prefix),
+                // the other columns left as they were.
+                let items = seg.items().unwrap();
+                let start: usize = items[..pos].iter().map(|b| b.len() + 4).sum();
+                let s = &mut log[si];
+                match rng.below(3) {
+                    0 => s.body[start + 4 + rng.below(items[pos].len() as u64) as usize] ^= 0x20,
+                    1 => s.leaves[pos * 32 + rng.below(32) as usize] ^= 1,
+                    _ => s.body[start + 3] ^= 1,
+                }
                 described = format!("entry {k}");
             }
             1 => {
-                // A changed time, with the leaf hash recomputed to match.
-                let mut forged = e.clone();
-                forged.at += 1 + rng.below(1000) as i64;
-                sql.push(format!(
-                    "UPDATE audit_entries SET at = {}, leaf_hash = {} WHERE seq = {k}",
-                    forged.at,
-                    blob(backend, &forged.leaf_hash())
-                ));
+                // A changed time, with the leaf hash and the segment's times recomputed.
+                let mut run = seg.entries().unwrap();
+                run[pos].0.at += 1 + rng.below(1000) as i64;
+                run[pos].1 = run[pos].0.leaf_hash();
+                log[si] = Segment::build(&run);
                 described = "signed head".into();
             }
             2 => {
-                sql.push(format!("DELETE FROM audit_entries WHERE seq = {k}"));
+                // Entry k removed from its segment; later entries keep their numbers.
+                let mut run = seg.entries().unwrap();
+                run.remove(pos);
+                if run.is_empty() {
+                    log.remove(si);
+                } else {
+                    log[si] = Segment::build(&run);
+                }
                 // The last entry gone is a cut-back tail: the head over it names it.
                 described =
                     if k + 1 == covered { "signed head".into() } else { format!("entry {k}") };
             }
             3 => {
                 // An entry inserted at k, later ones renumbered, every hash recomputed.
-                let mut forged = entry(10_000, &TenantId::new_v7());
-                sql.push(format!("DELETE FROM audit_entries WHERE seq >= {k}"));
-                forged.seq = k;
-                sql.push(insert_sql(backend, &forged, &forged.leaf_hash()));
-                for (r, _) in &rows[k as usize..] {
-                    let mut moved = r.clone();
-                    moved.seq += 1;
-                    sql.push(insert_sql(backend, &moved, &moved.leaf_hash()));
-                }
+                let mut forged = entries.clone();
+                forged.insert(k as usize, entry(10_000, &TenantId::new_v7()));
+                forged[k as usize].tenant_id = entries[0].tenant_id.clone();
+                log = regroup(&forged, &segments);
                 described = "signed head".into();
             }
             4 => {
                 // Two entries swapped (contents and hashes recomputed for their new places).
                 let j = (k + 1 + rng.below(covered - 1)) % covered;
-                let (other, _) = rows[j as usize].clone();
-                let (mut a, mut b) = (other.clone(), e.clone());
-                a.seq = k;
-                b.seq = j;
-                sql.push(format!("DELETE FROM audit_entries WHERE seq = {k} OR seq = {j}"));
-                sql.push(insert_sql(backend, &a, &a.leaf_hash()));
-                sql.push(insert_sql(backend, &b, &b.leaf_hash()));
+                let mut swapped = entries.clone();
+                swapped.swap(k as usize, j as usize);
+                log = regroup(&swapped, &segments);
                 described = "signed head".into();
             }
             5 => {
                 // The tail cut back below the last head.
-                sql.push(format!("DELETE FROM audit_entries WHERE seq >= {k}"));
+                log = regroup(&entries[..k as usize], &segments);
                 described = "signed head".into();
             }
             6 => {
                 // A signed head replaced by an older one (its row, renumbered).
                 let i = 1 + rng.below(heads.len() as u64 - 1);
-                let old = &heads[(i - 1) as usize];
-                sql.push(format!("DELETE FROM audit_heads WHERE idx = {i}"));
-                sql.push(format!(
-                    "INSERT INTO audit_heads (idx, tree_size, root, at, signature) VALUES ({i}, {}, {}, {}, {})",
-                    old.size, blob(backend, &old.root), old.at, blob(backend, &old.signature)
-                ));
+                let mut old = heads[(i - 1) as usize].clone();
+                old.index = i;
+                stored_heads[i as usize] = old;
                 described = format!("signed head {i}");
             }
-            _ => {
+            7 => {
                 // The tail and the heads that covered it removed together: consistent on its
                 // own, caught by the witness that kept the heads.
-                let keep = heads.iter().filter(|h| h.size <= k).count() as u64;
                 let end = heads.iter().filter(|h| h.size <= k).map(|h| h.size).max().unwrap_or(0);
-                sql.push(format!("DELETE FROM audit_entries WHERE seq >= {end}"));
-                sql.push(format!("DELETE FROM audit_heads WHERE idx >= {keep}"));
+                log = regroup(&entries[..end as usize], &segments);
+                stored_heads.retain(|h| h.size <= k);
                 witness = heads.clone();
                 described = "witness head".into();
             }
+            _ => {
+                // The segment's search index or stored columns changed, so a patient's or an
+                // officer's search would miss its entries (or find another tenant's).
+                let s = &mut log[si];
+                match rng.below(4) {
+                    0 => drop(s.keys.pop()),
+                    1 => s.keys[0] = "p:patient-999".into(),
+                    2 => s.tenant_id = TenantId::new_v7().to_string(),
+                    _ => s.max_at += 1,
+                }
+                described = format!("entry {}", seg.first_seq);
+            }
         }
-        db.as_dba(&sql).await.unwrap();
+        db.as_dba(&rewrite(backend, &log, &stored_heads)).await.unwrap();
         let err = check(&db, &witness)
             .await
             .expect_err(&format!("case {case} (kind {kind}, k {k}) went unnoticed"));
         let msg = err.to_string();
         assert!(
-            msg.contains(&described) || (kind == 0 && msg.contains("signed head")),
+            msg.contains(&described),
             "case {case} kind {kind}: expected the report to name {described}, got: {msg}"
         );
         if kind == 7 {
@@ -277,7 +320,7 @@ async fn every_kind_of_tampering_is_detected_and_named(backend: Backend) {
                 "without the witness the cut is self-consistent"
             );
         }
-        restore(&db, backend, &rows, &heads).await;
+        db.as_dba(&rewrite(backend, &segments, &heads)).await.unwrap();
         check(&db, &heads).await.unwrap_or_else(|e| panic!("after restoring case {case}: {e}"));
     }
 }
@@ -287,15 +330,18 @@ async fn the_application_cannot_change_the_log(backend: Backend) {
     build(&db, 3, 3).await;
     // Through the application's own connection (its role, its triggers).
     for sql in [
-        "UPDATE audit_entries SET action = 'nothing' WHERE seq = 1",
-        "DELETE FROM audit_entries WHERE seq = 2",
+        "UPDATE audit_segments SET tenant_id = 'nothing' WHERE first_seq = 0",
+        "DELETE FROM audit_segments WHERE first_seq = 0",
+        "UPDATE audit_keys SET key = 'p:nobody'",
+        "DELETE FROM audit_keys",
         "UPDATE audit_heads SET tree_size = 1",
         "DELETE FROM audit_heads",
     ] {
         assert!(db.exec_as_app(sql).await.is_err(), "{sql} was allowed");
     }
     if backend == Backend::Postgres {
-        assert!(db.exec_as_app("TRUNCATE audit_entries").await.is_err());
+        assert!(db.exec_as_app("TRUNCATE audit_segments").await.is_err());
+        assert!(db.exec_as_app("TRUNCATE audit_keys").await.is_err());
     }
     assert_eq!(db.store.audit_size().await.unwrap(), 3);
 }
@@ -333,25 +379,10 @@ async fn concurrent_appends_are_group_committed_in_order(backend: Backend) {
     assert!(audit::verify_inclusion(&leaf, 17, 200, &proof, &root));
     assert_eq!(root, v.root);
     // A reopened log (another process) continues at the end.
-    let again = AuditLog::open(
-        db.store.clone(),
-        signer(),
-        Arc::new(ManualClock::at(Timestamp::from_unix_millis(T0))),
-        None,
-    )
-    .await
-    .unwrap();
+    let again = reopen(&db).await;
     assert_eq!(again.record(entry(500, &tenant)).await.unwrap(), 200);
     // Search: per tenant, by patient, newest first.
-    let found = db
-        .store
-        .search_audit(
-            tenant,
-            &AuditFilter { patient_id: Some("patient-3".into()), ..Default::default() },
-            100,
-        )
-        .await
-        .unwrap();
+    let found = about(&db, tenant, "patient-3").await;
     assert_eq!(found.len(), 40);
     assert!(found.windows(2).all(|w| w[0].seq > w[1].seq));
     assert!(
@@ -361,6 +392,58 @@ async fn concurrent_appends_are_group_committed_in_order(backend: Backend) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A log written by a release that stored a row per entry (migration 21) is carried into
+/// segments by the upgrade: every entry reads back the same, and the head signed before the
+/// upgrade still verifies over the converted log.
+async fn entries_stored_before_segments_survive_the_upgrade(backend: Backend) {
+    let db = match fresh_at(backend, 21).await {
+        Ok(db) => db,
+        Err(TestDbError::NoPostgres) if !postgres_required() => return,
+        Err(e) => panic!("{} test database: {e}", backend.as_str()),
+    };
+    let tenant = TenantId::new_v7();
+    let mut tree = audit::Tree::new();
+    let mut sql = Vec::new();
+    let mut written = Vec::new();
+    for i in 0..25u64 {
+        let mut e = entry(i, &tenant);
+        e.seq = i;
+        if i == 4 {
+            e.patient_id = String::new(); // an entry about no patient
+            e.source = "2001:db8::ä".into(); // and a non-ASCII byte count
+        }
+        let h = e.leaf_hash();
+        tree.push(h);
+        sql.push(format!(
+            "INSERT INTO audit_entries (seq, at, tenant_id, actor_kind, actor_id, actor_role, action, \
+             resource_type, resource_id, patient_id, purpose, outcome, source, session, request_id, \
+             leaf_hash) VALUES ({}, {}, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
+             '{}', '{}', '{}', {})",
+            e.seq, e.at, e.tenant_id, e.actor_kind.as_str(), e.actor_id, e.actor_role, e.action,
+            e.resource_type, e.resource_id, e.patient_id, e.purpose.as_str(), e.outcome, e.source,
+            e.session, e.request_id, blob(backend, &h)
+        ));
+        written.push((e, h));
+    }
+    let head = signer().sign(0, 25, T0, tree.root_at(25).unwrap());
+    sql.push(format!(
+        "INSERT INTO audit_heads (idx, tree_size, root, at, signature) VALUES (0, 25, {}, {}, {})",
+        blob(backend, &head.root),
+        head.at,
+        blob(backend, &head.signature)
+    ));
+    db.as_dba(&sql).await.unwrap();
+    db.store.migrate().await.unwrap();
+    assert_eq!(db.store.audit_entries(0, 100).await.unwrap(), written);
+    let v = check(&db, &[head]).await.unwrap();
+    assert_eq!((v.entries, v.heads), (25, 1));
+    let found = about(&db, tenant, "patient-2").await;
+    assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), [22, 17, 12, 7, 2]);
+    // The log goes on from there.
+    let log = reopen(&db).await;
+    assert_eq!(log.record(entry(99, &tenant)).await.unwrap(), 25);
 }
 
 macro_rules! both {
@@ -380,4 +463,5 @@ both!(
     every_kind_of_tampering_is_detected_and_named,
     the_application_cannot_change_the_log,
     concurrent_appends_are_group_committed_in_order,
+    entries_stored_before_segments_survive_the_upgrade,
 );

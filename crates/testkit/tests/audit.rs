@@ -149,11 +149,11 @@ async fn proofs_verify_independently_and_reads_fail_closed(backend: DbBackend) {
     // Fail closed: when the log cannot take an entry, the patient list is not shown.
     let block = match backend {
         DbBackend::Sqlite => vec![
-            "CREATE TRIGGER audit_block BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'blocked'); END".to_owned(),
+            "CREATE TRIGGER audit_block BEFORE INSERT ON audit_segments BEGIN SELECT RAISE(ABORT, 'blocked'); END".to_owned(),
         ],
         DbBackend::Postgres => vec![
             "CREATE FUNCTION audit_block() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'blocked'; END $$".to_owned(),
-            "CREATE TRIGGER audit_block BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_block()".to_owned(),
+            "CREATE TRIGGER audit_block BEFORE INSERT ON audit_segments FOR EACH ROW EXECUTE FUNCTION audit_block()".to_owned(),
         ],
     };
     s.database().as_dba(&block).await.unwrap();
@@ -166,7 +166,7 @@ async fn proofs_verify_independently_and_reads_fail_closed(backend: DbBackend) {
     );
     let unblock = match backend {
         DbBackend::Sqlite => "DROP TRIGGER audit_block",
-        DbBackend::Postgres => "DROP TRIGGER audit_block ON audit_entries",
+        DbBackend::Postgres => "DROP TRIGGER audit_block ON audit_segments",
     };
     s.database().as_dba(&[unblock.to_owned()]).await.unwrap();
     assert_eq!(dr.get(s.url("/console")).send().await.unwrap().status(), 200);

@@ -1,0 +1,278 @@
+//! Segments: how entries are stored. One group commit writes each tenant's run of
+//! consecutive entries as one segment: the entries' canonical encodings, each behind a
+//! 4-byte big-endian length, and their leaf hashes (32 bytes each) in the same order.
+//!
+//! A row per entry with three secondary indexes capped appends near 165k/s; a segment is
+//! one row for thousands of entries, and verification hashes the stored bytes as they are
+//! (no re-encoding). Searches find segments through a small key index (the patients and
+//! actors a segment names); see the store.
+//!
+//! Hand-written for the same reason as the entry encoding: an auditor must be able to read
+//! a segment without our code (`docs/security-model.md`).
+
+use crate::entry::{ActorKind, Entry, MAGIC, Purpose};
+use crate::{Hash, leaf_hash};
+
+/// A segment as it is written: the body, the leaf hashes, and what the store indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub first_seq: u64,
+    pub count: u32,
+    pub tenant_id: String,
+    pub min_at: i64,
+    pub max_at: i64,
+    pub body: Vec<u8>,
+    pub leaves: Vec<u8>,
+    /// Distinct search keys, sorted: `p:<patient id>` and `a:<actor id>`.
+    pub keys: Vec<String>,
+}
+
+impl Segment {
+    /// Builds the segment of `entries`, which must be consecutive in `seq` and of one
+    /// tenant, with their leaf hashes.
+    pub fn build(entries: &[(Entry, Hash)]) -> Self {
+        let first = entries.first().map(|(e, _)| e);
+        let mut body = Vec::with_capacity(entries.len() * 256);
+        let mut leaves = Vec::with_capacity(entries.len() * 32);
+        let mut keys = Vec::new();
+        let (mut min_at, mut max_at) = (i64::MAX, i64::MIN);
+        for (e, h) in entries {
+            let bytes = e.encode();
+            body.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+            body.extend_from_slice(&bytes);
+            leaves.extend_from_slice(h);
+            min_at = min_at.min(e.at);
+            max_at = max_at.max(e.at);
+            keys.extend(search_keys(&e.patient_id, &e.actor_id));
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Self {
+            first_seq: first.map_or(0, |e| e.seq),
+            count: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+            tenant_id: first.map(|e| e.tenant_id.clone()).unwrap_or_default(),
+            min_at: if entries.is_empty() { 0 } else { min_at },
+            max_at: if entries.is_empty() { 0 } else { max_at },
+            body,
+            leaves,
+            keys,
+        }
+    }
+
+    /// The stored leaf hash of item `i`; all zeroes when the leaves are cut short, so
+    /// verification names the entry instead of failing to read.
+    pub fn stored_leaf(&self, i: usize) -> Hash {
+        self.leaves.get(i * 32..i * 32 + 32).and_then(|s| s.try_into().ok()).unwrap_or([0u8; 32])
+    }
+
+    /// The encoded entries, in order. `Err(i)` when item `i` is cut short or the body does
+    /// not hold exactly `count` items.
+    pub fn items(&self) -> Result<Vec<&[u8]>, usize> {
+        match self.split() {
+            (items, None) => Ok(items),
+            (_, Some(i)) => Err(i),
+        }
+    }
+
+    /// The items that could be split off the body, and the index at which splitting failed
+    /// (an item cut short, or not exactly `count` items). Verification hashes the items it
+    /// got before it reports the failure, so a changed length names the entry it belongs to.
+    pub fn split(&self) -> (Vec<&[u8]>, Option<usize>) {
+        let mut out = Vec::with_capacity(self.count as usize);
+        let mut rest = self.body.as_slice();
+        while !rest.is_empty() {
+            let i = out.len();
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else { return (out, Some(i)) };
+            let len = u32::from_be_bytes(*len) as usize;
+            if tail.len() < len {
+                return (out, Some(i));
+            }
+            let (item, tail) = tail.split_at(len);
+            out.push(item);
+            rest = tail;
+        }
+        let n = out.len();
+        (out, (n != self.count as usize).then_some(n.min(self.count as usize)))
+    }
+
+    /// Decodes every entry with its stored leaf hash (for reads and searches, not for
+    /// verification, which hashes the bytes themselves).
+    pub fn entries(&self) -> Result<Vec<(Entry, Hash)>, SegmentError> {
+        let items = self.items().map_err(|i| SegmentError(self.first_seq + i as u64))?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let e = Entry::decode(bytes).ok_or(SegmentError(self.first_seq + i as u64))?;
+                Ok((e, self.stored_leaf(i)))
+            })
+            .collect()
+    }
+}
+
+/// The search keys of one entry.
+pub fn search_keys(patient_id: &str, actor_id: &str) -> impl Iterator<Item = String> {
+    let p = (!patient_id.is_empty()).then(|| format!("p:{patient_id}"));
+    let a = (!actor_id.is_empty()).then(|| format!("a:{actor_id}"));
+    p.into_iter().chain(a)
+}
+
+/// An entry in a segment that does not parse, by `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stored audit entry {0} does not parse")]
+pub struct SegmentError(pub u64);
+
+/// An entry's fields borrowed from its encoding, for checks that must not allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryView<'a> {
+    pub seq: u64,
+    pub at: i64,
+    pub tenant_id: &'a str,
+    pub actor_id: &'a str,
+    pub patient_id: &'a str,
+}
+
+impl<'a> EntryView<'a> {
+    /// Parses the canonical encoding; `None` unless it is exactly 15 well-formed fields.
+    pub fn parse(bytes: &'a [u8]) -> Option<(Self, [&'a str; 15])> {
+        let mut rest = bytes.strip_prefix(MAGIC)?;
+        let mut fields = [""; 15];
+        for f in &mut fields {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if tail.len() < len {
+                return None;
+            }
+            let (field, tail) = tail.split_at(len);
+            *f = std::str::from_utf8(field).ok()?;
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        let view = Self {
+            seq: canonical_number(fields[0])?,
+            at: canonical_number(fields[1])?,
+            tenant_id: fields[2],
+            actor_id: fields[4],
+            patient_id: fields[9],
+        };
+        Some((view, fields))
+    }
+}
+
+/// A number exactly as `to_string` writes it (so decoding and re-encoding is the identity).
+fn canonical_number<T: std::str::FromStr + ToString>(s: &str) -> Option<T> {
+    let n: T = s.parse().ok()?;
+    (n.to_string() == s).then_some(n)
+}
+
+impl Entry {
+    /// Parses the canonical encoding back into an entry; `None` when it is not one.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (v, f) = EntryView::parse(bytes)?;
+        Some(Self {
+            seq: v.seq,
+            at: v.at,
+            tenant_id: f[2].to_owned(),
+            actor_kind: ActorKind::parse(f[3])?,
+            actor_id: f[4].to_owned(),
+            actor_role: f[5].to_owned(),
+            action: f[6].to_owned(),
+            resource_type: f[7].to_owned(),
+            resource_id: f[8].to_owned(),
+            patient_id: f[9].to_owned(),
+            purpose: Purpose::parse(f[10])?,
+            outcome: f[11].to_owned(),
+            source: f[12].to_owned(),
+            session: f[13].to_owned(),
+            request_id: f[14].to_owned(),
+        })
+    }
+}
+
+/// Leaf hashes of a segment's items, on all cores when there are many: hashing is most of
+/// verification's work and the items are independent.
+pub fn leaf_hashes(items: &[&[u8]]) -> Vec<Hash> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || items.len() < 1024 {
+        return items.iter().map(|b| leaf_hash(b)).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(per)
+            .map(|part| (part, scope.spawn(move || part.iter().map(|b| leaf_hash(b)).collect())))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for (part, handle) in parts {
+            let hashes: Vec<Hash> = handle
+                .join()
+                // A worker that died is redone here: every entry is always hashed.
+                .unwrap_or_else(|_| part.iter().map(|b| leaf_hash(b)).collect());
+            out.extend(hashes);
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, patient: &str) -> (Entry, Hash) {
+        let e = Entry {
+            seq,
+            at: 1_790_000_000_000 + seq as i64,
+            tenant_id: "t1".into(),
+            actor_kind: ActorKind::VisitLink,
+            actor_id: "u1".into(),
+            actor_role: "clinician".into(),
+            action: "read".into(),
+            resource_type: "Observation".into(),
+            resource_id: format!("o{seq}"),
+            patient_id: patient.into(),
+            purpose: Purpose::PatientRequest,
+            outcome: "success".into(),
+            source: "::1".into(),
+            session: String::new(),
+            request_id: "r".into(),
+        };
+        let h = e.leaf_hash();
+        (e, h)
+    }
+
+    #[test]
+    fn a_segment_decodes_to_its_entries_and_indexes_patients_and_actors() {
+        let rows = vec![entry(5, "p1"), entry(6, ""), entry(7, "p1"), entry(8, "p2")];
+        let s = Segment::build(&rows);
+        assert_eq!((s.first_seq, s.count, s.tenant_id.as_str()), (5, 4, "t1"));
+        assert_eq!((s.min_at, s.max_at), (1_790_000_000_005, 1_790_000_000_008));
+        assert_eq!(s.keys, ["a:u1", "p:p1", "p:p2"]);
+        assert_eq!(s.entries().unwrap(), rows);
+        let hashes = leaf_hashes(&s.items().unwrap());
+        assert_eq!(hashes, rows.iter().map(|(_, h)| *h).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_damaged_body_names_the_entry() {
+        let s = Segment::build(&[entry(5, "p1"), entry(6, "p1"), entry(7, "p1")]);
+        let mut cut = s.clone();
+        cut.body.truncate(cut.body.len() - 3);
+        assert_eq!(cut.items(), Err(2));
+        let mut short = s.clone();
+        short.count = 4;
+        assert_eq!(short.items().err(), Some(3));
+        let mut garbled = s.clone();
+        let at = garbled.body.len() - 40;
+        garbled.body[at] = 0xff; // not UTF-8 any more
+        assert_eq!(garbled.entries(), Err(SegmentError(7)));
+        // A number written differently is not the canonical encoding.
+        let (e, _) = entry(1, "p");
+        let odd = e.encode();
+        let mut padded = odd.clone();
+        padded.splice(5..10, [0, 0, 0, 2, b'0', b'1']);
+        assert!(Entry::decode(&odd).is_some());
+        assert!(Entry::decode(&padded).is_none());
+    }
+}
