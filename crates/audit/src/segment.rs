@@ -132,85 +132,106 @@ pub struct EntryView<'a> {
     pub patient_id: &'a str,
 }
 
-impl<'a> EntryView<'a> {
-    /// Parses the canonical encoding; `None` unless it is exactly 15 well-formed fields.
-    pub fn parse(bytes: &'a [u8]) -> Option<(Self, [&'a str; 15])> {
-        let mut rest = bytes.strip_prefix(MAGIC)?;
-        let mut fields = [""; 15];
-        for f in &mut fields {
-            let (len, tail) = rest.split_first_chunk::<4>()?;
-            let len = u32::from_be_bytes(*len) as usize;
-            if tail.len() < len {
-                return None;
-            }
-            let (field, tail) = tail.split_at(len);
-            *f = std::str::from_utf8(field).ok()?;
-            rest = tail;
-        }
-        if !rest.is_empty() {
+/// The 15 fields of a canonical encoding; `None` unless it is exactly that.
+fn split_fields(bytes: &[u8]) -> Option<[&[u8]; 15]> {
+    let mut rest = bytes.strip_prefix(MAGIC)?;
+    let mut fields: [&[u8]; 15] = [&[]; 15];
+    for f in &mut fields {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if tail.len() < len {
             return None;
         }
-        let view = Self {
-            seq: canonical_number(fields[0])?,
-            at: canonical_number(fields[1])?,
-            tenant_id: fields[2],
-            actor_id: fields[4],
-            patient_id: fields[9],
-        };
-        Some((view, fields))
+        (*f, rest) = tail.split_at(len);
+    }
+    rest.is_empty().then_some(fields)
+}
+
+impl<'a> EntryView<'a> {
+    /// Parses what verification checks of an encoding (the other fields are covered by the
+    /// leaf hash alone); `None` unless it is well formed.
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let f = split_fields(bytes)?;
+        let text = |b: &'a [u8]| std::str::from_utf8(b).ok();
+        Some(Self {
+            seq: canonical_u64(f[0])?,
+            at: canonical_i64(f[1])?,
+            tenant_id: text(f[2])?,
+            actor_id: text(f[4])?,
+            patient_id: text(f[9])?,
+        })
     }
 }
 
-/// A number exactly as `to_string` writes it (so decoding and re-encoding is the identity).
-fn canonical_number<T: std::str::FromStr + ToString>(s: &str) -> Option<T> {
-    let n: T = s.parse().ok()?;
-    (n.to_string() == s).then_some(n)
+/// A number exactly as `to_string` writes it (so decoding and re-encoding is the identity):
+/// digits only, no sign, no leading zero.
+fn canonical_u64(b: &[u8]) -> Option<u64> {
+    let canonical = match b {
+        [] => false,
+        [b'0'] => true,
+        [first, ..] => *first != b'0' && b.iter().all(u8::is_ascii_digit),
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// As [`canonical_u64`], with a leading `-` for negatives (never `-0`).
+fn canonical_i64(b: &[u8]) -> Option<i64> {
+    match b.strip_prefix(b"-") {
+        Some(digits) if digits != b"0" => {
+            canonical_u64(digits)?;
+            std::str::from_utf8(b).ok()?.parse().ok()
+        }
+        Some(_) => None,
+        None => i64::try_from(canonical_u64(b)?).ok(),
+    }
 }
 
 impl Entry {
     /// Parses the canonical encoding back into an entry; `None` when it is not one.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let (v, f) = EntryView::parse(bytes)?;
+        let f = split_fields(bytes)?;
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
         Some(Self {
-            seq: v.seq,
-            at: v.at,
-            tenant_id: f[2].to_owned(),
-            actor_kind: ActorKind::parse(f[3])?,
-            actor_id: f[4].to_owned(),
-            actor_role: f[5].to_owned(),
-            action: f[6].to_owned(),
-            resource_type: f[7].to_owned(),
-            resource_id: f[8].to_owned(),
-            patient_id: f[9].to_owned(),
-            purpose: Purpose::parse(f[10])?,
-            outcome: f[11].to_owned(),
-            source: f[12].to_owned(),
-            session: f[13].to_owned(),
-            request_id: f[14].to_owned(),
+            seq: canonical_u64(f[0])?,
+            at: canonical_i64(f[1])?,
+            tenant_id: text(f[2])?,
+            actor_kind: ActorKind::parse(std::str::from_utf8(f[3]).ok()?)?,
+            actor_id: text(f[4])?,
+            actor_role: text(f[5])?,
+            action: text(f[6])?,
+            resource_type: text(f[7])?,
+            resource_id: text(f[8])?,
+            patient_id: text(f[9])?,
+            purpose: Purpose::parse(std::str::from_utf8(f[10]).ok()?)?,
+            outcome: text(f[11])?,
+            source: text(f[12])?,
+            session: text(f[13])?,
+            request_id: text(f[14])?,
         })
     }
 }
 
-/// Leaf hashes of a segment's items, on all cores when there are many: hashing is most of
-/// verification's work and the items are independent.
-pub fn leaf_hashes(items: &[&[u8]]) -> Vec<Hash> {
+/// Each item's leaf hash and checked fields, on all cores when there are many: this is
+/// most of verification's work, and the items are independent.
+pub fn examine<'a>(items: &[&'a [u8]]) -> Vec<(Hash, Option<EntryView<'a>>)> {
+    let one = |b: &&'a [u8]| (leaf_hash(b), EntryView::parse(b));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || items.len() < 1024 {
-        return items.iter().map(|b| leaf_hash(b)).collect();
+        return items.iter().map(one).collect();
     }
     let per = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let parts: Vec<_> = items
             .chunks(per)
-            .map(|part| (part, scope.spawn(move || part.iter().map(|b| leaf_hash(b)).collect())))
+            .map(|part| (part, scope.spawn(move || part.iter().map(one).collect::<Vec<_>>())))
             .collect();
         let mut out = Vec::with_capacity(items.len());
         for (part, handle) in parts {
-            let hashes: Vec<Hash> = handle
-                .join()
-                // A worker that died is redone here: every entry is always hashed.
-                .unwrap_or_else(|_| part.iter().map(|b| leaf_hash(b)).collect());
-            out.extend(hashes);
+            // A worker that died is redone here: every entry is always checked.
+            out.extend(handle.join().unwrap_or_else(|_| part.iter().map(one).collect()));
         }
         out
     })
@@ -250,8 +271,16 @@ mod tests {
         assert_eq!((s.min_at, s.max_at), (1_790_000_000_005, 1_790_000_000_008));
         assert_eq!(s.keys, ["a:u1", "p:p1", "p:p2"]);
         assert_eq!(s.entries().unwrap(), rows);
-        let hashes = leaf_hashes(&s.items().unwrap());
-        assert_eq!(hashes, rows.iter().map(|(_, h)| *h).collect::<Vec<_>>());
+        let facts = examine(&s.items().unwrap());
+        assert_eq!(
+            facts.iter().map(|f| f.0).collect::<Vec<_>>(),
+            rows.iter().map(|(_, h)| *h).collect::<Vec<_>>()
+        );
+        let view = facts[3].1.unwrap();
+        assert_eq!(
+            (view.seq, view.tenant_id, view.patient_id, view.actor_id),
+            (8, "t1", "p2", "u1")
+        );
     }
 
     #[test]
@@ -274,5 +303,19 @@ mod tests {
         padded.splice(5..10, [0, 0, 0, 2, b'0', b'1']);
         assert!(Entry::decode(&odd).is_some());
         assert!(Entry::decode(&padded).is_none());
+        for (text, ok) in [
+            ("0", true),
+            ("-5", true),
+            ("17", true),
+            ("-0", false),
+            ("+5", false),
+            ("", false),
+            ("05", false),
+            ("-", false),
+        ] {
+            assert_eq!(canonical_i64(text.as_bytes()).is_some(), ok, "{text}");
+        }
+        assert_eq!(canonical_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(canonical_u64(b"18446744073709551616"), None);
     }
 }

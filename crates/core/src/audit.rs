@@ -427,7 +427,7 @@ pub struct Verified {
 /// Recomputes every leaf and every signed head's root from the stored entries, checks
 /// every signature (with `public_key`, which must come from the root key, never from the
 /// database), and checks the witness's heads. `progress(done, total)` is called per batch.
-pub async fn verify<R: AuditRepository>(
+pub async fn verify<R: AuditRepository + Clone + 'static>(
     repo: &R,
     public_key: &[u8],
     witness: &[SignedTreeHead],
@@ -483,25 +483,33 @@ pub async fn verify<R: AuditRepository>(
             Ok(())
         };
     check(&frontier, &mut next_check, &checks)?;
-    loop {
-        let segments = repo.audit_segments(frontier.size(), READ_SPAN).await.map_err(read)?;
-        if segments.is_empty() {
-            break;
-        }
-        for segment in &segments {
+    // The next read runs on another task while this one checks what it has, so reading
+    // and hashing overlap.
+    let fetch = |from: u64| {
+        let repo = repo.clone();
+        tokio::spawn(async move { repo.audit_segments(from, READ_SPAN).await })
+    };
+    let joined = |r: Result<Result<Vec<Segment>, RepoError>, tokio::task::JoinError>| {
+        r.map_err(|e| VerifyError::Read(e.to_string()))?.map_err(read)
+    };
+    let mut current = joined(fetch(0).await)?;
+    while let Some(last) = current.last() {
+        let next = fetch(last.first_seq + u64::from(last.count));
+        for segment in &current {
             let first = segment.first_seq;
             if first != frontier.size() {
                 return Err(VerifyError::EntryMissing { expected: frontier.size(), found: first });
             }
             let (items, broken) = segment.split();
-            let fresh = telesafe_audit::segment::leaf_hashes(&items);
             let mut seen = SegmentFacts::default();
-            for (i, (item, fresh)) in items.iter().zip(fresh).enumerate() {
+            for (i, (fresh, view)) in
+                telesafe_audit::segment::examine(&items).into_iter().enumerate()
+            {
                 let seq = first + i as u64;
                 if fresh != segment.stored_leaf(i) {
                     return Err(VerifyError::EntryChanged { seq });
                 }
-                let Some((view, _)) = EntryView::parse(item) else {
+                let Some(view) = view else {
                     return Err(VerifyError::EntryChanged { seq });
                 };
                 if view.seq != seq || view.tenant_id != segment.tenant_id {
@@ -519,6 +527,7 @@ pub async fn verify<R: AuditRepository>(
             }
         }
         progress(frontier.size(), total.max(frontier.size()));
+        current = joined(next.await)?;
     }
     let end = frontier.size();
     if let Some(h) = heads.iter().find(|h| h.size > end) {
