@@ -107,40 +107,64 @@ pub(crate) const MAGIC: &[u8] = b"TSAE1";
 impl Entry {
     /// The canonical bytes (see the module documentation).
     pub fn encode(&self) -> Vec<u8> {
-        let seq = self.seq.to_string();
-        let at = self.at.to_string();
-        let parts: [&str; 15] = [
-            &seq,
-            &at,
-            &self.tenant_id,
-            self.actor_kind.as_str(),
-            &self.actor_id,
-            &self.actor_role,
-            &self.action,
-            &self.resource_type,
-            &self.resource_id,
-            &self.patient_id,
-            self.purpose.as_str(),
-            &self.outcome,
-            &self.source,
-            &self.session,
-            &self.request_id,
+        let mut out = Vec::with_capacity(256);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the canonical bytes to `out` (the appender writes them straight into a
+    /// segment, with no allocation per entry).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut seq = [0u8; 21];
+        let mut at = [0u8; 21];
+        let parts: [&[u8]; 15] = [
+            decimal(u128::from(self.seq), false, &mut seq),
+            decimal(u128::from(self.at.unsigned_abs()), self.at < 0, &mut at),
+            self.tenant_id.as_bytes(),
+            self.actor_kind.as_str().as_bytes(),
+            self.actor_id.as_bytes(),
+            self.actor_role.as_bytes(),
+            self.action.as_bytes(),
+            self.resource_type.as_bytes(),
+            self.resource_id.as_bytes(),
+            self.patient_id.as_bytes(),
+            self.purpose.as_str().as_bytes(),
+            self.outcome.as_bytes(),
+            self.source.as_bytes(),
+            self.session.as_bytes(),
+            self.request_id.as_bytes(),
         ];
-        let mut out =
-            Vec::with_capacity(MAGIC.len() + parts.iter().map(|p| p.len() + 4).sum::<usize>());
+        out.reserve(MAGIC.len() + parts.iter().map(|p| p.len() + 4).sum::<usize>());
         out.extend_from_slice(MAGIC);
         for p in parts {
             let len = u32::try_from(p.len()).unwrap_or(u32::MAX);
             out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(p);
         }
-        out
     }
 
     /// The RFC 9162 leaf hash of this entry.
     pub fn leaf_hash(&self) -> crate::Hash {
         crate::leaf_hash(&self.encode())
     }
+}
+
+/// `n` in decimal, as `to_string` writes it (a `-` when `negative`), in `buf`.
+fn decimal(mut n: u128, negative: bool, buf: &mut [u8; 21]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
 }
 
 #[cfg(test)]
@@ -165,6 +189,17 @@ mod tests {
             session: "abcd".into(),
             request_id: "r".into(),
         }
+    }
+
+    #[test]
+    fn numbers_are_written_as_to_string_writes_them() {
+        for n in [0i64, 7, -7, 10, 1_790_000_000_000, i64::MAX, i64::MIN] {
+            let mut buf = [0u8; 21];
+            let got = decimal(u128::from(n.unsigned_abs()), n < 0, &mut buf);
+            assert_eq!(got, n.to_string().as_bytes());
+        }
+        let mut buf = [0u8; 21];
+        assert_eq!(decimal(u128::from(u64::MAX), false, &mut buf), u64::MAX.to_string().as_bytes());
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub use merkle::{
     Frontier, Hash, ProofError, Tree, empty_root, leaf_hash, node_hash, root, verify_consistency,
     verify_inclusion,
 };
-pub use segment::{EntryView, Segment, SegmentError, search_keys};
+pub use segment::{EntryView, Segment, SegmentBuilder, SegmentError, search_key};
 pub use sth::{HeadSigner, SignedTreeHead};

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use telesafe_audit::{
-    ActorKind, Entry, EntryView, Frontier, Hash, HeadSigner, Purpose, Segment, SignedTreeHead,
-    Tree, leaf_hash, node_hash, search_keys, verify_consistency, verify_inclusion,
+    ActorKind, Entry, EntryView, Frontier, Hash, HeadSigner, Purpose, Segment, SegmentBuilder,
+    SignedTreeHead, Tree, leaf_hash, node_hash, search_key, verify_consistency, verify_inclusion,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,12 +30,24 @@ pub const HEAD_EVERY: Duration = Duration::from_secs(10);
 
 /// Storage for the audit log.
 pub trait AuditRepository: Send + Sync {
-    /// Appends entries whose `seq` continues the log, each tenant's consecutive run as one
-    /// segment; `Conflict` when a `seq` is taken (another process appended first).
+    /// Stores segments whose entries continue the log, in one transaction; `Conflict` when
+    /// a `seq` is taken (another process appended first).
+    fn append_segments(
+        &self,
+        segments: &[Segment],
+    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// Appends entries (with their leaf hashes) whose `seq` continues the log, each tenant's
+    /// consecutive run as one segment.
     fn append_audit(
         &self,
         entries: &[(Entry, Hash)],
-    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+    ) -> impl Future<Output = Result<(), RepoError>> + Send {
+        let segments: Vec<Segment> = entries
+            .chunk_by(|(a, _), (b, _)| a.tenant_id == b.tenant_id)
+            .map(Segment::build)
+            .collect();
+        async move { self.append_segments(&segments).await }
+    }
     /// Stored entries with their stored leaf hashes, from `from` in `seq` order.
     fn audit_entries(
         &self,
@@ -82,9 +94,10 @@ pub enum AuditError {
     Unavailable,
 }
 
+/// One request's entries, answered with the `seq`s they were given (consecutive).
 struct Pending {
-    entry: Entry,
-    done: oneshot::Sender<Result<u64, AuditError>>,
+    entries: Vec<Entry>,
+    done: oneshot::Sender<Result<std::ops::Range<u64>, AuditError>>,
 }
 
 #[allow(
@@ -139,9 +152,13 @@ impl AuditLog {
     /// Appends `entry` and waits until it is durable; returns its `seq`. An error means
     /// the entry is not in the log, and the caller must not answer with the data.
     pub async fn record(&self, entry: Entry) -> Result<u64, AuditError> {
+        Ok(self.append(vec![entry]).await?.start)
+    }
+
+    async fn append(&self, entries: Vec<Entry>) -> Result<std::ops::Range<u64>, AuditError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Msg::Append(Pending { entry, done }))
+            .send(Msg::Append(Pending { entries, done }))
             .await
             .map_err(|_| AuditError::Unavailable)?;
         wait.await.map_err(|_| AuditError::Unavailable)?
@@ -156,22 +173,12 @@ impl AuditLog {
     }
 
     /// Appends several entries (one request touching several patients) and waits until all
-    /// are durable. They travel in the same batch unless the batch is full.
+    /// are durable. They are committed together, in this order, with consecutive `seq`s.
     pub async fn record_all(&self, entries: Vec<Entry>) -> Result<Vec<u64>, AuditError> {
-        let mut waits = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let (done, wait) = oneshot::channel();
-            self.tx
-                .send(Msg::Append(Pending { entry, done }))
-                .await
-                .map_err(|_| AuditError::Unavailable)?;
-            waits.push(wait);
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut seqs = Vec::with_capacity(waits.len());
-        for w in waits {
-            seqs.push(w.await.map_err(|_| AuditError::Unavailable)??);
-        }
-        Ok(seqs)
+        Ok(self.append(entries).await?.collect())
     }
 
     /// How many entries this process knows of.
@@ -219,6 +226,10 @@ async fn catch_up<R: AuditRepository>(repo: &R, tree: &mut Tree) -> Result<(), R
 /// Entries per read when walking the log.
 const READ_SPAN: u64 = 65_536;
 
+fn tenant_of(p: &Pending) -> &str {
+    p.entries.first().map_or("", |e| e.tenant_id.as_str())
+}
+
 struct Worker<R> {
     repo: R,
     signer: HeadSigner,
@@ -236,14 +247,18 @@ impl<R: AuditRepository> Worker<R> {
                 first = rx.recv() => {
                     let Some(first) = first else { return };
                     let mut batch = Vec::new();
+                    let mut entries = 0;
                     let mut sign_now = Vec::new();
                     let mut next = Some(first);
                     while let Some(msg) = next {
                         match msg {
-                            Msg::Append(p) => batch.push(p),
+                            Msg::Append(p) => {
+                                entries += p.entries.len();
+                                batch.push(p);
+                            }
                             Msg::SignNow(done) => sign_now.push(done),
                         }
-                        next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
+                        next = if entries < MAX_BATCH { rx.try_recv().ok() } else { None };
                     }
                     if !batch.is_empty() {
                         self.commit(batch).await;
@@ -265,8 +280,8 @@ impl<R: AuditRepository> Worker<R> {
     async fn commit(&mut self, mut batch: Vec<Pending>) {
         // Each tenant's entries consecutive, so each is one segment (and stays readable
         // under PostgreSQL's row-level security); the order within a tenant is kept.
-        batch.sort_by(|a, b| a.entry.tenant_id.cmp(&b.entry.tenant_id));
-        let mut result = self.try_commit(&batch).await;
+        batch.sort_by(|a, b| tenant_of(a).cmp(tenant_of(b)));
+        let mut result = self.try_commit(&mut batch).await;
         if matches!(result, Err(RepoError::Conflict)) {
             // Another process appended: catch up and try once more at the new end.
             let mut tree = self.tree.lock().map(|t| t.clone()).unwrap_or_default();
@@ -274,13 +289,15 @@ impl<R: AuditRepository> Worker<R> {
                 if let Ok(mut t) = self.tree.lock() {
                     *t = tree;
                 }
-                result = self.try_commit(&batch).await;
+                result = self.try_commit(&mut batch).await;
             }
         }
         match result {
-            Ok(first) => {
-                for (i, p) in batch.into_iter().enumerate() {
-                    let _ = p.done.send(Ok(first + i as u64));
+            Ok(mut next) => {
+                for p in batch {
+                    let end = next + p.entries.len() as u64;
+                    let _ = p.done.send(Ok(next..end));
+                    next = end;
                 }
                 self.maybe_sign(false).await;
             }
@@ -293,24 +310,34 @@ impl<R: AuditRepository> Worker<R> {
         }
     }
 
-    /// Writes the batch at the end of the log; only after the commit does the in-memory
-    /// tree grow, so a failed commit leaves it as it was.
-    async fn try_commit(&self, batch: &[Pending]) -> Result<u64, RepoError> {
+    /// Writes the batch at the end of the log, each entry encoded once, straight into its
+    /// segment, and hashed from there; only after the commit does the in-memory tree grow,
+    /// so a failed commit leaves it as it was.
+    async fn try_commit(&self, batch: &mut [Pending]) -> Result<u64, RepoError> {
         let first = self.size();
-        let rows: Vec<(Entry, Hash)> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut e = p.entry.clone();
-                e.seq = first + i as u64;
-                let h = e.leaf_hash();
-                (e, h)
-            })
-            .collect();
-        self.repo.append_audit(&rows).await?;
+        let total = batch.iter().map(|p| p.entries.len()).sum();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut open: Option<SegmentBuilder> = None;
+        let mut hashes = Vec::with_capacity(total);
+        for (seq, e) in (first..).zip(batch.iter_mut().flat_map(|p| &mut p.entries)) {
+            // Numbered in place (`seq` is part of what is hashed); a retry renumbers.
+            e.seq = seq;
+            let builder = match open.take() {
+                Some(b) if b.tenant_id() == e.tenant_id => b,
+                other => {
+                    segments.extend(other.map(SegmentBuilder::finish));
+                    let mut b = SegmentBuilder::new(seq, &e.tenant_id);
+                    b.reserve(total - hashes.len());
+                    b
+                }
+            };
+            hashes.push(open.insert(builder).append(e));
+        }
+        segments.extend(open.map(SegmentBuilder::finish));
+        self.repo.append_segments(&segments).await?;
         if let Ok(mut t) = self.tree.lock() {
-            for (_, h) in &rows {
-                t.push(*h);
+            for h in hashes {
+                t.push(h);
             }
         }
         Ok(first)
@@ -575,13 +602,14 @@ impl<'a> SegmentFacts<'a> {
             v.sort_unstable();
             v.dedup();
         }
-        let mut expected: Vec<String> = self
+        let mut expected: Vec<i64> = self
             .patients
             .iter()
-            .map(|p| format!("p:{p}"))
-            .chain(self.actors.iter().map(|a| format!("a:{a}")))
+            .map(|p| search_key(&s.tenant_id, b'p', p))
+            .chain(self.actors.iter().map(|a| search_key(&s.tenant_id, b'a', a)))
             .collect();
         expected.sort_unstable();
+        expected.dedup();
         expected == s.keys
     }
 }

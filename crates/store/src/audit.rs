@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use telesafe_core::audit::{AuditFilter, AuditRepository, Entry, Hash, Segment, SignedTreeHead};
+use telesafe_core::audit::{
+    AuditFilter, AuditRepository, Entry, Hash, Segment, SignedTreeHead, search_key,
+};
 use telesafe_core::{RepoError, TenantId};
 
 use crate::Store;
@@ -41,8 +43,8 @@ macro_rules! select_segments {
     };
 }
 
-/// Key rows per INSERT: a segment names few patients and actors in the common case.
-const KEYS_PER_INSERT: usize = 128;
+/// Key rows per INSERT (two integers each).
+const KEYS_PER_INSERT: usize = 256;
 
 /// (idx, tree_size, root, at, signature)
 type HeadRow = (i64, i64, Vec<u8>, i64, Vec<u8>);
@@ -64,15 +66,19 @@ async fn insert_segment(tx: &mut Tx, s: &Segment) -> Result<(), RepoError> {
         .bind(s.leaves.as_slice())
         .execute(&mut **c).await.map(|_| ()))
     .map_err(repo_err)?;
-    for chunk in s.keys.chunks(KEYS_PER_INSERT) {
+    insert_keys(tx, &s.keys, s.first_seq).await
+}
+
+async fn insert_keys(tx: &mut Tx, keys: &[i64], first_seq: u64) -> Result<(), RepoError> {
+    for chunk in keys.chunks(KEYS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO audit_keys (tenant_id, key, first_seq) VALUES {}",
-            crate::tx::placeholders(tx, chunk.len(), 3, None)
+            "INSERT INTO audit_keys (key, first_seq) VALUES {}",
+            crate::tx::placeholders(tx, chunk.len(), 2, None)
         );
         on_tx!(&mut *tx, c => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
             for key in chunk {
-                q = q.bind(s.tenant_id.as_str()).bind(key.as_str()).bind(to_i64(s.first_seq));
+                q = q.bind(*key).bind(to_i64(first_seq));
             }
             q.execute(&mut **c).await.map(|_| ())
         })
@@ -108,11 +114,45 @@ impl Store {
     }
 }
 
-impl AuditRepository for Store {
-    async fn append_audit(&self, entries: &[(Entry, Hash)]) -> Result<(), RepoError> {
+impl Store {
+    /// Gives the segments converted from an earlier release's rows (migration 22) their
+    /// search keys, then empties the list. SQLite has no SHA-256, so this cannot be SQL.
+    pub(crate) async fn finish_audit_upgrade(&self) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
-        for run in entries.chunk_by(|(a, _), (b, _)| a.tenant_id == b.tenant_id) {
-            insert_segment(&mut tx, &Segment::build(run)).await?;
+        let pending: Vec<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT first_seq FROM audit_keys_pending ORDER BY first_seq")
+            .fetch_all(&mut **c).await)
+        .map_err(repo_err)?;
+        let mut todo = pending.iter().filter_map(|s| u64::try_from(*s).ok()).peekable();
+        while let Some(&from) = todo.peek() {
+            let segments = self.segment_rows(&mut tx, from, 65_536).await?;
+            let Some(last) = segments.last().map(|s| s.first_seq) else { break };
+            for s in segments {
+                if todo.next_if_eq(&s.first_seq).is_none() {
+                    continue;
+                }
+                let entries = s.entries().map_err(|e| RepoError::Backend(e.to_string()))?;
+                let mut rebuilt =
+                    telesafe_core::audit::SegmentBuilder::new(s.first_seq, &s.tenant_id);
+                for (e, _) in &entries {
+                    rebuilt.append(e);
+                }
+                let keys = rebuilt.finish().keys;
+                insert_keys(&mut tx, &keys, s.first_seq).await?;
+            }
+            while todo.next_if(|s| *s <= last).is_some() {}
+        }
+        on_tx!(&mut tx, c => sqlx::query("DELETE FROM audit_keys_pending").execute(&mut **c).await.map(|_| ()))
+            .map_err(repo_err)?;
+        tx.commit().await
+    }
+}
+
+impl AuditRepository for Store {
+    async fn append_segments(&self, segments: &[Segment]) -> Result<(), RepoError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        for s in segments {
+            insert_segment(&mut tx, s).await?;
         }
         tx.commit().await
     }
@@ -121,7 +161,7 @@ impl AuditRepository for Store {
         let mut tx = self.begin(Scope::Platform).await?;
         let mut segments = self.segment_rows(&mut tx, from, span).await?;
         if let (Some(first), Some(last)) = (segments.first(), segments.last()) {
-            let keys: Vec<(i64, String)> = on_tx!(&mut tx, c => sqlx::query_as(
+            let keys: Vec<(i64, i64)> = on_tx!(&mut tx, c => sqlx::query_as(
                 "SELECT first_seq, key FROM audit_keys WHERE first_seq >= $1 AND first_seq <= $2 \
                  ORDER BY first_seq, key")
                 .bind(to_i64(first.first_seq))
@@ -220,9 +260,9 @@ impl AuditRepository for Store {
         // The narrowest key the filter names picks the segments; every filter is then
         // applied to each entry.
         let key = match (&f.patient_id, &f.actor_id) {
-            (Some(p), _) if !p.is_empty() => format!("p:{p}"),
-            (_, Some(a)) if !a.is_empty() => format!("a:{a}"),
-            _ => String::new(),
+            (Some(p), _) if !p.is_empty() => Some(search_key(&tenant, b'p', p)),
+            (_, Some(a)) if !a.is_empty() => Some(search_key(&tenant, b'a', a)),
+            _ => None,
         };
         let (from, until) = (f.from.unwrap_or(i64::MIN), f.until.unwrap_or(i64::MAX));
         let wanted = |e: &Entry| {
@@ -237,19 +277,19 @@ impl AuditRepository for Store {
         let mut before = i64::MAX;
         while out.len() < limit as usize {
             // Newest segments first, a page at a time.
-            let rows: Vec<SegmentRow> = if key.is_empty() {
+            let rows: Vec<SegmentRow> = if let Some(key) = key {
+                on_tx!(&mut tx, c => sqlx::query_as(
+                    "SELECT s.first_seq, s.count, s.tenant_id, s.min_at, s.max_at, s.body, s.leaves \
+                     FROM audit_keys k JOIN audit_segments s ON s.first_seq = k.first_seq \
+                     WHERE k.key = $1 AND s.tenant_id = $2 AND k.first_seq < $3 \
+                     AND s.max_at >= $4 AND s.min_at < $5 ORDER BY k.first_seq DESC LIMIT 32")
+                    .bind(key).bind(tenant.as_str()).bind(before).bind(from).bind(until)
+                    .fetch_all(&mut **c).await)
+            } else {
                 on_tx!(&mut tx, c => sqlx::query_as(select_segments!(
                     "WHERE tenant_id = $1 AND first_seq < $2 AND max_at >= $3 AND min_at < $4 \
                      ORDER BY first_seq DESC LIMIT 32"))
                     .bind(tenant.as_str()).bind(before).bind(from).bind(until)
-                    .fetch_all(&mut **c).await)
-            } else {
-                on_tx!(&mut tx, c => sqlx::query_as(
-                    "SELECT s.first_seq, s.count, s.tenant_id, s.min_at, s.max_at, s.body, s.leaves \
-                     FROM audit_keys k JOIN audit_segments s ON s.first_seq = k.first_seq \
-                     WHERE k.tenant_id = $1 AND k.key = $2 AND k.first_seq < $3 \
-                     AND s.max_at >= $4 AND s.min_at < $5 ORDER BY k.first_seq DESC LIMIT 32")
-                    .bind(tenant.as_str()).bind(key.as_str()).bind(before).bind(from).bind(until)
                     .fetch_all(&mut **c).await)
             }
             .map_err(repo_err)?;

@@ -59,6 +59,8 @@ pub enum StoreError {
     Connect(#[source] sqlx::Error),
     #[error("could not apply database migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("could not finish upgrading the stored data: {0}")]
+    Upgrade(#[source] telesafe_core::RepoError),
 }
 
 #[derive(Clone)]
@@ -153,7 +155,8 @@ impl Store {
             Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
             Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
         }
-        .map_err(StoreError::Migrate)
+        .map_err(StoreError::Migrate)?;
+        self.finish_audit_upgrade().await.map_err(StoreError::Upgrade)
     }
 
     /// Applies the migrations up to `version` only: for tests of upgrades from an older

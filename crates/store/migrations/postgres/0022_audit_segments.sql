@@ -15,13 +15,20 @@ CREATE TABLE audit_segments (
 );
 CREATE INDEX audit_segments_by_tenant ON audit_segments (tenant_id, first_seq);
 
+-- One row per patient or actor a segment names: `key` is the first 8 bytes of a SHA-256 of
+-- (tenant, kind, id) (see `search_key`), so rows are small and carry no id.
 CREATE TABLE audit_keys (
-    tenant_id  TEXT NOT NULL,
-    key        TEXT NOT NULL,
+    key        BIGINT NOT NULL,
     first_seq  BIGINT NOT NULL,
-    PRIMARY KEY (tenant_id, key, first_seq)
+    PRIMARY KEY (key, first_seq)
 );
 CREATE INDEX audit_keys_by_segment ON audit_keys (first_seq);
+
+-- Segments converted from rows below, whose keys the store computes (SQLite has no
+-- SHA-256) right after the migrations run; emptied when done.
+CREATE TABLE audit_keys_pending (
+    first_seq  BIGINT PRIMARY KEY NOT NULL
+);
 
 -- Earlier entries become one-entry segments, encoded exactly as the log's code does
 -- (in platform scope, so row-level security shows every tenant's entries).
@@ -43,10 +50,7 @@ FROM (
            || pg_temp.audit_field(request_id) AS enc
     FROM audit_entries
 ) AS legacy;
-INSERT INTO audit_keys (tenant_id, key, first_seq)
-SELECT tenant_id, 'p:' || patient_id, seq FROM audit_entries WHERE patient_id <> ''
-UNION
-SELECT tenant_id, 'a:' || actor_id, seq FROM audit_entries WHERE actor_id <> '';
+INSERT INTO audit_keys_pending (first_seq) SELECT seq FROM audit_entries;
 
 DROP TABLE audit_entries;
 
@@ -69,9 +73,9 @@ CREATE POLICY tenant_isolation ON audit_segments
     USING (current_setting('telesafe.scope', true) = 'platform'
            OR tenant_id = current_setting('telesafe.tenant_id', true))
     WITH CHECK (current_setting('telesafe.scope', true) = 'platform');
+-- Keys name no tenant (they are hashes); only the platform-scoped appender writes them.
 ALTER TABLE audit_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE audit_keys FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON audit_keys
-    USING (current_setting('telesafe.scope', true) = 'platform'
-           OR tenant_id = current_setting('telesafe.tenant_id', true))
+CREATE POLICY appender_only ON audit_keys
+    USING (true)
     WITH CHECK (current_setting('telesafe.scope', true) = 'platform');

@@ -15,13 +15,20 @@ CREATE TABLE audit_segments (
 );
 CREATE INDEX audit_segments_by_tenant ON audit_segments (tenant_id, first_seq);
 
+-- One row per patient or actor a segment names: `key` is the first 8 bytes of a SHA-256 of
+-- (tenant, kind, id) (see `search_key`), so rows are small and carry no id.
 CREATE TABLE audit_keys (
-    tenant_id  TEXT NOT NULL,
-    key        TEXT NOT NULL,
+    key        INTEGER NOT NULL,
     first_seq  INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, key, first_seq)
+    PRIMARY KEY (key, first_seq)
 ) WITHOUT ROWID;
 CREATE INDEX audit_keys_by_segment ON audit_keys (first_seq);
+
+-- Segments converted from rows below, whose keys the store computes (SQLite has no
+-- SHA-256) right after the migrations run; emptied when done.
+CREATE TABLE audit_keys_pending (
+    first_seq  INTEGER PRIMARY KEY NOT NULL
+);
 
 -- Earlier entries become one-entry segments, encoded exactly as the log's code does.
 -- (`||` yields text in SQLite, hence the casts back to BLOB before any length is taken.)
@@ -49,10 +56,7 @@ FROM (
            AS BLOB) AS enc
     FROM audit_entries
 );
-INSERT INTO audit_keys (tenant_id, key, first_seq)
-SELECT tenant_id, 'p:' || patient_id, seq FROM audit_entries WHERE patient_id <> ''
-UNION
-SELECT tenant_id, 'a:' || actor_id, seq FROM audit_entries WHERE actor_id <> '';
+INSERT INTO audit_keys_pending (first_seq) SELECT seq FROM audit_entries;
 
 DROP TABLE audit_entries;
 
