@@ -239,88 +239,23 @@ struct Worker<R> {
     on_head: Option<HeadSink>,
 }
 
-impl<R: AuditRepository> Worker<R> {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut tick = tokio::time::interval(HEAD_EVERY);
-        loop {
-            tokio::select! {
-                first = rx.recv() => {
-                    let Some(first) = first else { return };
-                    let mut batch = Vec::new();
-                    let mut entries = 0;
-                    let mut sign_now = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(msg) = next {
-                        match msg {
-                            Msg::Append(p) => {
-                                entries += p.entries.len();
-                                batch.push(p);
-                            }
-                            Msg::SignNow(done) => sign_now.push(done),
-                        }
-                        next = if entries < MAX_BATCH { rx.try_recv().ok() } else { None };
-                    }
-                    if !batch.is_empty() {
-                        self.commit(batch).await;
-                    }
-                    for done in sign_now {
-                        let head = self.sign().await;
-                        let _ = done.send(head);
-                    }
-                }
-                _ = tick.tick() => self.maybe_sign(true).await,
-            }
-        }
-    }
+/// A batch numbered from `first`, encoded into segments and hashed, ready to store.
+struct Prepared {
+    batch: Vec<Pending>,
+    first: u64,
+    segments: Vec<Segment>,
+    hashes: Vec<Hash>,
+}
 
-    fn size(&self) -> u64 {
-        self.tree.lock().map(|t| t.size()).unwrap_or(0)
-    }
-
-    async fn commit(&mut self, mut batch: Vec<Pending>) {
-        // Each tenant's entries consecutive, so each is one segment (and stays readable
-        // under PostgreSQL's row-level security); the order within a tenant is kept.
-        batch.sort_by(|a, b| tenant_of(a).cmp(tenant_of(b)));
-        let mut result = self.try_commit(&mut batch).await;
-        if matches!(result, Err(RepoError::Conflict)) {
-            // Another process appended: catch up and try once more at the new end.
-            let mut tree = self.tree.lock().map(|t| t.clone()).unwrap_or_default();
-            if catch_up(&self.repo, &mut tree).await.is_ok() {
-                if let Ok(mut t) = self.tree.lock() {
-                    *t = tree;
-                }
-                result = self.try_commit(&mut batch).await;
-            }
-        }
-        match result {
-            Ok(mut next) => {
-                for p in batch {
-                    let end = next + p.entries.len() as u64;
-                    let _ = p.done.send(Ok(next..end));
-                    next = end;
-                }
-                self.maybe_sign(false).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, entries = batch.len(), "audit append failed; the requests fail closed");
-                for p in batch {
-                    let _ = p.done.send(Err(AuditError::Unavailable));
-                }
-            }
-        }
-    }
-
-    /// Writes the batch at the end of the log, each entry encoded once, straight into its
-    /// segment, and hashed from there; only after the commit does the in-memory tree grow,
-    /// so a failed commit leaves it as it was.
-    async fn try_commit(&self, batch: &mut [Pending]) -> Result<u64, RepoError> {
-        let first = self.size();
+impl Prepared {
+    /// Numbers the batch from `first`, each entry in place (`seq` is part of what is
+    /// hashed), and encodes each once, straight into its segment, hashing it from there.
+    fn new(mut batch: Vec<Pending>, first: u64) -> Self {
         let total = batch.iter().map(|p| p.entries.len()).sum();
         let mut segments: Vec<Segment> = Vec::new();
         let mut open: Option<SegmentBuilder> = None;
         let mut hashes = Vec::with_capacity(total);
         for (seq, e) in (first..).zip(batch.iter_mut().flat_map(|p| &mut p.entries)) {
-            // Numbered in place (`seq` is part of what is hashed); a retry renumbers.
             e.seq = seq;
             let builder = match open.take() {
                 Some(b) if b.tenant_id() == e.tenant_id => b,
@@ -334,13 +269,135 @@ impl<R: AuditRepository> Worker<R> {
             hashes.push(open.insert(builder).append(e));
         }
         segments.extend(open.map(SegmentBuilder::finish));
-        self.repo.append_segments(&segments).await?;
-        if let Ok(mut t) = self.tree.lock() {
-            for h in hashes {
-                t.push(h);
+        Self { batch, first, segments, hashes }
+    }
+
+    fn end(&self) -> u64 {
+        self.first + self.hashes.len() as u64
+    }
+
+    /// Answers every request of the batch.
+    fn answer(self, result: Result<(), AuditError>) {
+        let mut next = self.first;
+        for p in self.batch {
+            let end = next + p.entries.len() as u64;
+            let _ = p.done.send(result.clone().map(|()| next..end));
+            next = end;
+        }
+    }
+}
+
+type Commit = tokio::task::JoinHandle<Result<(), RepoError>>;
+
+impl<R: AuditRepository + Clone + 'static> Worker<R> {
+    /// Group commit, pipelined: while one batch is being stored, the next is collected,
+    /// numbered, encoded and hashed, and it is stored as soon as the first is durable. A
+    /// request is answered only after its own batch's commit.
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut tick = tokio::time::interval(HEAD_EVERY);
+        let mut in_flight: Option<(Prepared, Commit)> = None;
+        let mut queued: Option<Prepared> = None;
+        loop {
+            tokio::select! {
+                biased;
+                done = async {
+                    match in_flight.as_mut() {
+                        Some((_, commit)) => commit.await,
+                        None => std::future::pending().await,
+                    }
+                }, if in_flight.is_some() => {
+                    let Some((prepared, _)) = in_flight.take() else { continue };
+                    let result = done.unwrap_or_else(|e| Err(RepoError::Backend(e.to_string())));
+                    in_flight = self.finish(prepared, result, queued.take()).await;
+                }
+                msg = rx.recv(), if queued.is_none() => {
+                    let Some(first) = msg else { return };
+                    let mut batch = Vec::new();
+                    let mut entries = 0;
+                    let mut next = Some(first);
+                    while let Some(msg) = next {
+                        match msg {
+                            Msg::Append(p) => {
+                                entries += p.entries.len();
+                                batch.push(p);
+                            }
+                            // A head over what is committed now; an entry whose `record`
+                            // returned is committed.
+                            Msg::SignNow(done) => {
+                                let _ = done.send(self.sign().await);
+                            }
+                        }
+                        next = if entries < MAX_BATCH { rx.try_recv().ok() } else { None };
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    // Each tenant's entries consecutive, so each is one segment (and stays
+                    // readable under PostgreSQL's row-level security); the order within a
+                    // tenant is kept.
+                    batch.sort_by(|a, b| tenant_of(a).cmp(tenant_of(b)));
+                    match &in_flight {
+                        Some((ahead, _)) => queued = Some(Prepared::new(batch, ahead.end())),
+                        None => in_flight = Some(self.start(Prepared::new(batch, self.size()))),
+                    }
+                }
+                _ = tick.tick() => self.maybe_sign(true).await,
             }
         }
-        Ok(first)
+    }
+
+    fn size(&self) -> u64 {
+        self.tree.lock().map(|t| t.size()).unwrap_or(0)
+    }
+
+    /// Starts storing `p`, renumbered first if the log is no longer where it expected.
+    fn start(&self, p: Prepared) -> (Prepared, Commit) {
+        let size = self.size();
+        let mut p = if p.first == size { p } else { Prepared::new(p.batch, size) };
+        let repo = self.repo.clone();
+        let segments = std::mem::take(&mut p.segments);
+        (p, tokio::spawn(async move { repo.append_segments(&segments).await }))
+    }
+
+    /// After a commit: grows the tree, starts the queued batch, then answers (so the next
+    /// commit is already under way while this batch is answered and freed).
+    async fn finish(
+        &mut self,
+        mut prepared: Prepared,
+        mut result: Result<(), RepoError>,
+        queued: Option<Prepared>,
+    ) -> Option<(Prepared, Commit)> {
+        if matches!(result, Err(RepoError::Conflict)) {
+            // Another process appended: catch up and try once more at the new end.
+            let mut tree = self.tree.lock().map(|t| t.clone()).unwrap_or_default();
+            if catch_up(&self.repo, &mut tree).await.is_ok() {
+                if let Ok(mut t) = self.tree.lock() {
+                    *t = tree;
+                }
+                let (again, commit) = self.start(prepared);
+                prepared = again;
+                result = commit.await.unwrap_or_else(|e| Err(RepoError::Backend(e.to_string())));
+            }
+        }
+        if result.is_ok()
+            && let Ok(mut t) = self.tree.lock()
+        {
+            for h in &prepared.hashes {
+                t.push(*h);
+            }
+        }
+        let next = queued.map(|q| self.start(q));
+        match result {
+            Ok(()) => {
+                prepared.answer(Ok(()));
+                self.maybe_sign(false).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = prepared.hashes.len(), "audit append failed; the requests fail closed");
+                prepared.answer(Err(AuditError::Unavailable));
+            }
+        }
+        next
     }
 
     /// Signs a head when enough entries or time have passed since the last one.
