@@ -289,6 +289,9 @@ impl Prepared {
 
 type Commit = tokio::task::JoinHandle<Result<(), RepoError>>;
 
+/// How often a batch whose place another process took is moved to the new end.
+const CONFLICT_RETRIES: usize = 8;
+
 impl<R: AuditRepository + Clone + 'static> Worker<R> {
     /// Group commit, pipelined: while one batch is being stored, the next is collected,
     /// numbered, encoded and hashed, and it is stored as soon as the first is durable. A
@@ -367,17 +370,23 @@ impl<R: AuditRepository + Clone + 'static> Worker<R> {
         mut result: Result<(), RepoError>,
         queued: Option<Prepared>,
     ) -> Option<(Prepared, Commit)> {
-        if matches!(result, Err(RepoError::Conflict)) {
-            // Another process appended: catch up and try once more at the new end.
-            let mut tree = self.tree.lock().map(|t| t.clone()).unwrap_or_default();
-            if catch_up(&self.repo, &mut tree).await.is_ok() {
-                if let Ok(mut t) = self.tree.lock() {
-                    *t = tree;
-                }
-                let (again, commit) = self.start(prepared);
-                prepared = again;
-                result = commit.await.unwrap_or_else(|e| Err(RepoError::Backend(e.to_string())));
+        // Another process appended: catch up and try again at the new end (several nodes
+        // appending all the time can take the end more than once in a row).
+        for _ in 0..CONFLICT_RETRIES {
+            if !matches!(result, Err(RepoError::Conflict)) {
+                break;
             }
+            let mut tree = self.tree.lock().map(|t| t.clone()).unwrap_or_default();
+            if let Err(e) = catch_up(&self.repo, &mut tree).await {
+                result = Err(e);
+                break;
+            }
+            if let Ok(mut t) = self.tree.lock() {
+                *t = tree;
+            }
+            let (again, commit) = self.start(prepared);
+            prepared = again;
+            result = commit.await.unwrap_or_else(|e| Err(RepoError::Backend(e.to_string())));
         }
         if result.is_ok()
             && let Ok(mut t) = self.tree.lock()
