@@ -143,6 +143,36 @@ impl Entry {
         }
     }
 
+    /// The length of [`Entry::encode`]'s output, without encoding (the appender sizes a
+    /// segment's buffer once with it instead of growing and copying it).
+    pub fn encoded_len(&self) -> usize {
+        fn digits(n: u128) -> usize {
+            n.checked_ilog10().map_or(1, |d| d as usize + 1)
+        }
+        let numbers = digits(u128::from(self.seq))
+            + digits(u128::from(self.at.unsigned_abs()))
+            + usize::from(self.at < 0);
+        let texts = [
+            self.tenant_id.as_str(),
+            self.actor_kind.as_str(),
+            &self.actor_id,
+            &self.actor_role,
+            &self.action,
+            &self.resource_type,
+            &self.resource_id,
+            &self.patient_id,
+            self.purpose.as_str(),
+            &self.outcome,
+            &self.source,
+            &self.session,
+            &self.request_id,
+        ]
+        .iter()
+        .map(|t| t.len())
+        .sum::<usize>();
+        MAGIC.len() + 15 * 4 + numbers + texts
+    }
+
     /// The RFC 9162 leaf hash of this entry.
     pub fn leaf_hash(&self) -> crate::Hash {
         crate::leaf_hash(&self.encode())
@@ -200,6 +230,17 @@ mod tests {
         }
         let mut buf = [0u8; 21];
         assert_eq!(decimal(u128::from(u64::MAX), false, &mut buf), u64::MAX.to_string().as_bytes());
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        for (seq, at) in [(0, 0), (7, -1), (9, 10), (10, -99), (u64::MAX, i64::MIN), (99, i64::MAX)]
+        {
+            let mut e = entry();
+            (e.seq, e.at) = (seq, at);
+            e.actor_id = "0192f3a4-5b6c-7d8e-9f00-112233445566".into();
+            assert_eq!(e.encoded_len(), e.encode().len(), "seq {seq}, at {at}");
+        }
     }
 
     #[test]

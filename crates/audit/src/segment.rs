@@ -136,9 +136,10 @@ impl SegmentBuilder {
         &self.segment.tenant_id
     }
 
-    /// Room for `n` more entries of about 256 bytes.
-    pub fn reserve(&mut self, n: usize) {
-        self.segment.body.reserve(n * 256);
+    /// Room for `n` more entries whose encodings take `bytes` in all
+    /// ([`Entry::encoded_len`]), so the body is never grown and copied.
+    pub fn reserve(&mut self, n: usize, bytes: usize) {
+        self.segment.body.reserve(bytes + 4 * n);
         self.segment.leaves.reserve(n * 32);
     }
 

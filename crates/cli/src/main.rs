@@ -26,6 +26,11 @@ use telesafe_core::SystemClock;
 use telesafe_server::config::Config;
 use telesafe_server::serve::Drained;
 
+// mimalloc instead of glibc's malloc: the server allocates and frees many short buffers
+// from many threads at once (BENCHMARKS.md, audit appends).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "telesafe",

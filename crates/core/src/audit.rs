@@ -30,12 +30,16 @@ pub const HEAD_EVERY: Duration = Duration::from_secs(10);
 
 /// Storage for the audit log.
 pub trait AuditRepository: Send + Sync {
-    /// Stores segments whose entries continue the log, in one transaction; `Conflict` when
-    /// a `seq` is taken (another process appended first).
+    /// Stores segments whose entries continue the log, and `head` (signed over entries
+    /// already committed) with them, in one transaction; `Conflict` when a `seq` is taken
+    /// (another process appended first). A busy log thus writes no transaction of its own
+    /// for its heads. Returns whether the head was stored: not when another process took
+    /// its index first (the segments are stored all the same).
     fn append_segments(
         &self,
         segments: &[Segment],
-    ) -> impl Future<Output = Result<(), RepoError>> + Send;
+        head: Option<&SignedTreeHead>,
+    ) -> impl Future<Output = Result<bool, RepoError>> + Send;
     /// Appends entries (with their leaf hashes) whose `seq` continues the log, each tenant's
     /// consecutive run as one segment.
     fn append_audit(
@@ -46,7 +50,7 @@ pub trait AuditRepository: Send + Sync {
             .chunk_by(|(a, _), (b, _)| a.tenant_id == b.tenant_id)
             .map(Segment::build)
             .collect();
-        async move { self.append_segments(&segments).await }
+        async move { self.append_segments(&segments, None).await.map(|_| ()) }
     }
     /// Stored entries with their stored leaf hashes, from `from` in `seq` order.
     fn audit_entries(
@@ -64,6 +68,10 @@ pub trait AuditRepository: Send + Sync {
     /// How many entries there are (the next `seq`).
     fn audit_size(&self) -> impl Future<Output = Result<u64, RepoError>> + Send;
     fn save_head(&self, h: &SignedTreeHead) -> impl Future<Output = Result<(), RepoError>> + Send;
+    /// The head with the highest index.
+    fn last_head(&self) -> impl Future<Output = Result<Option<SignedTreeHead>, RepoError>> + Send {
+        async move { Ok(self.heads().await?.pop()) }
+    }
     /// Every signed head, by index.
     fn heads(&self) -> impl Future<Output = Result<Vec<SignedTreeHead>, RepoError>> + Send;
     /// A tenant's entries matching `filter`, newest first.
@@ -144,7 +152,16 @@ impl AuditLog {
         let public_key = Arc::new(signer.public_key().to_vec());
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let last = repo.heads().await?.pop();
-        let worker = Worker { repo, signer, clock, tree: tree.clone(), last_head: last, on_head };
+        let worker = Worker {
+            repo,
+            signer,
+            clock,
+            tree: tree.clone(),
+            last_head: last,
+            on_head,
+            head_due: false,
+            head_waiters: Vec::new(),
+        };
         tokio::spawn(worker.run(rx));
         Ok(Self { tx, tree, public_key })
     }
@@ -235,16 +252,24 @@ struct Worker<R> {
     signer: HeadSigner,
     clock: Arc<dyn Clock>,
     tree: Arc<Mutex<Tree>>,
+    /// The last head stored.
     last_head: Option<SignedTreeHead>,
     on_head: Option<HeadSink>,
+    /// The timer found a head due while a commit was under way.
+    head_due: bool,
+    /// Callers of [`AuditLog::sign_now`] waiting for the next head.
+    head_waiters: Vec<oneshot::Sender<Option<SignedTreeHead>>>,
 }
 
-/// A batch numbered from `first`, encoded into segments and hashed, ready to store.
+/// A batch numbered from `first`, encoded into segments and hashed, ready to store; and
+/// the signed head that rides in the same transaction, with those waiting for it.
 struct Prepared {
     batch: Vec<Pending>,
     first: u64,
     segments: Vec<Segment>,
     hashes: Vec<Hash>,
+    head: Option<SignedTreeHead>,
+    head_waiters: Vec<oneshot::Sender<Option<SignedTreeHead>>>,
 }
 
 impl Prepared {
@@ -252,6 +277,9 @@ impl Prepared {
     /// hashed), and encodes each once, straight into its segment, hashing it from there.
     fn new(mut batch: Vec<Pending>, first: u64) -> Self {
         let total = batch.iter().map(|p| p.entries.len()).sum();
+        // Sized before numbering: room for each `seq` at its widest (20 digits).
+        let bytes: usize =
+            batch.iter().flat_map(|p| &p.entries).map(|e| e.encoded_len() + 20).sum();
         let mut segments: Vec<Segment> = Vec::new();
         let mut open: Option<SegmentBuilder> = None;
         let mut hashes = Vec::with_capacity(total);
@@ -262,14 +290,14 @@ impl Prepared {
                 other => {
                     segments.extend(other.map(SegmentBuilder::finish));
                     let mut b = SegmentBuilder::new(seq, &e.tenant_id);
-                    b.reserve(total - hashes.len());
+                    b.reserve(total - hashes.len(), bytes);
                     b
                 }
             };
             hashes.push(open.insert(builder).append(e));
         }
         segments.extend(open.map(SegmentBuilder::finish));
-        Self { batch, first, segments, hashes }
+        Self { batch, first, segments, hashes, head: None, head_waiters: Vec::new() }
     }
 
     fn end(&self) -> u64 {
@@ -287,15 +315,19 @@ impl Prepared {
     }
 }
 
-type Commit = tokio::task::JoinHandle<Result<(), RepoError>>;
+/// A commit under way: whether its head was stored, when it is done.
+type Commit = tokio::task::JoinHandle<Result<bool, RepoError>>;
 
-/// How often a batch whose place another process took is moved to the new end.
-const CONFLICT_RETRIES: usize = 8;
+/// How long a batch whose place other processes keep taking is moved to the new end
+/// before its requests fail closed.
+const CONFLICT_PATIENCE: Duration = Duration::from_secs(5);
 
 impl<R: AuditRepository + Clone + 'static> Worker<R> {
     /// Group commit, pipelined: while one batch is being stored, the next is collected,
     /// numbered, encoded and hashed, and it is stored as soon as the first is durable. A
-    /// request is answered only after its own batch's commit.
+    /// request is answered only after its own batch's commit. A signed head due after a
+    /// commit rides in the next one's transaction (or in one of its own when the log is
+    /// idle), so heads never stall the pipeline.
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut tick = tokio::time::interval(HEAD_EVERY);
         let mut in_flight: Option<(Prepared, Commit)> = None;
@@ -324,15 +356,16 @@ impl<R: AuditRepository + Clone + 'static> Worker<R> {
                                 entries += p.entries.len();
                                 batch.push(p);
                             }
-                            // A head over what is committed now; an entry whose `record`
-                            // returned is committed.
-                            Msg::SignNow(done) => {
-                                let _ = done.send(self.sign().await);
-                            }
+                            // A head over what is committed now (an entry whose `record`
+                            // returned is committed), answered once it is stored.
+                            Msg::SignNow(done) => self.head_waiters.push(done),
                         }
                         next = if entries < MAX_BATCH { rx.try_recv().ok() } else { None };
                     }
                     if batch.is_empty() {
+                        if in_flight.is_none() {
+                            in_flight = self.head_alone();
+                        }
                         continue;
                     }
                     // Each tenant's entries consecutive, so each is one segment (and stays
@@ -341,10 +374,21 @@ impl<R: AuditRepository + Clone + 'static> Worker<R> {
                     batch.sort_by(|a, b| tenant_of(a).cmp(tenant_of(b)));
                     match &in_flight {
                         Some((ahead, _)) => queued = Some(Prepared::new(batch, ahead.end())),
-                        None => in_flight = Some(self.start(Prepared::new(batch, self.size()))),
+                        None => {
+                            let mut p = Prepared::new(batch, self.size());
+                            self.attach_head(&mut p);
+                            in_flight = Some(self.start(p));
+                        }
                     }
                 }
-                _ = tick.tick() => self.maybe_sign(true).await,
+                _ = tick.tick() => {
+                    if self.due_by_time() {
+                        self.head_due = true;
+                        if in_flight.is_none() {
+                            in_flight = self.head_alone();
+                        }
+                    }
+                }
             }
         }
     }
@@ -353,29 +397,44 @@ impl<R: AuditRepository + Clone + 'static> Worker<R> {
         self.tree.lock().map(|t| t.size()).unwrap_or(0)
     }
 
-    /// Starts storing `p`, renumbered first if the log is no longer where it expected.
-    fn start(&self, p: Prepared) -> (Prepared, Commit) {
+    /// Starts storing `p` (and its head), renumbered first if the log is no longer where it
+    /// expected.
+    fn start(&self, mut p: Prepared) -> (Prepared, Commit) {
         let size = self.size();
-        let mut p = if p.first == size { p } else { Prepared::new(p.batch, size) };
+        if p.first != size {
+            let (head, waiters) = (p.head.take(), std::mem::take(&mut p.head_waiters));
+            p = Prepared::new(p.batch, size);
+            (p.head, p.head_waiters) = (head, waiters);
+        }
         let repo = self.repo.clone();
         let segments = std::mem::take(&mut p.segments);
-        (p, tokio::spawn(async move { repo.append_segments(&segments).await }))
+        let head = p.head.clone();
+        (p, tokio::spawn(async move { repo.append_segments(&segments, head.as_ref()).await }))
     }
 
-    /// After a commit: grows the tree, starts the queued batch, then answers (so the next
-    /// commit is already under way while this batch is answered and freed).
+    /// After a commit: grows the tree, starts the queued batch (with a head, if one is
+    /// due), then answers (so the next commit is already under way while this batch is
+    /// answered and freed).
     async fn finish(
         &mut self,
         mut prepared: Prepared,
-        mut result: Result<(), RepoError>,
+        mut result: Result<bool, RepoError>,
         queued: Option<Prepared>,
     ) -> Option<(Prepared, Commit)> {
-        // Another process appended: catch up and try again at the new end (several nodes
-        // appending all the time can take the end more than once in a row).
-        for _ in 0..CONFLICT_RETRIES {
-            if !matches!(result, Err(RepoError::Conflict)) {
+        // Another process appended: catch up and try again at the new end. Several nodes
+        // appending all the time can take the end again and again (a node whose next batch
+        // is ready commits it at once), so each retry waits a short random while that
+        // doubles, and the batch fails only when the patience runs out. The head goes
+        // along: it covers entries committed before, wherever this batch lands.
+        let patience = std::time::Instant::now() + CONFLICT_PATIENCE;
+        let mut pause = Duration::from_micros(250);
+        while matches!(result, Err(RepoError::Conflict)) {
+            if std::time::Instant::now() >= patience {
                 break;
             }
+            let jitter = u32::from(uuid::Uuid::new_v4().as_bytes()[0]) + 1;
+            tokio::time::sleep(pause * jitter / 128).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
             let mut tree = self.tree.lock().map(|t| t.clone()).unwrap_or_default();
             if let Err(e) = catch_up(&self.repo, &mut tree).await {
                 result = Err(e);
@@ -395,62 +454,102 @@ impl<R: AuditRepository + Clone + 'static> Worker<R> {
                 t.push(*h);
             }
         }
-        let next = queued.map(|q| self.start(q));
-        match result {
-            Ok(()) => {
-                prepared.answer(Ok(()));
-                self.maybe_sign(false).await;
+        let head = prepared.head.take();
+        let mut waiters = std::mem::take(&mut prepared.head_waiters);
+        match (&result, head) {
+            (Ok(true), Some(h)) => {
+                if let Some(sink) = &self.on_head {
+                    sink(&h);
+                }
+                for w in waiters.drain(..) {
+                    let _ = w.send(Some(h.clone()));
+                }
+                self.last_head = Some(h);
             }
-            Err(e) => {
+            // Another process signed with this index first: sign again after its head
+            // (for those waiting, too).
+            (Ok(_), Some(_)) => {
+                self.head_waiters.append(&mut waiters);
+                match self.repo.last_head().await {
+                    Ok(last) => self.last_head = last.or(self.last_head.take()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not read the last signed tree head")
+                    }
+                }
+            }
+            (Ok(_), None) => {}
+            (Err(e), _) => {
                 tracing::error!(error = %e, entries = prepared.hashes.len(), "audit append failed; the requests fail closed");
-                prepared.answer(Err(AuditError::Unavailable));
             }
         }
+        for w in waiters {
+            let _ = w.send(None);
+        }
+        let next = match queued {
+            Some(mut q) => {
+                self.attach_head(&mut q);
+                Some(self.start(q))
+            }
+            None => self.head_alone(),
+        };
+        prepared.answer(result.map(|_| ()).map_err(|_| AuditError::Unavailable));
         next
     }
 
-    /// Signs a head when enough entries or time have passed since the last one.
-    async fn maybe_sign(&mut self, timer: bool) {
+    /// Whether the timer should ask for a head: time has passed since the last one and
+    /// entries were added.
+    fn due_by_time(&self) -> bool {
         let now = self.clock.now().unix_millis();
+        let last_at = self.last_head.as_ref().map_or(i64::MIN, |h| h.at);
+        now.saturating_sub(last_at) >= i64::try_from(HEAD_EVERY.as_millis()).unwrap_or(0)
+    }
+
+    /// Signs a head over everything committed and gives it to `p` when one is due: enough
+    /// entries since the last, the timer asked, or someone waits for one. Waiters are
+    /// answered `None` when nothing was added since the last head.
+    fn attach_head(&mut self, p: &mut Prepared) {
         let size = self.size();
-        let (last_size, last_at) = match &self.last_head {
-            Some(h) => (h.size, h.at),
-            None => (0, i64::MIN),
-        };
-        let due_by_count = size - last_size.min(size) >= HEAD_EVERY_ENTRIES;
-        let due_by_time = timer
-            && now.saturating_sub(last_at) >= i64::try_from(HEAD_EVERY.as_millis()).unwrap_or(0);
-        if due_by_count || due_by_time {
-            self.sign().await;
+        let last_size = self.last_head.as_ref().map_or(0, |h| h.size);
+        let due = self.head_due
+            || !self.head_waiters.is_empty()
+            || size - last_size.min(size) >= HEAD_EVERY_ENTRIES;
+        if !due {
+            return;
+        }
+        self.head_due = false;
+        let waiters = std::mem::take(&mut self.head_waiters);
+        match self.sign() {
+            Some(h) => {
+                p.head = Some(h);
+                p.head_waiters = waiters;
+            }
+            None => {
+                for w in waiters {
+                    let _ = w.send(None);
+                }
+            }
         }
     }
 
-    /// Signs and stores a head over everything committed, unless the last head already
-    /// covers it all.
-    async fn sign(&mut self) -> Option<SignedTreeHead> {
+    /// A commit of a head alone, when one is due and no batch is there to carry it.
+    fn head_alone(&mut self) -> Option<(Prepared, Commit)> {
+        let mut p = Prepared::new(Vec::new(), self.size());
+        self.attach_head(&mut p);
+        p.head.is_some().then(|| self.start(p))
+    }
+
+    /// A head over everything committed, unless the last head already covers it all.
+    fn sign(&self) -> Option<SignedTreeHead> {
         let now = self.clock.now().unix_millis();
         let (size, root) = {
             let t = self.tree.lock().ok()?;
             (t.size(), t.root_at(t.size()).ok()?)
         };
-        if size == 0 || self.last_head.as_ref().is_some_and(|h| h.size == size) {
+        if size == 0 || self.last_head.as_ref().is_some_and(|h| h.size >= size) {
             return None;
         }
         let next_index = self.last_head.as_ref().map_or(0, |h| h.index + 1);
-        let head = self.signer.sign(next_index, size, now, root);
-        match self.repo.save_head(&head).await {
-            Ok(()) => {
-                if let Some(sink) = &self.on_head {
-                    sink(&head);
-                }
-                self.last_head = Some(head.clone());
-                Some(head)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not store a signed tree head");
-                None
-            }
-        }
+        Some(self.signer.sign(next_index, size, now, root))
     }
 }
 

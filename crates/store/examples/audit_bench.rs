@@ -23,6 +23,10 @@ use telesafe_core::{RepoError, SystemClock, TenantId};
 use telesafe_store::Backend;
 use telesafe_store::testing::fresh;
 
+// The allocator the `telesafe` binary runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn entry(i: u64, tenant: &str) -> Entry {
     Entry {
         seq: i,
@@ -124,13 +128,13 @@ async fn appends(backend: Backend, secs: u64) {
                 break;
             }
             let mut segment = SegmentBuilder::new(n, &tenant);
-            segment.reserve(round.len());
+            segment.reserve(round.len(), round.iter().map(Entry::encoded_len).sum());
             for e in round.iter_mut() {
                 e.seq = n;
                 segment.append(e);
                 n += 1;
             }
-            db.store.append_segments(&[segment.finish()]).await.unwrap();
+            db.store.append_segments(&[segment.finish()], None).await.unwrap();
             count += round.len() as u64;
         }
         direct.push((spread, count, count as f64 / started.elapsed().as_secs_f64()));
@@ -159,7 +163,11 @@ struct MemLog {
 }
 
 impl AuditRepository for MemLog {
-    async fn append_segments(&self, _: &[Segment]) -> Result<(), RepoError> {
+    async fn append_segments(
+        &self,
+        _: &[Segment],
+        _: Option<&SignedTreeHead>,
+    ) -> Result<bool, RepoError> {
         Err(RepoError::Backend("read-only".into()))
     }
     async fn audit_segments(&self, from: u64, span: u64) -> Result<Vec<Segment>, RepoError> {

@@ -49,6 +49,16 @@ const KEYS_PER_INSERT: usize = 256;
 /// (idx, tree_size, root, at, signature)
 type HeadRow = (i64, i64, Vec<u8>, i64, Vec<u8>);
 
+fn to_head((idx, size, root, at, signature): HeadRow) -> Result<SignedTreeHead, RepoError> {
+    Ok(SignedTreeHead {
+        index: u64::try_from(idx).map_err(|_| corrupt("head index"))?,
+        size: u64::try_from(size).map_err(|_| corrupt("head size"))?,
+        root: root.try_into().unwrap_or([0u8; 32]),
+        at,
+        signature,
+    })
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -149,12 +159,31 @@ impl Store {
 }
 
 impl AuditRepository for Store {
-    async fn append_segments(&self, segments: &[Segment]) -> Result<(), RepoError> {
+    async fn append_segments(
+        &self,
+        segments: &[Segment],
+        head: Option<&SignedTreeHead>,
+    ) -> Result<bool, RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
         for s in segments {
             insert_segment(&mut tx, s).await?;
         }
-        tx.commit().await
+        let stored = match head {
+            // Another node may have taken this index: the segments go in regardless.
+            Some(h) => on_tx!(&mut tx, c => sqlx::query(
+                "INSERT INTO audit_heads (idx, tree_size, root, at, signature) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idx) DO NOTHING")
+                .bind(to_i64(h.index))
+                .bind(to_i64(h.size))
+                .bind(h.root.as_slice())
+                .bind(h.at)
+                .bind(&h.signature)
+                .execute(&mut **c).await.map(|r| r.rows_affected() == 1))
+            .map_err(repo_err)?,
+            None => false,
+        };
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn audit_segments(&self, from: u64, span: u64) -> Result<Vec<Segment>, RepoError> {
@@ -229,6 +258,16 @@ impl AuditRepository for Store {
         tx.commit().await
     }
 
+    async fn last_head(&self) -> Result<Option<SignedTreeHead>, RepoError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let row: Option<HeadRow> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT idx, tree_size, root, at, signature FROM audit_heads ORDER BY idx DESC LIMIT 1")
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        tx.commit().await?;
+        row.map(to_head).transpose()
+    }
+
     async fn heads(&self) -> Result<Vec<SignedTreeHead>, RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
         let rows: Vec<HeadRow> = on_tx!(&mut tx, c => sqlx::query_as(
@@ -236,17 +275,7 @@ impl AuditRepository for Store {
             .fetch_all(&mut **c).await)
         .map_err(repo_err)?;
         tx.commit().await?;
-        rows.into_iter()
-            .map(|(idx, size, root, at, signature)| {
-                Ok(SignedTreeHead {
-                    index: u64::try_from(idx).map_err(|_| corrupt("head index"))?,
-                    size: u64::try_from(size).map_err(|_| corrupt("head size"))?,
-                    root: root.try_into().unwrap_or([0u8; 32]),
-                    at,
-                    signature,
-                })
-            })
-            .collect()
+        rows.into_iter().map(to_head).collect()
     }
 
     async fn search_audit(
