@@ -151,7 +151,7 @@ impl AuditLog {
         let tree = Arc::new(Mutex::new(tree));
         let public_key = Arc::new(signer.public_key().to_vec());
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        let last = repo.heads().await?.pop();
+        let last = repo.last_head().await?;
         let worker = Worker {
             repo,
             signer,
@@ -496,8 +496,8 @@ impl<R: AuditRepository + Clone + 'static> Worker<R> {
         next
     }
 
-    /// Whether the timer should ask for a head: time has passed since the last one and
-    /// entries were added.
+    /// Whether the timer should ask for a head: [`HEAD_EVERY`] has passed since the last
+    /// one (whether entries were added is for [`Worker::sign`] to see).
     fn due_by_time(&self) -> bool {
         let now = self.clock.now().unix_millis();
         let last_at = self.last_head.as_ref().map_or(i64::MIN, |h| h.at);
@@ -561,7 +561,7 @@ pub async fn sign_head_now<R: AuditRepository>(
 ) -> Result<SignedTreeHead, RepoError> {
     let mut tree = Tree::new();
     catch_up(repo, &mut tree).await?;
-    let index = repo.heads().await?.last().map_or(0, |h| h.index + 1);
+    let index = repo.last_head().await?.map_or(0, |h| h.index + 1);
     let root = tree.root_at(tree.size()).map_err(|e| RepoError::Backend(e.to_string()))?;
     let head = signer.sign(index, tree.size(), at, root);
     repo.save_head(&head).await?;

@@ -59,6 +59,20 @@ fn to_head((idx, size, root, at, signature): HeadRow) -> Result<SignedTreeHead, 
     })
 }
 
+/// Inserts a head; `false` when a head with its index is stored already.
+async fn insert_head(tx: &mut Tx, h: &SignedTreeHead) -> Result<bool, RepoError> {
+    on_tx!(&mut *tx, c => sqlx::query(
+        "INSERT INTO audit_heads (idx, tree_size, root, at, signature) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idx) DO NOTHING")
+        .bind(to_i64(h.index))
+        .bind(to_i64(h.size))
+        .bind(h.root.as_slice())
+        .bind(h.at)
+        .bind(&h.signature)
+        .execute(&mut **c).await.map(|r| r.rows_affected() == 1))
+    .map_err(repo_err)
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -168,18 +182,9 @@ impl AuditRepository for Store {
         for s in segments {
             insert_segment(&mut tx, s).await?;
         }
+        // Another node may have taken the head's index: the segments go in regardless.
         let stored = match head {
-            // Another node may have taken this index: the segments go in regardless.
-            Some(h) => on_tx!(&mut tx, c => sqlx::query(
-                "INSERT INTO audit_heads (idx, tree_size, root, at, signature) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idx) DO NOTHING")
-                .bind(to_i64(h.index))
-                .bind(to_i64(h.size))
-                .bind(h.root.as_slice())
-                .bind(h.at)
-                .bind(&h.signature)
-                .execute(&mut **c).await.map(|r| r.rows_affected() == 1))
-            .map_err(repo_err)?,
+            Some(h) => insert_head(&mut tx, h).await?,
             None => false,
         };
         tx.commit().await?;
@@ -246,15 +251,9 @@ impl AuditRepository for Store {
 
     async fn save_head(&self, h: &SignedTreeHead) -> Result<(), RepoError> {
         let mut tx = self.begin(Scope::Platform).await?;
-        on_tx!(&mut tx, c => sqlx::query(
-            "INSERT INTO audit_heads (idx, tree_size, root, at, signature) VALUES ($1, $2, $3, $4, $5)")
-            .bind(to_i64(h.index))
-            .bind(to_i64(h.size))
-            .bind(h.root.as_slice())
-            .bind(h.at)
-            .bind(&h.signature)
-            .execute(&mut **c).await.map(|_| ()))
-        .map_err(repo_err)?;
+        if !insert_head(&mut tx, h).await? {
+            return Err(RepoError::Conflict);
+        }
         tx.commit().await
     }
 
