@@ -3,6 +3,7 @@
 //! authentic, new, plausible in time, of readings the device's model measures, and whether
 //! the device's firmware lets its readings count as clinical data.
 
+pub mod readings;
 pub mod vitals;
 
 use telesafe_proto::telemetry::{Reason, SignedBatch, signing_message};
@@ -310,8 +311,22 @@ pub struct FiledBatch {
     pub batch: StoredBatch,
     /// The firmware the batch was signed under, now the device's known firmware.
     pub firmware: String,
-    pub resources: Vec<crate::records::PreparedVersion>,
+    /// One row per Observation filed from the batch (none while it is quarantined).
+    pub readings: Vec<readings::FiledReading>,
+    /// The blind index values of the readings' kinds (stored once per tenant and kind).
+    pub kinds: Vec<readings::KindEntry>,
     pub alerts: Vec<ClinicalAlert>,
+}
+
+/// A quarantined batch released by an administrator: its body (the batch with its
+/// judgements), and its readings' rows and kinds.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub seq: u64,
+    pub at: Timestamp,
+    pub body: Vec<u8>,
+    pub readings: Vec<readings::FiledReading>,
+    pub kinds: Vec<readings::KindEntry>,
 }
 
 /// An alert for the care team: a device reading crossed the patient's threshold. What was
@@ -441,15 +456,14 @@ pub trait DeviceRepository: Send + Sync {
         tenant: crate::ids::TenantId,
         device: &str,
     ) -> impl std::future::Future<Output = Result<Vec<StoredBatch>, crate::repo::RepoError>> + Send;
-    /// Marks one released and files its Observations, atomically; `false` (and nothing
-    /// filed) if it was released already.
+    /// Marks one released and files its Observations, atomically: its body replaced by
+    /// `body` (the batch with its judgements) and its readings' rows stored; `false` (and
+    /// nothing filed) if it was released already.
     fn release_batch(
         &self,
         tenant: crate::ids::TenantId,
         device: &str,
-        seq: u64,
-        now: Timestamp,
-        resources: &[crate::records::PreparedVersion],
+        release: &Release,
     ) -> impl std::future::Future<Output = Result<bool, crate::repo::RepoError>> + Send;
     fn revoke_device(
         &self,

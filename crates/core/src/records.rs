@@ -79,6 +79,10 @@ pub struct StoredSearch {
     /// Each entry must match; within an entry any range condition (OR).
     pub dates: Vec<(String, Vec<search::DateCondition>)>,
     pub last_updated: Vec<search::DateCondition>,
+    /// The device readings the `identifier` condition names (values of the form
+    /// `[urn:telesafe:device-batch|]<device>/<seq>/<n>`): a device reading's Observation
+    /// has no blind identifier entry, its identifier is its place in its batch.
+    pub identified_readings: Vec<crate::devices::readings::ReadingRef>,
     /// At most this many hits; the caller asks for one more than it allows to detect
     /// a search that is too broad.
     pub limit: u32,
@@ -170,19 +174,39 @@ pub fn resource_aad(
     format!("telesafe/resource/v1|{tenant}|{patient}|{resource_type}|{id}|{version}").into_bytes()
 }
 
-/// Seals a resource's JSON for its row.
+/// The associated data of a row's body: its resource's, or for version 1 of a device
+/// reading's Observation, its batch's (the body is the sealed batch, see
+/// [`crate::devices::readings`]).
+fn row_aad(r: &StoredResource) -> Vec<u8> {
+    if r.version == 1
+        && r.resource_type == "Observation"
+        && let (Some(patient), Some(reading)) =
+            (r.patient, crate::devices::readings::parse_reading_id(&r.id))
+    {
+        return crate::devices::readings::batch_aad(
+            r.tenant,
+            patient,
+            &reading.device,
+            reading.seq,
+        );
+    }
+    resource_aad(r.tenant, r.patient, &r.resource_type, &r.id, r.version)
+}
+
+/// Seals a resource's JSON (or a device reading's batch record) for its row.
 pub fn seal_resource(
     key: &SealingKey,
     r: &StoredResource,
     json: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
-    key.seal(json, &resource_aad(r.tenant, r.patient, &r.resource_type, &r.id, r.version))
+    key.seal(json, &row_aad(r))
 }
 
-/// Opens a row's resource.
+/// Opens a row's body: the resource's JSON, or for a device reading's version 1 its
+/// batch record (render it with [`crate::devices::readings::BatchRecord::observation`]).
 pub fn open_resource(
     key: &SealingKey,
     r: &StoredResource,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
-    key.open(&r.body, &resource_aad(r.tenant, r.patient, &r.resource_type, &r.id, r.version))
+    key.open(&r.body, &row_aad(r))
 }

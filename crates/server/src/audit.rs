@@ -107,6 +107,19 @@ pub async fn record_as(
     state.audit.record_all(entries).await.map(|_| ()).map_err(|_| AppError::Unavailable)
 }
 
+/// Records several actors' accesses in one append (one durable commit for them all): a
+/// request carrying many devices' batches waits once, not once per batch.
+pub async fn record_each(
+    state: &AppState,
+    items: &[(&Actor, &[Access<'_>])],
+) -> Result<(), AppError> {
+    let entries = items
+        .iter()
+        .flat_map(|(who, accesses)| accesses.iter().map(|a| entry(state, who, a)))
+        .collect();
+    state.audit.record_all(entries).await.map(|_| ()).map_err(|_| AppError::Unavailable)
+}
+
 /// A signed tree head as served and as written to a witness file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HeadJson {

@@ -13,13 +13,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use telesafe_core::PatientId;
 use telesafe_core::audit::{ActorKind, Purpose};
+use telesafe_core::devices::readings::{
+    BatchRecord, FiledReading, KindEntry, batch_aad, reading_id,
+};
 use telesafe_core::devices::vitals::{self, Threshold};
 use telesafe_core::devices::{
-    ClinicalAlert, Device, DeviceRepository, FiledBatch, Outcome, StoredBatch, decide,
+    ClinicalAlert, Device, DeviceRepository, FiledBatch, Outcome, Release, StoredBatch, decide,
 };
-use telesafe_core::records::PreparedVersion;
 use telesafe_crypto::OpaqueToken;
-use telesafe_proto::telemetry::{Ack, Reason, SignedBatch, canonical, parse};
+use telesafe_proto::telemetry::{Ack, Reason, SignedBatch, parse};
 
 mod caches;
 mod care;
@@ -27,12 +29,12 @@ mod writer;
 
 pub use caches::DeviceCaches;
 pub(crate) use caches::forget_model;
-use caches::{cached_model, cached_organisation, cached_thresholds};
+use caches::{cached_kind, cached_model, cached_organisation, cached_thresholds};
 use care::alert_aad;
 pub(crate) use care::{open_alert, set_thresholds, thresholds};
 pub use writer::DeviceWriter;
 
-use crate::audit::{Access, Actor, record_as};
+use crate::audit::{Access, Actor, record_as, record_each};
 use crate::error::AppError;
 use crate::http::json::ValidJson;
 use crate::state::AppState;
@@ -293,12 +295,8 @@ async fn prepare(
                 .patient(&state.store, device.tenant, device.patient, now, true)
                 .await
                 .map_err(AppError::internal)?;
-            // Bound to its row: tenant, patient, device and sequence number.
-            let aad = batch_aad(&device, seq);
-            let body =
-                key.seal(&canonical(&b.batch), aad.as_bytes()).map_err(AppError::internal)?;
-            // One audit entry per batch: its readings' Observations carry the batch's
-            // identifier (device/seq/i), so each is traceable to this entry.
+            // One audit entry per batch: its readings' Observations are named by the
+            // batch (d<device>.<seq>.<n>), so each is traceable to this entry.
             let accesses = vec![Access {
                 action: "telemetry",
                 resource_type: "DeviceBatch",
@@ -307,18 +305,21 @@ async fn prepare(
                 purpose: Purpose::Treatment,
                 outcome: "success",
             }];
-            let (resources, alerts) = if quarantine.is_none() {
+            let filed = if quarantine.is_none() {
                 if let std::collections::hash_map::Entry::Vacant(e) =
                     lookups.thresholds.entry(device.patient)
                 {
                     e.insert(cached_thresholds(state, device.tenant, device.patient).await?);
                 }
                 let t = lookups.thresholds.get(&device.patient).map_or(&[][..], Vec::as_slice);
-                let filed = file_readings(state, &device, seq, &b.batch.readings, &key, t).await?;
-                (filed.resources, filed.alerts)
+                file_readings(state, &device, seq, &b.batch.readings, &key, t).await?
             } else {
-                (Vec::new(), Vec::new())
+                Filed::default()
             };
+            let firmware = b.batch.firmware.clone();
+            // Bound to its row: tenant, patient, device and sequence number.
+            let record = BatchRecord { batch: b.batch, filed: filed.judged };
+            let body = seal_batch(&key, &device, &record)?;
             let filed = FiledBatch {
                 batch: StoredBatch {
                     tenant: device.tenant,
@@ -329,9 +330,10 @@ async fn prepare(
                     quarantine: quarantine.clone(),
                     body,
                 },
-                firmware: b.batch.firmware.clone(),
-                resources,
-                alerts,
+                firmware,
+                readings: filed.readings,
+                kinds: filed.kinds,
+                alerts: filed.alerts,
             };
             Ok(Prepared::File {
                 filed: Box::new(filed),
@@ -347,11 +349,16 @@ async fn prepare(
 /// answers every item in order. Storage failures fail the whole request (the devices keep
 /// their batches and resend them).
 async fn file_all(state: &AppState, items: Vec<Prepared>) -> Result<Vec<Ack>, AppError> {
-    // Durable in the audit log before anything is stored or acknowledged.
-    for item in &items {
-        if let Prepared::File { actor, accesses, .. } = item {
-            record_as(state, actor, accesses).await?;
-        }
+    // Durable in the audit log before anything is stored or acknowledged, in one append.
+    let audited: Vec<(&Actor, &[Access<'_>])> = items
+        .iter()
+        .filter_map(|item| match item {
+            Prepared::File { actor, accesses, .. } => Some((actor, accesses.as_slice())),
+            Prepared::Done(_) => None,
+        })
+        .collect();
+    if !audited.is_empty() {
+        record_each(state, &audited).await?;
     }
     let mut to_file = Vec::new();
     let mut slots = Vec::with_capacity(items.len());
@@ -380,16 +387,22 @@ async fn file_all(state: &AppState, items: Vec<Prepared>) -> Result<Vec<Ack>, Ap
         .collect())
 }
 
-/// What filing a batch's readings produces, for one transaction, and the Observations'
-/// audit entries (used when an administrator releases quarantined readings).
+/// What filing a batch's readings produces, for one transaction: how each Observation was
+/// judged (sealed with the batch), their rows, their kinds' index values, the alerts they
+/// raise, and their audit entries (used when an administrator releases quarantined
+/// readings).
+#[derive(Default)]
 struct Filed {
-    resources: Vec<PreparedVersion>,
+    judged: Option<Vec<vitals::Judgement>>,
+    readings: Vec<FiledReading>,
+    kinds: Vec<KindEntry>,
     alerts: Vec<ClinicalAlert>,
     accesses: Vec<Access<'static>>,
 }
 
-/// Turns a batch's readings into sealed Observations (vital-signs profiles, provenance,
-/// plausibility flags, threshold interpretation) and the alerts they raise.
+/// Judges a batch's readings (plausibility, the patient's thresholds) into the rows of
+/// the Observations they are filed as, and the alerts they raise. The Observations
+/// themselves are rendered when read, from the sealed batch and these judgements.
 async fn file_readings(
     state: &AppState,
     device: &Device,
@@ -398,35 +411,36 @@ async fn file_readings(
     key: &telesafe_crypto::keys::SealingKey,
     thresholds: &[Threshold],
 ) -> Result<Filed, AppError> {
+    let at_ms = |at: &str| telesafe_core::records::search::parse_date_range(at);
     let mut previous = state.device_previous.get(&device.id).unwrap_or_default();
-    let observations = vitals::observations(
-        &device.patient.to_string(),
-        &device.id,
-        readings,
-        |at| telesafe_core::records::search::parse_date_range(at).map(|r| r.low),
-        |i| format!("{}/{seq}/{i}", device.id),
-        &mut previous,
-        thresholds,
-    );
+    let judged =
+        vitals::judge_batch(readings, |at| at_ms(at).map(|r| r.low), &mut previous, thresholds);
     state.device_previous.insert(device.id.clone(), previous);
     let now = state.clock.now();
-    let mut out = Filed { resources: Vec::new(), alerts: Vec::new(), accesses: Vec::new() };
-    for o in observations {
-        let id = uuid::Uuid::now_v7().to_string();
-        let prepared = crate::fhir::prepare_new(
-            state,
-            device.tenant,
-            "Observation",
-            &id,
-            device.patient,
-            key,
-            o.resource,
-        )
-        .await
-        .map_err(|f| {
-            AppError::Internal(f.issues.first().map(|i| i.2.clone()).unwrap_or_default())
+    let tk =
+        state.keys.tenant(&state.store, device.tenant, now).await.map_err(AppError::internal)?;
+    let mut out = Filed::default();
+    for j in &judged {
+        let n = u32::try_from(j.i).map_err(AppError::internal)?;
+        let id = reading_id(&device.id, seq, n)
+            .ok_or_else(|| AppError::Internal("a device id that is not a UUID".into()))?;
+        let kind = cached_kind(state, &tk, device.tenant, j.code(readings));
+        for e in &kind.1 {
+            if !out.kinds.contains(e) {
+                out.kinds.push(e.clone());
+            }
+        }
+        // The protocol admits only whole-second UTC times (parse checked them).
+        let range = readings.get(j.i).and_then(|r| at_ms(&r.at)).ok_or_else(|| {
+            AppError::Internal("a reading's time did not parse after checking".into())
         })?;
-        out.resources.push(prepared);
+        out.readings.push(FiledReading {
+            patient: device.patient,
+            n,
+            kind: kind.0.clone(),
+            low: range.low,
+            high: range.high,
+        });
         out.accesses.push(Access {
             action: "create",
             resource_type: "Observation",
@@ -435,9 +449,9 @@ async fn file_readings(
             purpose: Purpose::Treatment,
             outcome: "success",
         });
-        for breach in o.breaches {
+        for breach in &j.breaches {
             let alert_id = uuid::Uuid::now_v7().to_string();
-            let plain = serde_json::to_vec(&breach).map_err(AppError::internal)?;
+            let plain = serde_json::to_vec(breach).map_err(AppError::internal)?;
             let body = key
                 .seal(&plain, alert_aad(device.tenant, device.patient, &alert_id).as_bytes())
                 .map_err(AppError::internal)?;
@@ -451,11 +465,19 @@ async fn file_readings(
             });
         }
     }
+    out.judged = Some(judged);
     Ok(out)
 }
 
-fn batch_aad(device: &Device, seq: u64) -> String {
-    format!("telesafe/device-batch/v1|{}|{}|{}|{seq}", device.tenant, device.patient, device.id)
+/// Seals a batch record under the patient's key, bound to its row.
+fn seal_batch(
+    key: &telesafe_crypto::keys::SealingKey,
+    device: &Device,
+    record: &BatchRecord,
+) -> Result<Vec<u8>, AppError> {
+    let plain = zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(AppError::internal)?);
+    let aad = batch_aad(device.tenant, device.patient, &device.id, record.batch.seq);
+    key.seal(&plain, &aad).map_err(AppError::internal)
 }
 
 #[derive(Debug, Serialize)]
@@ -515,19 +537,32 @@ pub(crate) async fn release_device(
     let thresholds = thresholds(state, device.tenant, device.patient).await?;
     let mut released = 0;
     for b in batches {
-        let plain =
-            key.open(&b.body, batch_aad(&device, b.seq).as_bytes()).map_err(AppError::internal)?;
-        let batch: telesafe_proto::telemetry::Batch =
-            serde_json::from_slice(&plain).map_err(AppError::internal)?;
+        let plain = key
+            .open(&b.body, &batch_aad(device.tenant, device.patient, &device.id, b.seq))
+            .map_err(AppError::internal)?;
+        let record = BatchRecord::parse(&plain)
+            .ok_or_else(|| AppError::Internal("a stored batch did not parse".into()))?;
         // Released readings are filed as they are, judged like any reading; they are old
         // news by now, so they raise no alerts.
         let filed =
-            file_readings(state, &device, b.seq, &batch.readings, &key, &thresholds).await?;
+            file_readings(state, &device, b.seq, &record.batch.readings, &key, &thresholds).await?;
         record_as(state, &actor, &filed.accesses).await?;
+        let record = BatchRecord { batch: record.batch, filed: filed.judged };
+        let body = seal_batch(&key, &device, &record)?;
         // Marked and filed in one transaction: a second release files nothing.
         if state
             .store
-            .release_batch(device.tenant, &device.id, b.seq, now, &filed.resources)
+            .release_batch(
+                device.tenant,
+                &device.id,
+                &Release {
+                    seq: b.seq,
+                    at: now,
+                    body,
+                    readings: filed.readings,
+                    kinds: filed.kinds,
+                },
+            )
             .await?
         {
             released += 1;

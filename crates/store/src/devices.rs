@@ -2,16 +2,15 @@
 
 use telesafe_core::devices::{
     ClinicalAlert, Device, DeviceModel, DeviceRepository, DeviceSummary, Enrollment, FiledBatch,
-    ModelPolicy, StoredBatch,
+    ModelPolicy, Release, StoredBatch,
 };
-use telesafe_core::records::PreparedVersion;
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 use telesafe_crypto::TokenHash;
 
 use crate::Store;
 use sqlx::AssertSqlSafe;
 
-use crate::records::insert_new_tx;
+use crate::records::insert_readings_tx;
 use crate::tx::placeholders;
 use crate::tx::{Scope, on_tx, repo_err};
 
@@ -266,7 +265,8 @@ impl DeviceRepository for Store {
         // Which items stored: the first of each inserted (device, seq), in order.
         let mut out = Vec::with_capacity(batches.len());
         let mut newest: std::collections::HashMap<&str, (i64, &str)> = Default::default();
-        let mut resources = Vec::new();
+        let mut readings = Vec::new();
+        let mut kinds: Vec<&telesafe_core::devices::readings::KindEntry> = Vec::new();
         let mut alerts = Vec::new();
         for f in batches {
             let seq = seq_i64(f.batch.seq)?;
@@ -279,7 +279,14 @@ impl DeviceRepository for Store {
             if seq > e.0 {
                 *e = (seq, f.firmware.as_str());
             }
-            resources.extend(f.resources.iter());
+            let b = &f.batch;
+            readings
+                .extend(f.readings.iter().map(|r| (b.device_id.as_str(), b.seq, b.received_at, r)));
+            for k in &f.kinds {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
             alerts.extend(f.alerts.iter());
         }
         for (device, (seq, firmware)) in newest {
@@ -290,7 +297,7 @@ impl DeviceRepository for Store {
                 .execute(&mut **c).await.map(|_| ()))
             .map_err(repo_err)?;
         }
-        insert_new_tx(&mut tx, &resources).await?;
+        insert_readings_tx(&mut tx, tenant, &readings, &kinds).await?;
         for a in alerts {
             on_tx!(&mut tx, c => sqlx::query(
                 "INSERT INTO clinical_alerts (id, tenant_id, patient_id, observation_id, created_at, body) \
@@ -512,21 +519,23 @@ impl DeviceRepository for Store {
         &self,
         tenant: TenantId,
         device: &str,
-        seq: u64,
-        now: Timestamp,
-        resources: &[PreparedVersion],
+        release: &Release,
     ) -> Result<bool, RepoError> {
+        let (seq, now, body) = (release.seq, release.at, &release.body);
         let mut tx = self.begin_write(Scope::Tenant(tenant)).await?;
         let n = on_tx!(&mut tx, c => sqlx::query(
-            "UPDATE device_batches SET released_at = $1 \
+            "UPDATE device_batches SET released_at = $1, body = $5 \
              WHERE tenant_id = $2 AND device_id = $3 AND seq = $4 AND released_at IS NULL")
             .bind(now.unix_millis()).bind(tenant.to_string()).bind(device).bind(seq_i64(seq)?)
+            .bind(body)
             .execute(&mut **c).await.map(|r| r.rows_affected()))
         .map_err(repo_err)?;
         if n != 1 {
             return Ok(false);
         }
-        insert_new_tx(&mut tx, &resources.iter().collect::<Vec<_>>()).await?;
+        let rows: Vec<_> = release.readings.iter().map(|r| (device, seq, now, r)).collect();
+        let kinds: Vec<_> = release.kinds.iter().collect();
+        insert_readings_tx(&mut tx, tenant, &rows, &kinds).await?;
         tx.commit().await?;
         Ok(true)
     }

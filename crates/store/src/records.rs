@@ -11,9 +11,12 @@ use telesafe_core::records::{
 };
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 
+mod readings;
 mod write;
 
-pub(crate) use write::{insert_new_tx, put_version_tx};
+pub(crate) use readings::insert_tx as insert_readings_tx;
+use telesafe_core::devices::readings::{is_reading, parse_reading_id};
+pub(crate) use write::put_version_tx;
 
 use crate::Store;
 use crate::tx::{Scope, on_tx, repo_err};
@@ -187,6 +190,7 @@ impl KeyRepository for Store {
                 .bind(&t).bind(&p).bind(now.unix_millis()).execute(&mut **c).await.map(|_| ())
         })
         .map_err(repo_err)?;
+        readings::erase_tx(&mut tx, tenant, patient).await?;
         tx.commit().await
     }
 
@@ -440,6 +444,21 @@ enum Bind {
     Int(i64),
 }
 
+/// Binds `binds` to `query` in order (a macro: the query's type differs per backend).
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for b in $binds {
+            query = match b {
+                Bind::Text(s) => query.bind(s.clone()),
+                Bind::Int(i) => query.bind(*i),
+            };
+        }
+        query
+    }};
+}
+use bind_all;
+
 /// `(SQL condition, binds)` for a date prefix over index columns `low`/`high`, numbering
 /// placeholders from `next`.
 fn date_sql(cond: &DateCondition, low: &str, high: &str, binds: &mut Vec<Bind>) -> String {
@@ -551,6 +570,14 @@ impl ResourceRepository for Store {
             .bind(tenant.to_string()).bind(resource_type).bind(id)
             .fetch_optional(&mut **c).await)
             .map_err(repo_err)?;
+        if row.is_none()
+            && resource_type == "Observation"
+            && let Some(reading) = parse_reading_id(id)
+        {
+            let found = readings::rows(&mut tx, tenant, &[reading], true).await?;
+            tx.commit().await?;
+            return Ok(found.into_iter().next());
+        }
         tx.commit().await?;
         row.map(StoredResource::try_from).transpose()
     }
@@ -563,6 +590,14 @@ impl ResourceRepository for Store {
         version: u32,
     ) -> Result<Option<StoredResource>, RepoError> {
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        if version == 1
+            && resource_type == "Observation"
+            && let Some(reading) = parse_reading_id(id)
+        {
+            let found = readings::rows(&mut tx, tenant, &[reading], false).await?;
+            tx.commit().await?;
+            return Ok(found.into_iter().next());
+        }
         let sql = format!(
             "SELECT {RESOURCE_COLUMNS} FROM fhir_resources \
              WHERE tenant_id = $1 AND resource_type = $2 AND id = $3 AND version = $4"
@@ -592,8 +627,16 @@ impl ResourceRepository for Store {
             .bind(tenant.to_string()).bind(resource_type).bind(id)
             .fetch_all(&mut **c).await)
             .map_err(repo_err)?;
+        // A device reading's first version is its batch's.
+        let first = match parse_reading_id(id).filter(|_| resource_type == "Observation") {
+            Some(reading) => readings::rows(&mut tx, tenant, &[reading], false).await?,
+            None => Vec::new(),
+        };
         tx.commit().await?;
-        rows.into_iter().map(StoredResource::try_from).collect()
+        let mut out =
+            rows.into_iter().map(StoredResource::try_from).collect::<Result<Vec<_>, _>>()?;
+        out.extend(first);
+        Ok(out)
     }
 
     async fn search(
@@ -606,17 +649,25 @@ impl ResourceRepository for Store {
         // The SQL is assembled here from fixed fragments and `$n` placeholders; every value
         // is bound.
         let rows: Vec<HitRow> = on_tx!(&mut tx, c => {
-            let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
-            for b in &binds {
-                query = match b {
-                    Bind::Text(s) => query.bind(s.clone()),
-                    Bind::Int(i) => query.bind(*i),
-                };
-            }
-            query.fetch_all(&mut **c).await
+            bind_all!(sqlx::query_as(AssertSqlSafe(sql.clone())), &binds).fetch_all(&mut **c).await
         })
         .map_err(repo_err)?;
+        // Device readings' Observations, up to the same limit in all.
+        let room = (q.limit as usize).saturating_sub(rows.len());
+        let mut readings = Vec::new();
+        if room > 0
+            && let Some((sql, mut binds)) = readings::search_sql(tenant, q)
+        {
+            binds.push(Bind::Int(room as i64));
+            let sql = format!("{sql} ORDER BY o.device_id, o.seq, o.n LIMIT ${}", binds.len());
+            readings = on_tx!(&mut tx, c => {
+                let query = sqlx::query_as::<_, readings::ReadingHitRow>(AssertSqlSafe(sql.clone()));
+                bind_all!(query, &binds).fetch_all(&mut **c).await
+            })
+            .map_err(repo_err)?;
+        }
         tx.commit().await?;
+        let readings = readings.into_iter().map(readings::ReadingHitRow::into_hit);
         rows.into_iter()
             .map(|r| {
                 Ok(SearchHit {
@@ -632,6 +683,7 @@ impl ResourceRepository for Store {
                     sort_date: r.sort_date,
                 })
             })
+            .chain(readings)
             .collect()
     }
 
@@ -662,8 +714,16 @@ impl ResourceRepository for Store {
             query.fetch_all(&mut **c).await
         })
         .map_err(repo_err)?;
+        let mut out =
+            rows.into_iter().map(StoredResource::try_from).collect::<Result<Vec<_>, _>>()?;
+        let unfound: Vec<_> = ids
+            .iter()
+            .filter(|id| is_reading(resource_type, id) && !out.iter().any(|r| &r.id == *id))
+            .filter_map(|id| parse_reading_id(id))
+            .collect();
+        out.extend(readings::rows(&mut tx, tenant, &unfound, true).await?);
         tx.commit().await?;
-        rows.into_iter().map(StoredResource::try_from).collect()
+        Ok(out)
     }
 
     async fn patient_versions(
@@ -681,12 +741,24 @@ impl ResourceRepository for Store {
             .bind(tenant.to_string()).bind(patient.to_string())
             .fetch_all(&mut **c).await)
             .map_err(repo_err)?;
+        // Each device batch once (its readings' Observations share its body).
+        let batches = readings::batches_of_patient(&mut tx, tenant, patient).await?;
         tx.commit().await?;
-        rows.into_iter().map(StoredResource::try_from).collect()
+        let mut out =
+            rows.into_iter().map(StoredResource::try_from).collect::<Result<Vec<_>, _>>()?;
+        out.extend(batches);
+        Ok(out)
     }
 
     async fn reseal(&self, r: &StoredResource) -> Result<(), RepoError> {
         let mut tx = self.begin_write(Scope::Tenant(r.tenant)).await?;
+        if r.version == 1
+            && r.resource_type == "Observation"
+            && let Some(reading) = parse_reading_id(&r.id)
+        {
+            readings::reseal_batch(&mut tx, r.tenant, &reading, &r.body).await?;
+            return tx.commit().await;
+        }
         on_tx!(&mut tx, c => sqlx::query(
             "UPDATE fhir_resources SET body = $1 \
              WHERE tenant_id = $2 AND resource_type = $3 AND id = $4 AND version = $5")
@@ -716,7 +788,11 @@ impl ResourceRepository for Store {
             .bind(tenant.to_string()).bind(patient.to_string())
             .fetch_all(&mut **c).await)
             .map_err(repo_err)?;
+        let readings = readings::of_patient(&mut tx, tenant, patient).await?;
         tx.commit().await?;
-        rows.into_iter().map(StoredResource::try_from).collect()
+        let mut out =
+            rows.into_iter().map(StoredResource::try_from).collect::<Result<Vec<_>, _>>()?;
+        out.extend(readings);
+        Ok(out)
     }
 }

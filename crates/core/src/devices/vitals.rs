@@ -184,7 +184,7 @@ pub fn check_threshold(t: &Threshold) -> Result<(), String> {
 }
 
 /// Why a value is suspicious.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Suspicion {
     OutOfRange { code: String },
     RateOfChange { code: String },
@@ -215,7 +215,6 @@ pub struct VitalObservation {
 pub type Previous = HashMap<String, (i64, f64)>;
 
 struct Judged {
-    quantity: Value,
     interpretation: Option<&'static str>,
     suspicious: Vec<Suspicion>,
     breaches: Vec<Breach>,
@@ -257,17 +256,7 @@ fn judge(r: &Reading, at_ms: i64, previous: &mut Previous, thresholds: &[Thresho
     if previous.get(&r.code).is_none_or(|(t, _)| *t <= at_ms) {
         previous.insert(r.code.clone(), (at_ms, value));
     }
-    Judged {
-        quantity: json!({
-            "value": serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
-            "unit": sign.map_or(r.unit.as_str(), |s| s.unit),
-            "system": "http://unitsofmeasure.org",
-            "code": r.unit,
-        }),
-        interpretation,
-        suspicious,
-        breaches,
-    }
+    Judged { interpretation, suspicious, breaches }
 }
 
 fn trim(v: f64) -> String {
@@ -287,13 +276,171 @@ fn code_concept(loinc: &str) -> Value {
     json!({"coding": coding, "text": display})
 }
 
-fn interpretation(code: &str) -> Value {
-    let display = if code == "L" { "Low" } else { "High" };
+fn interpretation(code: char) -> Value {
+    let display = if code == 'L' { "Low" } else { "High" };
     json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": code, "display": display}]}])
 }
 
-/// Turns a batch's readings into Observations. A systolic and a diastolic reading taken at
-/// the same moment become one blood-pressure panel (the `bp` profile, two components).
+/// What filing one Observation found: which readings it holds, how each component
+/// compares with the patient's thresholds, and what the plausibility checks flagged. It
+/// is stored (sealed, with the batch) so the Observation reads back exactly as it was
+/// judged when it arrived, whatever the thresholds are now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    /// The reading (its index in the batch) the Observation is filed under; a
+    /// blood-pressure panel takes the systolic's.
+    pub i: usize,
+    /// The diastolic reading taken at the same moment, for a panel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<usize>,
+    /// Components (0, or 1 for a panel's diastolic) interpreted low (`L`) or high (`H`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interp: Vec<(usize, char)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspicious: Vec<Suspicion>,
+    /// The thresholds crossed: what the care team is alerted to (not stored: the alerts
+    /// are).
+    #[serde(skip)]
+    pub breaches: Vec<Breach>,
+}
+
+impl Judgement {
+    /// The Observation's code: the panel's, or the reading's own.
+    pub fn code<'a>(&self, readings: &'a [Reading]) -> &'a str {
+        match self.pair {
+            Some(_) => BP_PANEL,
+            None => readings.get(self.i).map_or("", |r| r.code.as_str()),
+        }
+    }
+}
+
+/// Judges a batch's readings in order: pairs a systolic and a diastolic reading taken at
+/// the same moment into one blood-pressure panel, checks every value's plausibility
+/// (against `previous`, which it updates) and the patient's thresholds.
+pub fn judge_batch(
+    readings: &[Reading],
+    at_ms: impl Fn(&str) -> Option<i64>,
+    previous: &mut Previous,
+    thresholds: &[Threshold],
+) -> Vec<Judgement> {
+    let mut out = Vec::with_capacity(readings.len());
+    let mut paired = vec![false; readings.len()];
+    for (i, r) in readings.iter().enumerate() {
+        if paired[i] {
+            continue;
+        }
+        let ms = at_ms(&r.at).unwrap_or_default();
+        let partner = (r.code == SYSTOLIC)
+            .then(|| {
+                readings
+                    .iter()
+                    .enumerate()
+                    .position(|(j, o)| !paired[j] && j != i && o.code == DIASTOLIC && o.at == r.at)
+            })
+            .flatten();
+        let mut j = Judgement {
+            i,
+            pair: partner,
+            interp: Vec::new(),
+            suspicious: Vec::new(),
+            breaches: Vec::new(),
+        };
+        if let Some(p) = partner {
+            paired[p] = true;
+        }
+        for (c, reading) in std::iter::once(r).chain(partner.map(|p| &readings[p])).enumerate() {
+            let jd = judge(reading, ms, previous, thresholds);
+            if let Some(code) = jd.interpretation {
+                j.interp.push((c, if code == "L" { 'L' } else { 'H' }));
+            }
+            j.suspicious.extend(jd.suspicious);
+            j.breaches.extend(jd.breaches);
+        }
+        out.push(j);
+    }
+    out
+}
+
+fn quantity(r: &Reading) -> Value {
+    let value: f64 = r.value.parse().unwrap_or(f64::NAN);
+    let sign = sign_for(&r.code);
+    json!({
+        "value": serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
+        "unit": sign.map_or(r.unit.as_str(), |s| s.unit),
+        "system": "http://unitsofmeasure.org",
+        "code": r.unit,
+    })
+}
+
+/// The Observation (vital-signs profile, provenance, interpretation, plausibility flags)
+/// a judged reading is filed as, without id or meta.versionId: a pure function of the
+/// signed readings and the stored judgement. `identifier` names the reading in its batch.
+pub fn render(
+    patient: &str,
+    device: &str,
+    readings: &[Reading],
+    j: &Judgement,
+    identifier: &str,
+) -> Value {
+    let Some(r) = readings.get(j.i) else { return Value::Null };
+    let mut resource = json!({
+        "resourceType": "Observation",
+        "meta": {"tag": [{"system": "urn:telesafe:provenance", "code": "device-signature-verified", "display": "From an enrolled device; batch signature verified"}]},
+        "identifier": [{"system": "urn:telesafe:device-batch", "value": identifier}],
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs", "display": "Vital Signs"}], "text": "Vital Signs"}],
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": r.at,
+        "device": {"reference": format!("Device/{device}")},
+    });
+    let interp = |c: usize| j.interp.iter().find(|(k, _)| *k == c).map(|(_, code)| *code);
+    if let Some(p) = j.pair.and_then(|p| readings.get(p)) {
+        resource["code"] = code_concept(BP_PANEL);
+        resource["meta"]["profile"] = json!([format!("{PROFILE}bp")]);
+        let mut components = Vec::new();
+        for (c, reading) in [r, p].into_iter().enumerate() {
+            let mut v =
+                json!({"code": code_concept(&reading.code), "valueQuantity": quantity(reading)});
+            if let Some(code) = interp(c) {
+                v["interpretation"] = interpretation(code);
+            }
+            components.push(v);
+        }
+        resource["component"] = Value::Array(components);
+    } else {
+        resource["code"] = code_concept(&r.code);
+        if let Some(p) = sign_for(&r.code).and_then(|s| s.profile) {
+            resource["meta"]["profile"] = json!([format!("{PROFILE}{p}")]);
+        }
+        resource["valueQuantity"] = quantity(r);
+        if let Some(code) = interp(0) {
+            resource["interpretation"] = interpretation(code);
+        }
+    }
+    if !j.suspicious.is_empty() {
+        for s in &j.suspicious {
+            let (code, display) = match s {
+                Suspicion::OutOfRange { .. } => {
+                    ("out-of-range", "Outside the physiological range: check the device")
+                }
+                Suspicion::RateOfChange { .. } => {
+                    ("rate-of-change", "Changed faster than physiologically credible")
+                }
+            };
+            let tag =
+                json!({"system": "urn:telesafe:plausibility", "code": code, "display": display});
+            if let Some(tags) = resource["meta"]["tag"].as_array_mut()
+                && !tags.contains(&tag)
+            {
+                tags.push(tag);
+            }
+        }
+        resource["note"] = json!([{"text": "Suspicious reading: flagged by Telesafe's plausibility checks; confirm before acting on it."}]);
+    }
+    resource
+}
+
+/// Turns a batch's readings into Observations: [`judge_batch`], then [`render`].
 /// `identifier(i)` names reading `i` of the batch (the panel takes the systolic's), so a
 /// filed Observation can always be traced to its signed batch.
 pub fn observations(
@@ -305,86 +452,14 @@ pub fn observations(
     previous: &mut Previous,
     thresholds: &[Threshold],
 ) -> Vec<VitalObservation> {
-    let mut out = Vec::with_capacity(readings.len());
-    let mut paired = vec![false; readings.len()];
-    for (i, r) in readings.iter().enumerate() {
-        if paired[i] {
-            continue;
-        }
-        let ms = at_ms(&r.at).unwrap_or_default();
-        let mut resource = json!({
-            "resourceType": "Observation",
-            "meta": {"tag": [{"system": "urn:telesafe:provenance", "code": "device-signature-verified", "display": "From an enrolled device; batch signature verified"}]},
-            "identifier": [{"system": "urn:telesafe:device-batch", "value": identifier(i)}],
-            "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs", "display": "Vital Signs"}], "text": "Vital Signs"}],
-            "subject": {"reference": format!("Patient/{patient}")},
-            "effectiveDateTime": r.at,
-            "device": {"reference": format!("Device/{device}")},
-        });
-        let partner = (r.code == SYSTOLIC)
-            .then(|| {
-                readings
-                    .iter()
-                    .enumerate()
-                    .position(|(j, o)| !paired[j] && j != i && o.code == DIASTOLIC && o.at == r.at)
-            })
-            .flatten();
-        let mut judged = Vec::new();
-        if let Some(j) = partner {
-            paired[j] = true;
-            resource["code"] = code_concept(BP_PANEL);
-            resource["meta"]["profile"] = json!([format!("{PROFILE}bp")]);
-            let mut components = Vec::new();
-            for reading in [r, &readings[j]] {
-                let jd = judge(reading, ms, previous, thresholds);
-                let mut c =
-                    json!({"code": code_concept(&reading.code), "valueQuantity": jd.quantity});
-                if let Some(code) = jd.interpretation {
-                    c["interpretation"] = interpretation(code);
-                }
-                components.push(c);
-                judged.push(jd);
-            }
-            resource["component"] = Value::Array(components);
-        } else {
-            resource["code"] = code_concept(&r.code);
-            if let Some(p) = sign_for(&r.code).and_then(|s| s.profile) {
-                resource["meta"]["profile"] = json!([format!("{PROFILE}{p}")]);
-            }
-            let jd = judge(r, ms, previous, thresholds);
-            resource["valueQuantity"] = jd.quantity.clone();
-            if let Some(code) = jd.interpretation {
-                resource["interpretation"] = interpretation(code);
-            }
-            judged.push(jd);
-        }
-        let suspicious: Vec<Suspicion> =
-            judged.iter().flat_map(|j| j.suspicious.iter().cloned()).collect();
-        let breaches: Vec<Breach> =
-            judged.into_iter().flat_map(|j| j.breaches.into_iter()).collect();
-        if !suspicious.is_empty() {
-            for s in &suspicious {
-                let (code, display) = match s {
-                    Suspicion::OutOfRange { .. } => {
-                        ("out-of-range", "Outside the physiological range: check the device")
-                    }
-                    Suspicion::RateOfChange { .. } => {
-                        ("rate-of-change", "Changed faster than physiologically credible")
-                    }
-                };
-                let tag = json!({"system": "urn:telesafe:plausibility", "code": code, "display": display});
-                if let Some(tags) = resource["meta"]["tag"].as_array_mut()
-                    && !tags.contains(&tag)
-                {
-                    tags.push(tag);
-                }
-            }
-            resource["note"] = json!([{"text": "Suspicious reading: flagged by Telesafe's plausibility checks; confirm before acting on it."}]);
-        }
-        out.push(VitalObservation { resource, suspicious, breaches });
-    }
-    out
+    judge_batch(readings, at_ms, previous, thresholds)
+        .into_iter()
+        .map(|j| VitalObservation {
+            resource: render(patient, device, readings, &j, &identifier(j.i)),
+            suspicious: j.suspicious,
+            breaches: j.breaches,
+        })
+        .collect()
 }
 
 /// Whether a filed Observation was flagged as suspicious.

@@ -1,8 +1,12 @@
 //! Short-lived caches of the telemetry path.
 
 use telesafe_core::devices::DeviceRepository;
-use telesafe_core::devices::vitals::Threshold;
+use telesafe_core::devices::readings::{KIND_PARAMS, KindEntry};
+use telesafe_core::devices::vitals::{self, Threshold};
+use telesafe_core::records::IndexEntry;
+use telesafe_core::records::keys::{KeyRing, TenantKeys};
 use telesafe_core::{PatientId, TenantId};
+use telesafe_proto::telemetry::Reading;
 
 use super::care::thresholds;
 use crate::error::AppError;
@@ -18,7 +22,13 @@ pub struct DeviceCaches {
     models: moka::sync::Cache<(TenantId, String), telesafe_core::devices::DeviceModel>,
     organisations: moka::sync::Cache<String, Option<TenantId>>,
     thresholds: moka::sync::Cache<PatientId, Vec<Threshold>>,
+    /// Each tenant's blinded kinds by Observation code (the tenant's index key never
+    /// changes, so neither do they).
+    kinds: moka::sync::Cache<(TenantId, String), Kind>,
 }
+
+/// A blinded kind and the blind index values it answers to.
+pub(super) type Kind = std::sync::Arc<(String, Vec<KindEntry>)>;
 
 /// How long a cached model, organisation or threshold list is used.
 const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -44,6 +54,7 @@ impl Default for DeviceCaches {
                 .max_capacity(100_000)
                 .time_to_live(CACHE_TTL)
                 .build(),
+            kinds: moka::sync::Cache::builder().max_capacity(10_000).build(),
         }
     }
 }
@@ -102,4 +113,50 @@ pub(super) async fn cached_organisation(
 /// Drops a patient's thresholds from this node's cache after they changed.
 pub(super) fn forget_thresholds(state: &AppState, patient: PatientId) {
     state.device_caches.thresholds.invalidate(&patient);
+}
+
+/// The kind of an Observation with `code` in a tenant: its blinded code, and the blind
+/// index values (code, category, status) a search finds it by, computed from a rendered
+/// Observation of that code exactly as an ordinary resource's index is.
+pub(super) fn cached_kind(state: &AppState, tk: &TenantKeys, tenant: TenantId, code: &str) -> Kind {
+    let k = (tenant, code.to_owned());
+    if let Some(entries) = state.device_caches.kinds.get(&k) {
+        return entries;
+    }
+    let reading = |code: &str| Reading {
+        at: "2000-01-01T00:00:00Z".into(),
+        code: code.into(),
+        unit: String::new(),
+        value: "0".into(),
+    };
+    let (readings, pair) = if code == vitals::BP_PANEL {
+        (vec![reading(vitals::SYSTOLIC), reading(vitals::DIASTOLIC)], Some(1))
+    } else {
+        (vec![reading(code)], None)
+    };
+    let j = vitals::Judgement {
+        i: 0,
+        pair,
+        interp: Vec::new(),
+        suspicious: Vec::new(),
+        breaches: Vec::new(),
+    };
+    let resource = vitals::render("-", "-", &readings, &j, "-");
+    let kind = KeyRing::blind(tk, "kind", code);
+    let (index, _) =
+        telesafe_core::records::search::index_entries("Observation", &resource, |p, v| {
+            KeyRing::blind(tk, p, v)
+        });
+    let entries: Vec<KindEntry> = index
+        .into_iter()
+        .filter_map(|e| match e {
+            IndexEntry::Token { param, hash } if KIND_PARAMS.contains(&param.as_str()) => {
+                Some(KindEntry { kind: kind.clone(), param, value: hash })
+            }
+            _ => None,
+        })
+        .collect();
+    let entries = std::sync::Arc::new((kind, entries));
+    state.device_caches.kinds.insert(k, entries.clone());
+    entries
 }

@@ -7,7 +7,7 @@
 
 mod audit_event;
 mod system;
-pub use system::{prepare_new, write_as, write_as_system};
+pub use system::{write_as, write_as_system};
 pub mod capability;
 pub mod outcome;
 pub(crate) mod query;

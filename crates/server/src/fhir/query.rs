@@ -14,6 +14,7 @@ use serde_json::json;
 use telesafe_core::PatientId;
 use telesafe_core::access::Action;
 use telesafe_core::audit::Purpose;
+use telesafe_core::devices::readings::{ReadingRef, parse_reading_id, reading_id};
 use telesafe_core::records::fhir;
 use telesafe_core::records::keys::KeyRing;
 use telesafe_core::records::search::{self, Kind, parse_date_condition, query_value};
@@ -211,6 +212,16 @@ fn parse(
                         .iter()
                         .map(|v| KeyRing::blind(tk, def.name, &query_value(def.kind, v)))
                         .collect();
+                    if resource_type == "Observation" && other == "identifier" {
+                        let named: Vec<ReadingRef> =
+                            values.iter().filter_map(|v| batch_identifier(v)).collect();
+                        if p.stored.tokens.iter().any(|(t, _)| t == "identifier") {
+                            // Repeated: both must hold.
+                            p.stored.identified_readings.retain(|r| named.contains(r));
+                        } else {
+                            p.stored.identified_readings = named;
+                        }
+                    }
                     p.stored.tokens.push((other.to_owned(), hashes));
                 }
                 None => {
@@ -234,6 +245,26 @@ fn parse(
         p.impossible = true;
     }
     Ok(p)
+}
+
+/// The device reading an Observation identifier names: `<device>/<seq>/<n>`, with the
+/// system `urn:telesafe:device-batch` or none.
+fn batch_identifier(value: &str) -> Option<ReadingRef> {
+    let v = match value.split_once('|') {
+        Some(("urn:telesafe:device-batch" | "", v)) => v,
+        Some(_) => return None,
+        None => value,
+    };
+    let mut parts = v.split('/');
+    let (device, seq, n) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let device = uuid::Uuid::try_parse(device).ok()?.hyphenated().to_string();
+    // The spelling the identifier is filed under, exactly.
+    let id = reading_id(&device, seq.parse().ok()?, n.parse().ok()?)?;
+    let r = parse_reading_id(&id)?;
+    (format!("{}/{}/{}", r.device, r.seq, r.n) == v).then_some(r)
 }
 
 fn values_empty(p: &Parsed) -> bool {

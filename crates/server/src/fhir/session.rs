@@ -14,6 +14,7 @@ use telesafe_core::access::{
     AccessContext, Action, CareTeamRepository, PatientFacts, Principal, Resource,
 };
 use telesafe_core::audit::Purpose;
+use telesafe_core::devices::readings::{BatchRecord, parse_reading_id};
 use telesafe_core::identity::{PatientRepository, Role};
 use telesafe_core::records::fhir::{self, RESOURCE_TYPES};
 use telesafe_core::records::keys::KeyRingError;
@@ -366,8 +367,33 @@ impl Session {
             _ => self.key_for(r.patient, false).await?,
         };
         let bytes = open_resource(&key, r).map_err(FhirError::internal)?;
+        if r.version == 1
+            && r.resource_type == "Observation"
+            && let (Some(patient), Some(reading)) = (r.patient, parse_reading_id(&r.id))
+        {
+            return render_reading(r, patient, reading.n, &bytes);
+        }
         serde_json::from_slice(&bytes).map_err(FhirError::internal)
     }
+}
+
+/// A device reading's Observation from its opened batch record: rendered as it was judged
+/// on arrival, stamped with its id, version 1 and the time its batch was stored.
+fn render_reading(
+    r: &StoredResource,
+    patient: PatientId,
+    n: u32,
+    plain: &[u8],
+) -> Result<Value, FhirError> {
+    let record = BatchRecord::parse(plain)
+        .ok_or_else(|| FhirError::internal("a stored device batch did not parse"))?;
+    let mut o = record
+        .observation(patient, n)
+        .ok_or_else(|| FhirError::internal("a device reading without its judgement"))?;
+    o["id"] = Value::String(r.id.clone());
+    o["meta"]["versionId"] = Value::String("1".into());
+    o["meta"]["lastUpdated"] = Value::String(r.last_updated.to_rfc3339());
+    Ok(o)
 }
 
 pub(crate) fn key_error(e: KeyRingError) -> FhirError {

@@ -8,11 +8,9 @@ use telesafe_core::records::StoredResource;
 use telesafe_core::records::fhir;
 use telesafe_core::{PatientId, TenantId};
 
-use super::{FhirError, prepare_version, seal_and_store};
+use super::{FhirError, seal_and_store};
 use crate::audit::{Access, Actor, record_as};
 use crate::state::AppState;
-use telesafe_core::records::PreparedVersion;
-use telesafe_crypto::keys::SealingKey;
 
 /// Writes a resource as the system itself (demo seeding, imports): validated, sealed,
 /// indexed and audited like any write, with the system as the actor. Returns the version.
@@ -95,42 +93,4 @@ pub async fn write_as(
     };
     seal_and_store(state, &key, row, &resource).await?;
     Ok(version)
-}
-
-/// Prepares a new resource (version 1) in a patient's compartment for a caller that files
-/// many at once in its own transaction (device readings): validated, stamped, sealed under
-/// `key` and indexed. The caller audits and stores it.
-pub async fn prepare_new(
-    state: &AppState,
-    tenant: TenantId,
-    resource_type: &str,
-    id: &str,
-    patient: PatientId,
-    key: &SealingKey,
-    mut resource: Value,
-) -> Result<PreparedVersion, FhirError> {
-    let issues = fhir::validate(resource_type, &resource);
-    if !issues.is_empty() {
-        return Err(FhirError::invalid(issues));
-    }
-    let now = state.clock.now();
-    resource["id"] = json!(id);
-    if !resource["meta"].is_object() {
-        resource["meta"] = json!({});
-    }
-    resource["meta"]["versionId"] = json!("1");
-    resource["meta"]["lastUpdated"] = json!(now.to_rfc3339());
-    let row = StoredResource {
-        tenant,
-        resource_type: resource_type.to_owned(),
-        id: id.to_owned(),
-        version: 1,
-        patient: Some(patient),
-        last_updated: now,
-        deleted: false,
-        category: fhir::policy_category(resource_type, &resource).to_owned(),
-        restricted: fhir::is_restricted(&resource),
-        body: Vec::new(),
-    };
-    prepare_version(state, key, row, &resource).await
 }

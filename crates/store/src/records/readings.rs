@@ -1,0 +1,348 @@
+//! Device readings' Observations (see `telesafe_core::devices::readings`): one narrow row
+//! per reading, served as version 1 of an Observation whose body is its sealed batch.
+//! The resource repository's reads, searches and writes see them beside ordinary
+//! resources; this module holds their SQL.
+
+use sqlx::AssertSqlSafe;
+use telesafe_core::devices::readings::{
+    FiledReading, KIND_PARAMS, KindEntry, READING_CATEGORY, ReadingRef, parse_reading_id,
+    reading_id,
+};
+use telesafe_core::records::{SearchHit, StoredResource, StoredSearch};
+use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
+
+use super::{Bind, bind_all, corrupt, date_sql};
+use crate::tx::{Tx, on_tx, placeholders, repo_err};
+
+fn seq_i64(v: u64) -> Result<i64, RepoError> {
+    i64::try_from(v).map_err(|_| RepoError::Backend("sequence number out of range".into()))
+}
+
+/// `(o.device_id = $a AND o.seq = $b AND o.n = $c) OR ...` for `refs`.
+fn refs_sql(refs: &[ReadingRef], binds: &mut Vec<Bind>) -> Option<String> {
+    let mut any = Vec::with_capacity(refs.len());
+    for r in refs {
+        binds.push(Bind::Text(r.device.clone()));
+        let d = binds.len();
+        binds.push(Bind::Int(i64::try_from(r.seq).ok()?));
+        binds.push(Bind::Int(i64::from(r.n)));
+        any.push(format!("(o.device_id = ${d} AND o.seq = ${} AND o.n = ${})", d + 1, d + 2));
+    }
+    Some(any.join(" OR "))
+}
+
+/// The search over device readings' rows for `q`, or `None` if no reading can match
+/// (another resource type, a parameter readings do not carry, or an id of another shape).
+pub(super) fn search_sql(tenant: TenantId, q: &StoredSearch) -> Option<(String, Vec<Bind>)> {
+    if q.resource_type != "Observation" {
+        return None;
+    }
+    let mut binds = vec![Bind::Text(tenant.to_string())];
+    let mut sql = String::from(
+        "SELECT o.device_id, o.seq, o.n, o.patient_id, o.received_at, o.low \
+         FROM device_readings o WHERE o.tenant_id = $1 AND o.superseded = 0",
+    );
+    if let Some(ids) = &q.ids {
+        let refs: Vec<ReadingRef> = ids.iter().filter_map(|i| parse_reading_id(i)).collect();
+        if refs.is_empty() {
+            return None;
+        }
+        sql.push_str(&format!(" AND ({})", refs_sql(&refs, &mut binds)?));
+    }
+    if let Some(patients) = &q.patients {
+        if patients.is_empty() {
+            return None;
+        }
+        let mut l = Vec::with_capacity(patients.len());
+        for p in patients {
+            binds.push(Bind::Text(p.to_string()));
+            l.push(format!("${}", binds.len()));
+        }
+        sql.push_str(&format!(" AND o.patient_id IN ({})", l.join(", ")));
+    }
+    for (param, hashes) in &q.tokens {
+        if param == "identifier" {
+            if q.identified_readings.is_empty() {
+                return None;
+            }
+            sql.push_str(&format!(" AND ({})", refs_sql(&q.identified_readings, &mut binds)?));
+        } else if KIND_PARAMS.contains(&param.as_str()) {
+            binds.push(Bind::Text(param.clone()));
+            let pp = binds.len();
+            let mut l = Vec::with_capacity(hashes.len());
+            for h in hashes {
+                binds.push(Bind::Text(h.clone()));
+                l.push(format!("${}", binds.len()));
+            }
+            sql.push_str(&format!(
+                " AND o.kind IN (SELECT k.kind FROM device_kinds k WHERE k.tenant_id = $1 \
+                   AND k.param = ${pp} AND k.value IN ({}))",
+                l.join(", ")
+            ));
+        } else {
+            return None;
+        }
+    }
+    for (param, conds) in &q.dates {
+        if param != "date" {
+            return None;
+        }
+        let any: Vec<String> =
+            conds.iter().map(|c| date_sql(c, "o.low", "o.high", &mut binds)).collect();
+        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+    }
+    for c in &q.last_updated {
+        let cond = date_sql(c, "o.received_at", "o.received_at", &mut binds);
+        sql.push_str(&format!(" AND {cond}"));
+    }
+    Some((sql, binds))
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ReadingHitRow {
+    device_id: String,
+    seq: i64,
+    n: i64,
+    patient_id: String,
+    received_at: i64,
+    low: i64,
+}
+
+impl ReadingHitRow {
+    pub(super) fn into_hit(self) -> Result<SearchHit, RepoError> {
+        let seq = u64::try_from(self.seq).map_err(|_| corrupt("sequence number"))?;
+        let n = u32::try_from(self.n).map_err(|_| corrupt("reading index"))?;
+        Ok(SearchHit {
+            id: reading_id(&self.device_id, seq, n).ok_or_else(|| corrupt("device id"))?,
+            version: 1,
+            patient: Some(self.patient_id.parse().map_err(|_| corrupt("patient id"))?),
+            category: READING_CATEGORY.to_owned(),
+            restricted: false,
+            last_updated: Timestamp::from_unix_millis(self.received_at),
+            sort_date: Some(self.low),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ReadingRow {
+    device_id: String,
+    seq: i64,
+    n: i64,
+    patient_id: String,
+    received_at: i64,
+    body: Vec<u8>,
+}
+
+impl ReadingRow {
+    fn into_resource(self, tenant: TenantId) -> Result<StoredResource, RepoError> {
+        let seq = u64::try_from(self.seq).map_err(|_| corrupt("sequence number"))?;
+        let n = u32::try_from(self.n).map_err(|_| corrupt("reading index"))?;
+        Ok(StoredResource {
+            tenant,
+            resource_type: "Observation".to_owned(),
+            id: reading_id(&self.device_id, seq, n).ok_or_else(|| corrupt("device id"))?,
+            version: 1,
+            patient: Some(self.patient_id.parse().map_err(|_| corrupt("patient id"))?),
+            last_updated: Timestamp::from_unix_millis(self.received_at),
+            deleted: false,
+            category: READING_CATEGORY.to_owned(),
+            restricted: false,
+            body: self.body,
+        })
+    }
+}
+
+const ROW_SELECT: &str = "SELECT o.device_id, o.seq, o.n, o.patient_id, o.received_at, b.body \
+     FROM device_readings o JOIN device_batches b ON b.device_id = o.device_id AND b.seq = o.seq \
+     WHERE o.tenant_id = $1";
+
+/// Version 1 of the readings `refs` name, as rows whose body is the sealed batch; with
+/// `current_only`, not those edited or deleted since.
+pub(super) async fn rows(
+    tx: &mut Tx,
+    tenant: TenantId,
+    refs: &[ReadingRef],
+    current_only: bool,
+) -> Result<Vec<StoredResource>, RepoError> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut binds = vec![Bind::Text(tenant.to_string())];
+    let Some(any) = refs_sql(refs, &mut binds) else { return Ok(Vec::new()) };
+    let current = if current_only { " AND o.superseded = 0" } else { "" };
+    let sql = format!("{ROW_SELECT}{current} AND ({any}) ORDER BY o.device_id, o.seq, o.n");
+    let rows: Vec<ReadingRow> = on_tx!(tx, c => {
+        bind_all!(sqlx::query_as(AssertSqlSafe(sql.clone())), &binds).fetch_all(&mut **c).await
+    })
+    .map_err(repo_err)?;
+    rows.into_iter().map(|r| r.into_resource(tenant)).collect()
+}
+
+/// Every current reading of the patient, as rows whose body is the sealed batch.
+pub(super) async fn of_patient(
+    tx: &mut Tx,
+    tenant: TenantId,
+    patient: PatientId,
+) -> Result<Vec<StoredResource>, RepoError> {
+    let sql = format!(
+        "{ROW_SELECT} AND o.patient_id = $2 AND o.superseded = 0 ORDER BY o.device_id, o.seq, o.n"
+    );
+    let rows: Vec<ReadingRow> = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
+        .bind(tenant.to_string()).bind(patient.to_string())
+        .fetch_all(&mut **c).await)
+    .map_err(repo_err)?;
+    rows.into_iter().map(|r| r.into_resource(tenant)).collect()
+}
+
+/// One row per stored batch of the patient's devices (quarantined ones too), named by
+/// its reading 0, for re-sealing: every batch body is sealed under the patient's key.
+pub(super) async fn batches_of_patient(
+    tx: &mut Tx,
+    tenant: TenantId,
+    patient: PatientId,
+) -> Result<Vec<StoredResource>, RepoError> {
+    let rows: Vec<(String, i64, i64, Vec<u8>)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT b.device_id, b.seq, b.received_at, b.body FROM device_batches b \
+         JOIN devices d ON d.id = b.device_id \
+         WHERE b.tenant_id = $1 AND d.tenant_id = $1 AND d.patient_id = $2 \
+         ORDER BY b.device_id, b.seq")
+        .bind(tenant.to_string()).bind(patient.to_string())
+        .fetch_all(&mut **c).await)
+    .map_err(repo_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (device, seq, received_at, body) in rows {
+        // An erased patient's batches keep no body.
+        if body.is_empty() {
+            continue;
+        }
+        let seq = u64::try_from(seq).map_err(|_| corrupt("sequence number"))?;
+        out.push(
+            ReadingRow {
+                device_id: device,
+                seq: seq_i64(seq)?,
+                n: 0,
+                patient_id: patient.to_string(),
+                received_at,
+                body,
+            }
+            .into_resource(tenant)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Replaces a batch's sealed body (a data-key rotation).
+pub(super) async fn reseal_batch(
+    tx: &mut Tx,
+    tenant: TenantId,
+    r: &ReadingRef,
+    body: &[u8],
+) -> Result<(), RepoError> {
+    let seq = seq_i64(r.seq)?;
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE device_batches SET body = $1 WHERE tenant_id = $2 AND device_id = $3 AND seq = $4")
+        .bind(body).bind(tenant.to_string()).bind(&r.device).bind(seq)
+        .execute(&mut **c).await.map(|_| ()))
+    .map_err(repo_err)
+}
+
+/// Whether the reading has a row (edited or not): its Observation's version 1 exists.
+pub(super) async fn exists(
+    tx: &mut Tx,
+    tenant: TenantId,
+    r: &ReadingRef,
+) -> Result<bool, RepoError> {
+    let seq = seq_i64(r.seq)?;
+    let n: i64 = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM device_readings \
+         WHERE tenant_id = $1 AND device_id = $2 AND seq = $3 AND n = $4")
+        .bind(tenant.to_string()).bind(&r.device).bind(seq).bind(i64::from(r.n))
+        .fetch_one(&mut **c).await)
+    .map_err(repo_err)?;
+    Ok(n > 0)
+}
+
+/// Marks the reading's row superseded: a stored version 2 or later now speaks for it.
+pub(super) async fn supersede(
+    tx: &mut Tx,
+    tenant: TenantId,
+    r: &ReadingRef,
+) -> Result<(), RepoError> {
+    let seq = seq_i64(r.seq)?;
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE device_readings SET superseded = 1 \
+         WHERE tenant_id = $1 AND device_id = $2 AND seq = $3 AND n = $4")
+        .bind(tenant.to_string()).bind(&r.device).bind(seq).bind(i64::from(r.n))
+        .execute(&mut **c).await.map(|_| ()))
+    .map_err(repo_err)
+}
+
+/// Stores readings' rows (`(device, seq, received_at, reading)`) and their kinds' index
+/// values with multi-row statements, inside the caller's transaction.
+pub(crate) async fn insert_tx(
+    tx: &mut Tx,
+    tenant: TenantId,
+    readings: &[(&str, u64, Timestamp, &FiledReading)],
+    kinds: &[&KindEntry],
+) -> Result<(), RepoError> {
+    let t = tenant.to_string();
+    // 9 bound columns per row: 3,600 parameters a statement, well under both backends'
+    // limits, and few enough statements for a round of hundreds of batches.
+    for chunk in readings.chunks(400) {
+        let sql = format!(
+            "INSERT INTO device_readings (tenant_id, patient_id, device_id, seq, n, kind, low, high, \
+             received_at) VALUES {}",
+            placeholders(tx, chunk.len(), 9, None)
+        );
+        let mut seqs = Vec::with_capacity(chunk.len());
+        for (_, seq, _, _) in chunk {
+            seqs.push(seq_i64(*seq)?);
+        }
+        on_tx!(tx, c => {
+            let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+            for ((device, _, received, r), seq) in chunk.iter().zip(&seqs) {
+                q = q.bind(&t).bind(r.patient.to_string()).bind(*device).bind(*seq)
+                    .bind(i64::from(r.n)).bind(&r.kind).bind(r.low).bind(r.high)
+                    .bind(received.unix_millis());
+            }
+            q.execute(&mut **c).await.map(|_| ())
+        })
+        .map_err(repo_err)?;
+    }
+    for chunk in kinds.chunks(400) {
+        let sql = format!(
+            "INSERT INTO device_kinds (tenant_id, kind, param, value) VALUES {} \
+             ON CONFLICT DO NOTHING",
+            placeholders(tx, chunk.len(), 4, None)
+        );
+        on_tx!(tx, c => {
+            let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+            for k in chunk {
+                q = q.bind(&t).bind(&k.kind).bind(&k.param).bind(&k.value);
+            }
+            q.execute(&mut **c).await.map(|_| ())
+        })
+        .map_err(repo_err)?;
+    }
+    Ok(())
+}
+
+/// Erases a patient's readings: their rows go, and their batches keep no body (the key
+/// that sealed them is destroyed in the same transaction).
+pub(super) async fn erase_tx(
+    tx: &mut Tx,
+    tenant: TenantId,
+    patient: PatientId,
+) -> Result<(), RepoError> {
+    let (t, p) = (tenant.to_string(), patient.to_string());
+    on_tx!(tx, c => {
+        sqlx::query("DELETE FROM device_readings WHERE tenant_id = $1 AND patient_id = $2")
+            .bind(&t).bind(&p).execute(&mut **c).await.map_err(repo_err)?;
+        sqlx::query(
+            "UPDATE device_batches SET body = $3 WHERE tenant_id = $1 AND device_id IN \
+             (SELECT id FROM devices WHERE tenant_id = $1 AND patient_id = $2)")
+            .bind(&t).bind(&p).bind(Vec::<u8>::new()).execute(&mut **c).await.map(|_| ())
+            .map_err(repo_err)
+    })
+}
