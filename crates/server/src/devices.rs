@@ -388,16 +388,14 @@ async fn file_all(state: &AppState, items: Vec<Prepared>) -> Result<Vec<Ack>, Ap
 }
 
 /// What filing a batch's readings produces, for one transaction: how each Observation was
-/// judged (sealed with the batch), their rows, their kinds' index values, the alerts they
-/// raise, and their audit entries (used when an administrator releases quarantined
-/// readings).
+/// judged (sealed with the batch), their rows, their kinds' index values and the alerts
+/// they raise.
 #[derive(Default)]
 struct Filed {
     judged: Option<Vec<vitals::Judgement>>,
     readings: Vec<FiledReading>,
     kinds: Vec<KindEntry>,
     alerts: Vec<ClinicalAlert>,
-    accesses: Vec<Access<'static>>,
 }
 
 /// Judges a batch's readings (plausibility, the patient's thresholds) into the rows of
@@ -420,15 +418,15 @@ async fn file_readings(
     let tk =
         state.keys.tenant(&state.store, device.tenant, now).await.map_err(AppError::internal)?;
     let mut out = Filed::default();
+    let id = |n| {
+        reading_id(&device.id, seq, n)
+            .ok_or_else(|| AppError::Internal("a device id that is not a UUID".into()))
+    };
     for j in &judged {
         let n = u32::try_from(j.i).map_err(AppError::internal)?;
-        let id = reading_id(&device.id, seq, n)
-            .ok_or_else(|| AppError::Internal("a device id that is not a UUID".into()))?;
         let kind = cached_kind(state, &tk, device.tenant, j.code(readings));
-        for e in &kind.1 {
-            if !out.kinds.contains(e) {
-                out.kinds.push(e.clone());
-            }
+        if !out.readings.iter().any(|r| r.kind == kind.0) {
+            out.kinds.extend(kind.1.iter().cloned());
         }
         // The protocol admits only whole-second UTC times (parse checked them).
         let range = readings.get(j.i).and_then(|r| at_ms(&r.at)).ok_or_else(|| {
@@ -441,14 +439,6 @@ async fn file_readings(
             low: range.low,
             high: range.high,
         });
-        out.accesses.push(Access {
-            action: "create",
-            resource_type: "Observation",
-            resource_id: id.clone(),
-            patient_id: device.patient.to_string(),
-            purpose: Purpose::Treatment,
-            outcome: "success",
-        });
         for breach in &j.breaches {
             let alert_id = uuid::Uuid::now_v7().to_string();
             let plain = serde_json::to_vec(breach).map_err(AppError::internal)?;
@@ -459,7 +449,7 @@ async fn file_readings(
                 id: alert_id,
                 tenant: device.tenant,
                 patient: device.patient,
-                observation_id: id.clone(),
+                observation_id: id(n)?,
                 created_at: now,
                 body,
             });
@@ -546,7 +536,19 @@ pub(crate) async fn release_device(
         // news by now, so they raise no alerts.
         let filed =
             file_readings(state, &device, b.seq, &record.batch.readings, &key, &thresholds).await?;
-        record_as(state, &actor, &filed.accesses).await?;
+        let mut accesses = Vec::with_capacity(filed.readings.len());
+        for r in &filed.readings {
+            accesses.push(Access {
+                action: "create",
+                resource_type: "Observation",
+                resource_id: reading_id(&device.id, b.seq, r.n)
+                    .ok_or_else(|| AppError::Internal("a device id that is not a UUID".into()))?,
+                patient_id: device.patient.to_string(),
+                purpose: Purpose::Treatment,
+                outcome: "success",
+            });
+        }
+        record_as(state, &actor, &accesses).await?;
         let record = BatchRecord { batch: record.batch, filed: filed.judged };
         let body = seal_batch(&key, &device, &record)?;
         // Marked and filed in one transaction: a second release files nothing.

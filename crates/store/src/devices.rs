@@ -22,7 +22,7 @@ fn seq_u64(v: i64) -> Result<u64, RepoError> {
     u64::try_from(v).map_err(|_| corrupt("sequence number"))
 }
 
-fn seq_i64(v: u64) -> Result<i64, RepoError> {
+pub(crate) fn seq_i64(v: u64) -> Result<i64, RepoError> {
     i64::try_from(v).map_err(|_| RepoError::Backend("sequence number out of range".into()))
 }
 

@@ -12,11 +12,8 @@ use telesafe_core::records::{SearchHit, StoredResource, StoredSearch};
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 
 use super::{Bind, bind_all, corrupt, date_sql};
+use crate::devices::seq_i64;
 use crate::tx::{Tx, on_tx, placeholders, repo_err};
-
-fn seq_i64(v: u64) -> Result<i64, RepoError> {
-    i64::try_from(v).map_err(|_| RepoError::Backend("sequence number out of range".into()))
-}
 
 /// `(o.device_id = $a AND o.seq = $b AND o.n = $c) OR ...` for `refs`.
 fn refs_sql(refs: &[ReadingRef], binds: &mut Vec<Bind>) -> Option<String> {
@@ -98,6 +95,19 @@ pub(super) fn search_sql(tenant: TenantId, q: &StoredSearch) -> Option<(String, 
     Some((sql, binds))
 }
 
+/// A reading row's Observation id and patient.
+fn identify(
+    device: &str,
+    seq: i64,
+    n: i64,
+    patient: &str,
+) -> Result<(String, PatientId), RepoError> {
+    let seq = u64::try_from(seq).map_err(|_| corrupt("sequence number"))?;
+    let n = u32::try_from(n).map_err(|_| corrupt("reading index"))?;
+    let id = reading_id(device, seq, n).ok_or_else(|| corrupt("device id"))?;
+    Ok((id, patient.parse().map_err(|_| corrupt("patient id"))?))
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct ReadingHitRow {
     device_id: String,
@@ -110,12 +120,11 @@ pub(super) struct ReadingHitRow {
 
 impl ReadingHitRow {
     pub(super) fn into_hit(self) -> Result<SearchHit, RepoError> {
-        let seq = u64::try_from(self.seq).map_err(|_| corrupt("sequence number"))?;
-        let n = u32::try_from(self.n).map_err(|_| corrupt("reading index"))?;
+        let (id, patient) = identify(&self.device_id, self.seq, self.n, &self.patient_id)?;
         Ok(SearchHit {
-            id: reading_id(&self.device_id, seq, n).ok_or_else(|| corrupt("device id"))?,
+            id,
             version: 1,
-            patient: Some(self.patient_id.parse().map_err(|_| corrupt("patient id"))?),
+            patient: Some(patient),
             category: READING_CATEGORY.to_owned(),
             restricted: false,
             last_updated: Timestamp::from_unix_millis(self.received_at),
@@ -136,14 +145,13 @@ struct ReadingRow {
 
 impl ReadingRow {
     fn into_resource(self, tenant: TenantId) -> Result<StoredResource, RepoError> {
-        let seq = u64::try_from(self.seq).map_err(|_| corrupt("sequence number"))?;
-        let n = u32::try_from(self.n).map_err(|_| corrupt("reading index"))?;
+        let (id, patient) = identify(&self.device_id, self.seq, self.n, &self.patient_id)?;
         Ok(StoredResource {
             tenant,
             resource_type: "Observation".to_owned(),
-            id: reading_id(&self.device_id, seq, n).ok_or_else(|| corrupt("device id"))?,
+            id,
             version: 1,
-            patient: Some(self.patient_id.parse().map_err(|_| corrupt("patient id"))?),
+            patient: Some(patient),
             last_updated: Timestamp::from_unix_millis(self.received_at),
             deleted: false,
             category: READING_CATEGORY.to_owned(),
@@ -216,11 +224,10 @@ pub(super) async fn batches_of_patient(
         if body.is_empty() {
             continue;
         }
-        let seq = u64::try_from(seq).map_err(|_| corrupt("sequence number"))?;
         out.push(
             ReadingRow {
                 device_id: device,
-                seq: seq_i64(seq)?,
+                seq,
                 n: 0,
                 patient_id: patient.to_string(),
                 received_at,
