@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use telesafe_core::PatientId;
 use telesafe_core::audit::{ActorKind, Purpose};
 use telesafe_core::devices::readings::{
@@ -178,26 +178,27 @@ pub(crate) async fn write_fhir_device(
 
 /// `POST /api/v1/devices/telemetry`: one signed batch, or an array of up to 100.
 pub async fn telemetry(State(state): State<AppState>, body: Bytes) -> Result<Response, AppError> {
-    let items: Vec<Vec<u8>> = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Array(items)) if items.len() <= MAX_BATCHES => {
-            items.iter().map(|v| serde_json::to_vec(v).unwrap_or_default()).collect()
+    // Each batch is parsed once, from its own bytes in the request (its size on the wire
+    // is what `oversized` limits); an array is only split, not decoded twice.
+    let items: Vec<&[u8]> = if body.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'[') {
+        match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&body) {
+            Ok(items) if items.len() <= MAX_BATCHES => {
+                items.into_iter().map(|v| v.get().as_bytes()).collect()
+            }
+            Ok(_) => {
+                return Err(AppError::BadRequest(format!(
+                    "at most {MAX_BATCHES} batches per request"
+                )));
+            }
+            Err(_) => return Ok(malformed(&state)),
         }
-        Ok(Value::Array(_)) => {
-            return Err(AppError::BadRequest(format!("at most {MAX_BATCHES} batches per request")));
-        }
-        Ok(_) => vec![body.to_vec()],
-        Err(_) => {
-            return Ok(signed(
-                &state,
-                StatusCode::OK,
-                &[Ack::Refused { seq: None, reason: Reason::Malformed }],
-            ));
-        }
+    } else {
+        vec![&body[..]]
     };
     let mut lookups = Lookups::default();
     let mut decided = Vec::with_capacity(items.len());
     for raw in items {
-        decided.push(match parse(&raw) {
+        decided.push(match parse(raw) {
             Ok(b) => prepare(&state, b, &mut lookups).await?,
             Err(reason) => Prepared::Done(Ack::Refused { seq: None, reason }),
         });
@@ -206,35 +207,63 @@ pub async fn telemetry(State(state): State<AppState>, body: Bytes) -> Result<Res
     Ok(signed(&state, StatusCode::OK, &acks))
 }
 
-/// One batch that arrived on an MQTT topic: the topic must name the batch's device and
-/// its organisation.
-pub(crate) async fn one_on_topic(
+/// The answer to a request that is not JSON.
+fn malformed(state: &AppState) -> Response {
+    signed(state, StatusCode::OK, &[Ack::Refused { seq: None, reason: Reason::Malformed }])
+}
+
+/// Batches that arrived on MQTT topics, as `(organisation, device, payload)`, filed
+/// together: one lookup per device, one audit append and one write for the lot. Each
+/// topic must name its batch's device and that device's organisation. One
+/// acknowledgement per message, in order; a storage failure fails them all (the devices
+/// keep their batches and resend them).
+pub(crate) async fn on_topics(
     state: &AppState,
-    raw: &[u8],
+    messages: &[(&str, &str, &[u8])],
+) -> Result<Vec<Ack>, AppError> {
+    let mut lookups = Lookups::default();
+    let mut decided = Vec::with_capacity(messages.len());
+    for (organisation, device, raw) in messages {
+        decided.push(on_topic(state, &mut lookups, organisation, device, raw).await?);
+    }
+    file_all(state, decided).await
+}
+
+async fn on_topic(
+    state: &AppState,
+    lookups: &mut Lookups,
     organisation: &str,
     device: &str,
-) -> Result<Ack, AppError> {
+    raw: &[u8],
+) -> Result<Prepared, AppError> {
     let b: SignedBatch = match parse(raw) {
         Ok(b) => b,
-        Err(reason) => return Ok(Ack::Refused { seq: None, reason }),
+        Err(reason) => return Ok(Prepared::Done(Ack::Refused { seq: None, reason })),
     };
     if b.batch.device != device {
-        return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
+        return Ok(Prepared::Done(crate::mqtt::wrong_topic(Some(b.batch.seq))));
     }
-    let mut lookups = Lookups::default();
-    let found = match state.store.device(device).await? {
-        Some(d) => cached_model(state, d.tenant, &d.model_id).await?.map(|m| (d, m)),
-        None => None,
-    };
-    if let Some((d, _)) = &found
-        && cached_organisation(state, organisation).await? != Some(d.tenant)
-    {
-        return Ok(crate::mqtt::wrong_topic(Some(b.batch.seq)));
+    let tenant = lookup_device(state, lookups, device).await?.map(|(d, _)| d.tenant);
+    if tenant.is_some() && cached_organisation(state, organisation).await? != tenant {
+        return Ok(Prepared::Done(crate::mqtt::wrong_topic(Some(b.batch.seq))));
     }
-    lookups.devices.insert(device.to_owned(), found);
-    let prepared = prepare(state, b, &mut lookups).await?;
-    let mut acks = file_all(state, vec![prepared]).await?;
-    acks.pop().ok_or_else(|| AppError::Internal("no acknowledgement".into()))
+    prepare(state, b, lookups).await
+}
+
+/// A device and its model, looked up once per request (or MQTT group).
+async fn lookup_device<'l>(
+    state: &AppState,
+    lookups: &'l mut Lookups,
+    id: &str,
+) -> Result<Option<&'l mut (Device, telesafe_core::devices::DeviceModel)>, AppError> {
+    if !lookups.devices.contains_key(id) {
+        let found = match state.store.device(id).await? {
+            Some(d) => cached_model(state, d.tenant, &d.model_id).await?.map(|m| (d, m)),
+            None => None,
+        };
+        lookups.devices.insert(id.to_owned(), found);
+    }
+    Ok(lookups.devices.get_mut(id).and_then(Option::as_mut))
 }
 
 /// What one request has looked up already (a request usually carries one device's
@@ -258,16 +287,10 @@ async fn prepare(
     lookups: &mut Lookups,
 ) -> Result<Prepared, AppError> {
     let seq = b.batch.seq;
-    if !lookups.devices.contains_key(&b.batch.device) {
-        let found = match state.store.device(&b.batch.device).await? {
-            Some(d) => cached_model(state, d.tenant, &d.model_id).await?.map(|m| (d, m)),
-            None => None,
-        };
-        lookups.devices.insert(b.batch.device.clone(), found);
-    }
-    let Some(Some((device, model))) = lookups.devices.get(&b.batch.device).cloned() else {
+    let Some((device, model)) = lookup_device(state, lookups, &b.batch.device).await? else {
         return Ok(Prepared::Done(Ack::Refused { seq: Some(seq), reason: Reason::UnknownDevice }));
     };
+    let (device, model) = (device.clone(), model.clone());
     let now = state.clock.now();
     let actor = device_actor(device.tenant, &device.id);
     // Only a number at or below the highest seen can be stored already.
@@ -290,6 +313,11 @@ async fn prepare(
         }
         Outcome::Duplicate => Ok(Prepared::Done(Ack::Duplicate { seq })),
         Outcome::Store { gap_from, quarantine } => {
+            // The next batch of this request (or group) follows this one: a request of
+            // batches 1, 2, 3 has no gap.
+            if let Some(Some((d, _))) = lookups.devices.get_mut(&device.id) {
+                d.last_seq = d.last_seq.max(seq);
+            }
             let key = state
                 .keys
                 .patient(&state.store, device.tenant, device.patient, now, true)

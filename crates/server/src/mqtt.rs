@@ -1,16 +1,20 @@
 //! The MQTT transport for devices: Telesafe is a client of the configured broker
 //! (`[mqtt] broker`), subscribes to `<root>/<organisation>/devices/+/telemetry`, files
-//! each batch through the same path as HTTPS (`devices::one`), and publishes the signed
-//! acknowledgement on the device's own `<root>/<organisation>/devices/<id>/ack` topic
+//! batches through the same path as HTTPS (`devices::on_topics`), and publishes signed
+//! acknowledgements on each device's own `<root>/<organisation>/devices/<id>/ack` topic
 //! (`<root>` is `[mqtt] topic_root`, `telesafe` by default).
 //!
-//! An acknowledgement's payload is the base64url server signature, a line feed, then the
-//! JSON array of one acknowledgement (the signature covers `telesafe-ack-v1\n` and those
-//! JSON bytes, as on HTTPS). rumqttc runs without its TLS feature (its TLS stack pulls a
-//! vulnerable certificate verifier): the broker must be on this host or reached through a
-//! TLS tunnel; the batches are signed end to end either way.
+//! Messages that arrive while earlier ones are being filed wait and are filed together as
+//! one group (one lookup per device, one audit append, one write), so the per-message
+//! cost falls as load rises, as group commit does for a database. A group's answers to
+//! one device go out as one message: the base64url server signature, a line feed, then
+//! the JSON array of that device's acknowledgements in arrival order (the signature
+//! covers `telesafe-ack-v1\n` and those JSON bytes, as on HTTPS).
+//!
+//! rumqttc runs without its TLS feature (its TLS stack pulls a vulnerable certificate
+//! verifier): the broker must be on this host or reached through a TLS tunnel; the
+//! batches are signed end to end either way.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -18,8 +22,16 @@ use telesafe_proto::telemetry::{Ack, Reason};
 
 use crate::state::AppState;
 
-/// The most batches handled at once.
-const IN_FLIGHT: usize = 128;
+/// The most messages filed as one group.
+const MAX_GROUP: usize = 512;
+/// Lanes filing groups at once (their audit appends and writes are grouped further by
+/// the audit log and the device writer). A device always uses the same lane, so its
+/// groups are filed one after another, in the order they arrived: a group never judges
+/// a device's sequence numbers while an earlier group of the same device is unwritten
+/// (which would record a gap that is not there).
+const LANES: usize = 4;
+/// Messages waiting in a lane; beyond it the bridge stops reading from the broker.
+const QUEUE: usize = 2 * MAX_GROUP;
 
 /// Starts the bridge when a broker is configured.
 pub fn spawn(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
@@ -44,7 +56,13 @@ async fn run(state: AppState, broker: String) {
         telesafe_proto::telemetry::MAX_BATCH_BYTES + 1024,
     );
     let (client, mut events) = AsyncClient::new(opts, 256);
-    let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let lanes: Vec<_> = (0..LANES)
+        .map(|_| {
+            let (lane, waiting) = tokio::sync::mpsc::channel(QUEUE);
+            tokio::spawn(file_groups(state.clone(), client.clone(), waiting));
+            lane
+        })
+        .collect();
     let mut backoff = Duration::from_millis(250);
     loop {
         match events.poll().await {
@@ -57,11 +75,9 @@ async fn run(state: AppState, broker: String) {
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let (state, client, gate) = (state.clone(), client.clone(), gate.clone());
-                tokio::spawn(async move {
-                    let Ok(_permit) = gate.acquire_owned().await else { return };
-                    handle(&state, &client, &p.topic, &p.payload).await;
-                });
+                if lanes[lane(&p.topic)].send(p).await.is_err() {
+                    return;
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -84,28 +100,64 @@ fn topic_parts<'t>(root: &str, topic: &'t str) -> Option<(&'t str, &'t str)> {
     }
 }
 
-async fn handle(state: &AppState, client: &AsyncClient, topic: &str, payload: &[u8]) {
+/// The lane of a topic's device (the whole topic stands in for it: one device, one
+/// telemetry topic).
+fn lane(topic: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    (BuildHasherDefault::<DefaultHasher>::default().hash_one(topic) % LANES as u64) as usize
+}
+
+/// One lane: takes whatever messages are waiting (at least one, at most `MAX_GROUP`)
+/// once the previous group is filed, and files them as one group.
+async fn file_groups(
+    state: AppState,
+    client: AsyncClient,
+    mut waiting: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while waiting.recv_many(&mut group, MAX_GROUP).await > 0 {
+        file_group(&state, &client, &group).await;
+        group.clear();
+    }
+}
+
+async fn file_group(state: &AppState, client: &AsyncClient, group: &[rumqttc::Publish]) {
     let root = &state.config.mqtt.topic_root;
-    let Some((org, device)) = topic_parts(root, topic) else { return };
-    let ack = match crate::devices::one_on_topic(state, payload, org, device).await {
-        Ok(ack) => ack,
-        // Storage is failing: no acknowledgement, so the device keeps the batch and
-        // sends it again.
+    let messages: Vec<(&str, &str, &[u8])> = group
+        .iter()
+        .filter_map(|p| topic_parts(root, &p.topic).map(|(org, dev)| (org, dev, &p.payload[..])))
+        .collect();
+    let acks = match crate::devices::on_topics(state, &messages).await {
+        Ok(acks) => acks,
+        // Storage is failing: no acknowledgement, so the devices keep their batches and
+        // send them again.
         Err(e) => {
             e.log();
             return;
         }
     };
-    let body = serde_json::to_vec(&[ack]).unwrap_or_default();
-    let mut msg = crate::devices::ACK_CONTEXT.to_vec();
-    msg.extend_from_slice(&body);
-    let sig = telesafe_crypto::sign::encode_base64url(&state.device_signer.sign(&msg));
-    let mut out = sig.into_bytes();
-    out.push(b'\n');
-    out.extend_from_slice(&body);
-    let ack_topic = format!("{root}/{org}/devices/{device}/ack");
-    if let Err(e) = client.publish(ack_topic, QoS::AtLeastOnce, false, out).await {
-        tracing::warn!(error = %e, "could not publish a device acknowledgement");
+    // One answer per device, its acknowledgements in the order its messages arrived.
+    let mut answers: Vec<((&str, &str), Vec<Ack>)> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for ((org, device, _), ack) in messages.iter().zip(acks) {
+        let i = *index.entry((*org, *device)).or_insert_with(|| {
+            answers.push(((*org, *device), Vec::new()));
+            answers.len() - 1
+        });
+        answers[i].1.push(ack);
+    }
+    for ((org, device), acks) in answers {
+        let body = serde_json::to_vec(&acks).unwrap_or_default();
+        let mut msg = crate::devices::ACK_CONTEXT.to_vec();
+        msg.extend_from_slice(&body);
+        let sig = telesafe_crypto::sign::encode_base64url(&state.device_signer.sign(&msg));
+        let mut out = sig.into_bytes();
+        out.push(b'\n');
+        out.extend_from_slice(&body);
+        let ack_topic = format!("{root}/{org}/devices/{device}/ack");
+        if let Err(e) = client.publish(ack_topic, QoS::AtLeastOnce, false, out).await {
+            tracing::warn!(error = %e, "could not publish a device acknowledgement");
+        }
     }
 }
 

@@ -123,6 +123,33 @@ async fn devices_enrol_and_deliver_signed_readings_exactly_once(backend: DbBacke
         (acks[0]["status"].as_str(), acks[0]["gap_from"].as_u64()),
         (Some("stored"), Some(2))
     );
+    // Batches that follow one another in one request record no gap between them; a gap
+    // inside a request is recorded where it is.
+    let at = format!("{}T06:00:00Z", day(3));
+    let next = |counter: &mut SequenceFile| id.sign(counter, clock, vec![hr(&at, "70")]).unwrap();
+    let run = [next(&mut counter), next(&mut counter), next(&mut counter)];
+    counter.reserve_next().unwrap();
+    let after_gap = [next(&mut counter), next(&mut counter)];
+    let (_, acks) = send(json!(run.iter().chain(&after_gap).collect::<Vec<_>>())).await;
+    let gaps: Vec<_> = acks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (a["status"].as_str().unwrap(), a["seq"].as_u64().unwrap(), a["gap_from"].as_u64())
+        })
+        .collect();
+    assert_eq!(
+        gaps,
+        [
+            ("stored", 4, None),
+            ("stored", 5, None),
+            ("stored", 6, None),
+            ("stored", 8, Some(7)),
+            ("stored", 9, None)
+        ],
+        "{acks}"
+    );
     // Forged, future, unsupported, malformed: refused with their reason, nothing stored.
     let mut forged =
         id.sign(&mut counter, clock, vec![hr(&format!("{d0}T00:00:00Z"), "80")]).unwrap();
