@@ -241,6 +241,10 @@ async fn raw_broker(broker: &str, n: usize, each: usize, size: usize) -> anyhow:
         let mut opts = MqttOptions::new(format!("{topic}-pub{i}").replace('/', "-"), host, port);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (c, mut ev) = AsyncClient::new(opts, 4096);
+        // As Telesafe and the SDK do: no Nagle delay on small messages.
+        let mut net = ev.network_options();
+        net.set_tcp_nodelay(true);
+        ev.set_network_options(net);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let (done_tx, done) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {

@@ -126,6 +126,11 @@ impl Mqtt {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(64 * 1024, 64 * 1024);
         let (client, mut events) = rumqttc::AsyncClient::new(opts, 256);
+        // Small messages go out at once: with Nagle's algorithm a message waits for the
+        // previous one's TCP acknowledgement, which the peer may delay by 40 ms.
+        let mut net = events.network_options();
+        net.set_tcp_nodelay(true);
+        events.set_network_options(net);
         let (tx, acks) = tokio::sync::mpsc::channel(1024);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let base = format!("{root}/{organisation}/devices/{device}");

@@ -267,11 +267,15 @@ async fn lookup_device<'l>(
 }
 
 /// What one request has looked up already (a request usually carries one device's
-/// batches): devices, their models, and patients' thresholds.
+/// batches): devices, their models, patients' thresholds and data keys. A writer asks
+/// storage for the newest data key (a rotation elsewhere may have made one); once per
+/// request is as good as once per batch, since a rotation during the request is no
+/// different from one just after it.
 #[derive(Default)]
 struct Lookups {
     devices: HashMap<String, Option<(Device, telesafe_core::devices::DeviceModel)>>,
     thresholds: HashMap<PatientId, Vec<Threshold>>,
+    keys: HashMap<PatientId, std::sync::Arc<telesafe_crypto::keys::SealingKey>>,
 }
 
 /// A batch decided: answered already, or to be filed (its ack if filing stores it).
@@ -318,11 +322,18 @@ async fn prepare(
             if let Some(Some((d, _))) = lookups.devices.get_mut(&device.id) {
                 d.last_seq = d.last_seq.max(seq);
             }
-            let key = state
-                .keys
-                .patient(&state.store, device.tenant, device.patient, now, true)
-                .await
-                .map_err(AppError::internal)?;
+            let key = match lookups.keys.get(&device.patient) {
+                Some(key) => key.clone(),
+                None => {
+                    let key = state
+                        .keys
+                        .patient(&state.store, device.tenant, device.patient, now, true)
+                        .await
+                        .map_err(AppError::internal)?;
+                    lookups.keys.insert(device.patient, key.clone());
+                    key
+                }
+            };
             // One audit entry per batch: its readings' Observations are named by the
             // batch (d<device>.<seq>.<n>), so each is traceable to this entry.
             let accesses = vec![Access {

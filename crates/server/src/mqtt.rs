@@ -56,6 +56,11 @@ async fn run(state: AppState, broker: String) {
         telesafe_proto::telemetry::MAX_BATCH_BYTES + 1024,
     );
     let (client, mut events) = AsyncClient::new(opts, 256);
+    // Small messages go out at once: with Nagle's algorithm a message waits for the
+    // previous one's TCP acknowledgement, which the peer may delay by 40 ms.
+    let mut net = events.network_options();
+    net.set_tcp_nodelay(true);
+    events.set_network_options(net);
     let lanes: Vec<_> = (0..LANES)
         .map(|_| {
             let (lane, waiting) = tokio::sync::mpsc::channel(QUEUE);
