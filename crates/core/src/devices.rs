@@ -146,8 +146,10 @@ pub fn decide_rotation(
     if device.revoked {
         return Err(Reason::Revoked);
     }
-    let new_key =
-        decode_base64url(&r.rotation.new_key).filter(|k| k.len() == 32).ok_or(Reason::Malformed)?;
+    // A new key must be a sound one (see `ed25519_public_key_is_sound`).
+    let new_key = decode_base64url(&r.rotation.new_key)
+        .filter(|k| telesafe_crypto::sign::ed25519_public_key_is_sound(k))
+        .ok_or(Reason::Malformed)?;
     let msg = telesafe_proto::telemetry::rotation_message(&r.rotation);
     let sig = decode_base64url(&r.sig).unwrap_or_default();
     let new_sig = decode_base64url(&r.new_sig).unwrap_or_default();

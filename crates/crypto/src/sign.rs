@@ -92,6 +92,19 @@ pub fn verify_ed25519(public_key: &[u8], message: &[u8], sig: &[u8]) -> bool {
         && UnparsedPublicKey::new(&signature::ED25519, public_key).verify(message, sig).is_ok()
 }
 
+/// Whether `public_key` is a usable Ed25519 public key: 32 bytes that canonically encode
+/// a point of the prime-order subgroup. A small-order key (the identity, or one of the
+/// other seven torsion points) lets anyone forge a signature that verifies under it with
+/// a few guesses; a key with a torsion component, or a non-canonical encoding, makes
+/// signatures malleable and lets verifiers disagree. A device's key is checked when it
+/// enrols and when it rotates.
+pub fn ed25519_public_key_is_sound(public_key: &[u8]) -> bool {
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    let Ok(compressed) = CompressedEdwardsY::from_slice(public_key) else { return false };
+    let Some(point) = compressed.decompress() else { return false };
+    point.compress() == compressed && !point.is_small_order() && point.is_torsion_free()
+}
+
 /// base64url without padding (RFC 4648 §5), as signatures and keys travel.
 pub fn encode_base64url(bytes: &[u8]) -> String {
     use base64::Engine;
@@ -107,6 +120,38 @@ pub fn decode_base64url(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_canonical_prime_order_keys_are_sound() {
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        let k = DeviceKey::generate().unwrap().public_key();
+        assert!(ed25519_public_key_is_sound(&k));
+        assert!(!ed25519_public_key_is_sound(&k[..31]));
+        // The identity, a point of order 2 (y = -1) and one of order 4 (y = 0).
+        let identity = {
+            let mut b = [0u8; 32];
+            b[0] = 1;
+            b
+        };
+        let order_two = {
+            let mut b = [0xffu8; 32];
+            b[0] = 0xec;
+            b[31] = 0x7f;
+            b
+        };
+        for weak in [identity, order_two, [0u8; 32]] {
+            assert!(!ed25519_public_key_is_sound(&weak), "{weak:02x?}");
+        }
+        // A good key plus a torsion point: not of small order, but not in the subgroup.
+        let point = |b: &[u8]| CompressedEdwardsY::from_slice(b).unwrap().decompress().unwrap();
+        let mixed = (point(&k) + point(&order_two)).compress().to_bytes();
+        assert!(!ed25519_public_key_is_sound(&mixed));
+        // The identity again, encoded non-canonically (y = p + 1).
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        assert!(!ed25519_public_key_is_sound(&non_canonical));
+    }
 
     #[test]
     fn sign_verify_and_refuse_tampering() {

@@ -112,6 +112,15 @@ pub async fn enroll(
         .ok_or_else(|| {
             AppError::BadRequest("public_key must be base64url of a 32-byte Ed25519 key".into())
         })?;
+    // Checked before the code is redeemed: a device with a broken key generator can
+    // enrol again with the same code once it has a sound key.
+    if !telesafe_crypto::sign::ed25519_public_key_is_sound(&public_key) {
+        return Err(AppError::BadRequest(
+            "public_key is not a usable Ed25519 key (a small-order or mixed-order point, or a \
+             non-canonical encoding); generate a new key pair"
+                .into(),
+        ));
+    }
     if !text_ok(&req.serial) || !text_ok(&req.firmware) {
         return Err(AppError::BadRequest(
             "serial and firmware must be 1-64 printable characters".into(),

@@ -344,6 +344,19 @@ async fn a_device_rotates_its_key_with_both_signatures(backend: DbBackend) {
     // Only the new key: someone who never held the device's key cannot take it over.
     let (st, v) = post(req(&new, &new)).await;
     assert_eq!((st, v["reason"].as_str()), (400, Some("bad_signature")));
+    // To a key of small order (the identity point), which anyone could sign for: refused
+    // before any signature is looked at.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let weak = Rotation { new_key: encode_base64url(&identity), ..rotation.clone() };
+    let weak_msg = rotation_message(&weak);
+    let (st, v) = post(SignedRotation {
+        sig: encode_base64url(&old.sign(&weak_msg)),
+        new_sig: encode_base64url(&old.sign(&weak_msg)),
+        rotation: weak,
+    })
+    .await;
+    assert_eq!((st, v["reason"].as_str()), (400, Some("malformed")), "{v}");
     let (st, v) = post(req(&old, &new)).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("rotated")), "{v}");
     // Replayed: the key that signed it no longer rules.

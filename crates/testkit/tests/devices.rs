@@ -80,6 +80,15 @@ async fn devices_enrol_and_deliver_signed_readings_exactly_once(backend: DbBacke
     let code = OpaqueToken::generate().unwrap();
     store.create_enrollment(&enrol(&code)).await.unwrap();
 
+    // A key of small order (here the identity point) lets anyone forge its signatures:
+    // refused with a clear error, and the code is not used up.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let weak = json!({"code": code.reveal(), "public_key": encode_base64url(&identity), "serial": "SN-0042", "firmware": "2.3.1"});
+    let (st, refused) = post(&s, "/api/v1/devices/enroll", &weak, None).await;
+    assert_eq!((st, refused["code"].as_str()), (400, Some("bad_request")), "{refused}");
+    assert!(refused.to_string().contains("not a usable Ed25519 key"), "{refused}");
+
     // Enrolment: the device keeps its private key; the code works once.
     let key = DeviceKey::generate().unwrap();
     let req = json!({"code": code.reveal(), "public_key": encode_base64url(&key.public_key()), "serial": "SN-0042", "firmware": "2.3.1"});
