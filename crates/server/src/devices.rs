@@ -44,12 +44,20 @@ pub const ACK_CONTEXT: &[u8] = b"telesafe-ack-v1\n";
 /// The most batches one request may carry.
 pub const MAX_BATCHES: usize = 100;
 
-/// A JSON answer signed by the server.
-fn signed(state: &AppState, status: StatusCode, body: &impl Serialize) -> Response {
+/// An answer to a device as JSON bytes and their base64url server signature over
+/// `ACK_CONTEXT` and those bytes: the `Telesafe-Signature` header on HTTPS, the first line
+/// of an MQTT ack message.
+pub(crate) fn signed_answer(state: &AppState, body: &impl Serialize) -> (Vec<u8>, String) {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut msg = ACK_CONTEXT.to_vec();
     msg.extend_from_slice(&bytes);
     let sig = telesafe_crypto::sign::encode_base64url(&state.device_signer.sign(&msg));
+    (bytes, sig)
+}
+
+/// A JSON answer signed by the server.
+fn signed(state: &AppState, status: StatusCode, body: &impl Serialize) -> Response {
+    let (bytes, sig) = signed_answer(state, body);
     let mut resp = (status, bytes).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(&sig) {

@@ -152,10 +152,7 @@ async fn file_group(state: &AppState, client: &AsyncClient, group: &[rumqttc::Pu
         answers[i].1.push(ack);
     }
     for ((org, device), acks) in answers {
-        let body = serde_json::to_vec(&acks).unwrap_or_default();
-        let mut msg = crate::devices::ACK_CONTEXT.to_vec();
-        msg.extend_from_slice(&body);
-        let sig = telesafe_crypto::sign::encode_base64url(&state.device_signer.sign(&msg));
+        let (body, sig) = crate::devices::signed_answer(state, &acks);
         let mut out = sig.into_bytes();
         out.push(b'\n');
         out.extend_from_slice(&body);
