@@ -154,12 +154,48 @@ pub trait ResourceRepository: Send + Sync {
     ) -> impl Future<Output = Result<Vec<StoredResource>, RepoError>> + Send;
     /// Replaces one stored version's sealed body (same row, same plaintext, new key).
     fn reseal(&self, r: &StoredResource) -> impl Future<Output = Result<(), RepoError>> + Send;
-    /// Every current, not deleted resource in the patient's compartment.
+    /// Every current, not deleted resource in the patient's compartment, but device
+    /// readings' Observations (a monitored patient has thousands a day: see
+    /// [`Self::patient_readings`]).
     fn compartment(
         &self,
         tenant: TenantId,
         patient: PatientId,
     ) -> impl Future<Output = Result<Vec<StoredResource>, RepoError>> + Send;
+    /// The patient's current device readings measured within `window`, newest first, at
+    /// most `limit` of them, grouped by the batch that holds them (each batch once, in
+    /// the order of its newest matched reading); and whether more than `limit` matched.
+    fn patient_readings(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        window: TimeWindow,
+        limit: u32,
+    ) -> impl Future<Output = Result<(Vec<ReadingBatch>, bool), RepoError>> + Send;
+}
+
+/// A span of measurement times in Unix ms: `from` inclusive, `to` exclusive; `None` leaves
+/// that side open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+impl TimeWindow {
+    /// Whether `at` (Unix ms) lies in the window.
+    pub fn contains(&self, at: i64) -> bool {
+        self.from.is_none_or(|f| at >= f) && self.to.is_none_or(|t| at < t)
+    }
+}
+
+/// A stored device batch and which of its readings a query matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadingBatch {
+    /// The batch's row, named by its reading 0 (body: the sealed batch record).
+    pub batch: StoredResource,
+    /// The matched readings' indexes in the batch, ascending.
+    pub readings: Vec<u32>,
 }
 
 /// The associated data that binds a sealed resource to its row.

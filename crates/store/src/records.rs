@@ -7,7 +7,8 @@ use telesafe_core::records::keys::{
 };
 use telesafe_core::records::search::{DateCondition, Prefix};
 use telesafe_core::records::{
-    IndexEntry, ResourceRepository, SearchHit, StoredResource, StoredSearch,
+    IndexEntry, ReadingBatch, ResourceRepository, SearchHit, StoredResource, StoredSearch,
+    TimeWindow,
 };
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 
@@ -788,11 +789,20 @@ impl ResourceRepository for Store {
             .bind(tenant.to_string()).bind(patient.to_string())
             .fetch_all(&mut **c).await)
             .map_err(repo_err)?;
-        let readings = readings::of_patient(&mut tx, tenant, patient).await?;
         tx.commit().await?;
-        let mut out =
-            rows.into_iter().map(StoredResource::try_from).collect::<Result<Vec<_>, _>>()?;
-        out.extend(readings);
+        rows.into_iter().map(StoredResource::try_from).collect()
+    }
+
+    async fn patient_readings(
+        &self,
+        tenant: TenantId,
+        patient: PatientId,
+        window: TimeWindow,
+        limit: u32,
+    ) -> Result<(Vec<ReadingBatch>, bool), RepoError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let out = readings::of_patient(&mut tx, tenant, patient, window, limit).await?;
+        tx.commit().await?;
         Ok(out)
     }
 }

@@ -92,7 +92,7 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
     use telesafe_core::devices::*;
     use telesafe_core::records::keys::KeyRepository;
     use telesafe_core::records::search::parse_date_condition;
-    use telesafe_core::records::{ResourceRepository, StoredResource, StoredSearch};
+    use telesafe_core::records::{ResourceRepository, StoredResource, StoredSearch, TimeWindow};
     let s = &db.store;
     let t = tenant("clinic");
     s.create_tenant(&t).await.unwrap();
@@ -240,7 +240,13 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
         .await
         .unwrap();
     assert_eq!(many.len(), 2);
-    assert_eq!(s.compartment(t.id, bo.id).await.unwrap().len(), 2);
+    // The compartment holds ordinary resources only; readings come by window, in batches.
+    assert!(s.compartment(t.id, bo.id).await.unwrap().is_empty());
+    let (of_bo, more) = s.patient_readings(t.id, bo.id, TimeWindow::default(), 100).await.unwrap();
+    assert!(!more);
+    let got: Vec<_> = of_bo.iter().map(|b| (b.batch.id.clone(), b.readings.clone())).collect();
+    assert_eq!(got, vec![(id(db_, 1, 0), vec![0, 1])]);
+    assert_eq!((of_bo[0].batch.body.clone(), of_bo[0].batch.patient), (vec![3; 8], Some(bo.id)));
 
     // An edit: version 2 is stored, the row gives way, version 1 stays readable.
     let edited = id(da, 1, 0);
@@ -275,7 +281,25 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
     let hits = s.search(t.id, &of_ana).await.unwrap();
     assert_eq!(hits.len(), 4, "the edited reading once, as its stored version");
     assert_eq!(hits.iter().find(|h| h.id == edited).unwrap().version, 2);
-    assert_eq!(s.compartment(t.id, ana.id).await.unwrap().len(), 4);
+    assert_eq!(s.compartment(t.id, ana.id).await.unwrap().len(), 1, "the edited version");
+    let readings = |from: Option<i64>, to: Option<i64>, limit: u32| {
+        let w = TimeWindow { from, to };
+        async move {
+            let (batches, more) = s.patient_readings(t.id, ana.id, w, limit).await.unwrap();
+            let got: Vec<_> = batches.into_iter().map(|b| (b.batch.id, b.readings)).collect();
+            (got, more)
+        }
+    };
+    // Newest first, each batch once with its current readings (not the edited one).
+    assert_eq!(
+        readings(None, None, 100).await,
+        (vec![(id(da, 2, 0), vec![0, 1]), (id(da, 1, 0), vec![1])], false)
+    );
+    assert_eq!(readings(None, None, 2).await, (vec![(id(da, 2, 0), vec![0, 1])], true));
+    let t20 = T0.unix_millis() + 20 * minute;
+    assert_eq!(readings(Some(t20 + 1), None, 100).await, (vec![(id(da, 2, 0), vec![1])], false));
+    assert_eq!(readings(None, Some(t20), 100).await, (vec![(id(da, 1, 0), vec![1])], false));
+    assert_eq!(readings(Some(t20), Some(t20 + 1), 100).await.0, vec![(id(da, 2, 0), vec![0])]);
 
     // Re-sealing sees each batch once and rewrites its body.
     let rows = s.patient_versions(t.id, ana.id).await.unwrap();

@@ -7,7 +7,10 @@
 //!   interpreted as low, alerts the console (not for someone off the care team), is drawn
 //!   against the threshold, and is acknowledged off the list; a blood-pressure pair
 //!   becomes one R4 `bp` panel; an impossible value is flagged as suspicious;
-//! - a device rotates its key with both signatures; the old key no longer counts.
+//! - a device rotates its key with both signatures; the old key no longer counts;
+//! - five days of minute readings (more than `$everything` returns at once) are drawn on
+//!   the chart over the span asked for, a single dip kept, as one audit entry; the FHIR
+//!   API hands them over by window, one audit entry per reading.
 
 #![allow(
     clippy::unwrap_used,
@@ -299,7 +302,7 @@ async fn thresholds_alert_the_care_team_and_are_drawn(backend: DbBackend) {
     let html = page(&s, &dr, &chart).await;
     assert!(html.contains(r#"class="threshold low""#) && html.contains(">low 93</text>"));
     assert!(html.contains("(suspicious reading)"));
-    assert!(html.contains("Systolic blood pressure over time"));
+    assert!(html.contains("Systolic blood pressure, last 30 days"));
     // Acknowledged: off the list.
     let alert = console.split("/console/alerts/").nth(1).unwrap().split('/').next().unwrap();
     let csrf = s.page_csrf(&dr, "/console").await;
@@ -375,7 +378,128 @@ async fn a_device_rotates_its_key_with_both_signatures(backend: DbBackend) {
     assert_eq!(send(&s, &b).await[0]["status"], "stored");
 }
 
+async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let admin = s.signed_in(ADMIN).await;
+    let code = model_and_code(&s, &admin, "ox-long", &["59408-5"], "").await;
+    let (device, key) = enrol(&s, &code, "3.0.0").await;
+    let tenant = s.clinic.tenant.id;
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = s.state.store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
+
+    // Five days of SpO2 a minute (7,200 readings, past MAX_EVERYTHING), sent as 72
+    // batches of 100 in one request, with a single dip to 84 % three days ago.
+    let dip = 3 * 1440 + 17;
+    let minutes: Vec<i64> = (0..7_200).rev().collect();
+    let readings: Vec<Reading> = minutes
+        .iter()
+        .map(|&m| {
+            let v = if m == dip { "84" } else { ["96", "97", "98"][(m % 3) as usize] };
+            reading("59408-5", "%", v, m)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut seq = SequenceFile::open(&dir.path().join("seq")).unwrap();
+    let id = DeviceIdentity { device_id: device.clone(), key, firmware: "3.0.0".into() };
+    let batches: Vec<_> =
+        readings.chunks(100).map(|c| id.sign(&mut seq, &at(0), c.to_vec()).unwrap()).collect();
+    let r = s.client().post(s.url("/api/v1/devices/telemetry")).json(&batches).send().await;
+    let acks: Value = r.unwrap().json().await.unwrap();
+    assert_eq!(acks.as_array().unwrap().len(), 72);
+    assert!(acks.as_array().unwrap().iter().all(|a| a["status"] == "stored"), "{acks}");
+
+    let audit_size = || async { s.state.store.audit_size().await.unwrap() };
+    let dr = s.signed_in(DR).await;
+    let chart = format!("/console/patients/{ana}");
+    let before = audit_size().await;
+    let html = page(&s, &dr, &chart).await;
+    let after = audit_size().await;
+    // The default span, 30 days, holds all of them: counted and ranged in full, drawn as
+    // the lowest and highest of each span of time, so the dip is on the chart.
+    let figure = html.split("Oxygen saturation (SpO2), last 30 days").last().unwrap();
+    let figure = figure.split("</svg>").next().unwrap();
+    // (The demo clinic's own few SpO2 measurements of Ana's are on it too.)
+    assert!((7_200..7_230).contains(&measurements(figure)), "{figure}");
+    assert!(figure.contains(" measurements; lowest 84 %; highest 98 %"), "{figure}");
+    assert!(figure.contains("drawn as the lowest and highest in each of 240"));
+    let circles = figure.matches("<circle").count();
+    assert!((240..=720).contains(&circles), "{circles} points drawn");
+    assert!(figure.contains(&format!("{}: 84 %", minute_label(&readings[7_199 - dip as usize]))));
+    assert!(
+        html.contains(r#"href="/console/patients/"#)
+            && html.contains(r#"aria-current="page">30 days"#)
+    );
+    // One entry for the patient, one per ordinary resource, one for the drawn readings.
+    use telesafe_core::audit::AuditRepository;
+    let logged = s.state.store.audit_entries(before, u32::try_from(after - before).unwrap());
+    let logged: Vec<_> = logged.await.unwrap().into_iter().map(|(e, _)| e).collect();
+    assert!(logged.len() < 50, "{} entries for one chart view", logged.len());
+    let drawn: Vec<_> = logged.iter().filter(|e| e.action == "chart").collect();
+    assert_eq!(drawn.len(), 1);
+    assert_eq!(drawn[0].patient_id, ana.to_string());
+    assert!(drawn[0].resource_id.ends_with("Z/.."), "{}", drawn[0].resource_id);
+
+    // 24 hours: a day of them; the patient sees her own with the same spans.
+    let day = page(&s, &dr, &format!("{chart}?span=1d")).await;
+    let figure = day.split("Oxygen saturation (SpO2), last 24 hours").last().unwrap();
+    assert!((1_439..1_450).contains(&measurements(figure)), "{figure}");
+    assert!(!day.contains("84 %"), "the dip is three days old");
+    let mine = page(&s, &s.signed_in(PATIENT).await, "/portal/record?span=7d").await;
+    assert!(mine.contains("Vital signs, last 7 days") && mine.contains("84 %"));
+    let figure = mine.split("Oxygen saturation (SpO2), last 7 days").last().unwrap();
+    assert!((7_200..7_230).contains(&measurements(figure)), "{figure}");
+
+    // FHIR: the whole record at once is refused as too costly, with what to do instead.
+    let everything = format!("/fhir/Patient/{ana}/$everything");
+    let r = dr.get(s.url(&everything)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let oo: Value = r.json().await.unwrap();
+    assert_eq!(oo["issue"][0]["code"], "too-costly");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("start and end"));
+    for bad in ["start=yesterday", "start=2026-02-30", "start=2026-12-02&end=2026-12-01"] {
+        let r = dr.get(s.url(&format!("{everything}?{bad}"))).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    // From one reading's time on: exactly the readings since, each logged as read.
+    let start = &readings[7_199 - 1_000].at;
+    let before = audit_size().await;
+    let r = dr.get(s.url(&format!("{everything}?start={start}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let bundle: Value = r.json().await.unwrap();
+    let device_hex = device.replace('-', "");
+    let theirs: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["id"].as_str().unwrap().starts_with(&format!("d{device_hex}.")))
+        .collect();
+    assert_eq!(theirs.len(), 1_001);
+    assert!(theirs.iter().all(|o| o["effectiveDateTime"].as_str().unwrap() >= start.as_str()));
+    assert_eq!(bundle["entry"][0]["resource"]["resourceType"], "Patient");
+    let logged = s.state.store.audit_entries(before, 5_000).await.unwrap();
+    let reads = logged
+        .iter()
+        .filter(|(e, _)| {
+            e.action == "read" && e.resource_id.starts_with(&format!("d{device_hex}."))
+        })
+        .count();
+    assert_eq!(reads, 1_001);
+}
+
+/// How many measurements a chart's description counts.
+fn measurements(svg: &str) -> usize {
+    let desc = svg.split("<desc>").nth(1).unwrap_or_default();
+    desc.split(" measurement").next().unwrap().parse().unwrap()
+}
+
+/// A reading's time as the chart labels it ("YYYY-MM-DD HH:MM").
+fn minute_label(r: &Reading) -> String {
+    r.at.chars().take(16).collect::<String>().replace('T', " ")
+}
+
 both_backends!(
+    weeks_of_readings_are_charted_by_span_and_exported_by_window,
     quarantine_is_listed_and_released_through_the_pages,
     thresholds_alert_the_care_team_and_are_drawn,
     a_device_rotates_its_key_with_both_signatures,

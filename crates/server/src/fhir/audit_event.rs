@@ -34,7 +34,7 @@ fn subtype(action: &str) -> (&'static str, String) {
 fn crude(action: &str) -> &'static str {
     match action {
         "create" => "C",
-        "read" | "list" | "search" | "history" | "everything" => "R",
+        "read" | "list" | "search" | "history" | "everything" | "chart" => "R",
         "update" => "U",
         "delete" | "erase" => "D",
         _ => "E",

@@ -578,6 +578,7 @@ pub async fn delete(
 pub async fn instance_operation(
     State(state): State<AppState>,
     Path((resource_type, id, op)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
     caller: Result<Caller, AppError>,
     peer: Peer,
 ) -> FhirResult {
@@ -585,7 +586,9 @@ pub async fn instance_operation(
     supported(&resource_type)?;
     match op.as_str() {
         "_history" => history(&mut s, &resource_type, &id).await,
-        "$everything" if resource_type == "Patient" => query::everything(&mut s, &id).await,
+        "$everything" if resource_type == "Patient" => {
+            query::everything(&mut s, &id, raw.as_deref().unwrap_or_default()).await
+        }
         _ => Err(FhirError::new(
             StatusCode::NOT_FOUND,
             "not-supported",

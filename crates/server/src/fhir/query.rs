@@ -11,14 +11,16 @@ use std::collections::HashMap;
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
-use telesafe_core::PatientId;
 use telesafe_core::access::Action;
 use telesafe_core::audit::Purpose;
 use telesafe_core::devices::readings::{ReadingRef, parse_reading_id, reading_id};
 use telesafe_core::records::fhir;
 use telesafe_core::records::keys::KeyRing;
 use telesafe_core::records::search::{self, Kind, parse_date_condition, query_value};
-use telesafe_core::records::{ResourceRepository, SearchHit, StoredResource, StoredSearch};
+use telesafe_core::records::{
+    ReadingBatch, ResourceRepository, SearchHit, StoredResource, StoredSearch, TimeWindow,
+};
+use telesafe_core::{PatientId, Timestamp};
 
 use super::{FhirError, FhirResult, Session, Target, base, fhir_response};
 use crate::audit::Access;
@@ -454,17 +456,51 @@ pub(super) async fn search(
 /// The most resources `$everything` returns in one bundle.
 pub const MAX_EVERYTHING: usize = 5_000;
 
-/// A patient's record as the caller may see it: decided resource by resource, logged
-/// (one `everything` entry and one `read` per resource), then decrypted.
+/// What a record view is for, which decides how many device readings it may hold and
+/// how they are put on the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordFor {
+    /// A bundle (`$everything`): everything in it leaves the server, so each reading gets
+    /// its own `read` entry, and a view of more than [`MAX_EVERYTHING`] resources is
+    /// refused before anything is logged or opened.
+    Bundle,
+    /// A chart: the newest `limit` readings in the window are drawn, not handed over,
+    /// and logged as one `chart` entry naming the window. A monitored patient has
+    /// thousands a day; one entry each would bury everything else in the log (and in the
+    /// patient's own view of who saw their record).
+    Chart { limit: u32 },
+}
+
+/// A patient's record as the caller may see it: decided resource by resource (device
+/// readings once, as they share one category), logged, then decrypted, but for the
+/// device readings, which stay sealed batches for the caller to open one at a time (a
+/// month of minute readings is too much to hold as JSON at once).
 #[derive(Debug)]
 pub(crate) struct RecordView {
-    /// The Patient first, then the rest by type and id.
+    /// The Patient first, then the rest by type and id; no device readings.
     pub resources: Vec<serde_json::Value>,
+    /// The device readings measured in the window the caller asked for, newest first.
+    pub readings: Vec<ReadingBatch>,
+    /// More readings lie in the window than the caller's limit (the oldest were left out).
+    pub more_readings: bool,
     /// Whether anything was shown only under a break-glass grant.
     pub emergency: bool,
 }
 
-pub(crate) async fn patient_record(s: &mut Session, id: &str) -> Result<RecordView, FhirError> {
+/// The ISO 8601 interval a window spans (`..` for an open side), as the audit log names it.
+pub(crate) fn interval(w: TimeWindow) -> String {
+    let side = |t: Option<i64>| {
+        t.map_or_else(|| "..".to_owned(), |ms| Timestamp::from_unix_millis(ms).to_rfc3339())
+    };
+    format!("{}/{}", side(w.from), side(w.to))
+}
+
+pub(crate) async fn patient_record(
+    s: &mut Session,
+    id: &str,
+    window: TimeWindow,
+    purpose_of_view: RecordFor,
+) -> Result<RecordView, FhirError> {
     let (row, purpose) = super::readable(s, "Patient", id, None, "everything").await?;
     if row.deleted {
         s.audit_one("everything", "Patient", id, row.patient, purpose, "success").await?;
@@ -474,15 +510,23 @@ pub(crate) async fn patient_record(s: &mut Session, id: &str) -> Result<RecordVi
         return Err(FhirError::internal("a Patient row without its patient"));
     };
     let rows = s.state.store.compartment(s.tenant, patient).await?;
-    if rows.len() > MAX_EVERYTHING {
-        return Err(FhirError::new(
+    let too_costly = || {
+        FhirError::new(
             StatusCode::BAD_REQUEST,
             "too-costly",
             format!(
-                "this record holds more than {MAX_EVERYTHING} resources; search by type instead"
+                "this record holds more than {MAX_EVERYTHING} resources in the span asked for; \
+                 narrow it with start and end (dates of measurement), or search by type"
             ),
-        ));
+        )
+    };
+    if rows.len() > MAX_EVERYTHING {
+        return Err(too_costly());
     }
+    let limit = match purpose_of_view {
+        RecordFor::Bundle => (MAX_EVERYTHING - rows.len()) as u32,
+        RecordFor::Chart { limit } => limit,
+    };
     let mut shown: Vec<(StoredResource, Purpose)> = Vec::new();
     let mut cache: HashMap<(String, String, bool), Option<Purpose>> = HashMap::new();
     for r in rows {
@@ -502,6 +546,20 @@ pub(crate) async fn patient_record(s: &mut Session, id: &str) -> Result<RecordVi
     shown.sort_by_key(|(r, _)| {
         (r.resource_type != "Patient", r.resource_type.clone(), r.id.clone())
     });
+    // Every device reading is an Observation of one category, never labelled restricted:
+    // one decision covers them all.
+    let (mut readings, more_readings) =
+        s.state.store.patient_readings(s.tenant, patient, window, limit).await?;
+    if more_readings && purpose_of_view == RecordFor::Bundle {
+        return Err(too_costly());
+    }
+    let readings_purpose = match readings.first() {
+        Some(b) => s.decide(Action::Read, &Target::of(&b.batch)?).await?,
+        None => None,
+    };
+    if readings_purpose.is_none() {
+        readings.clear();
+    }
     let mut accesses = vec![Access {
         action: "everything",
         resource_type: "Patient",
@@ -518,21 +576,86 @@ pub(crate) async fn patient_record(s: &mut Session, id: &str) -> Result<RecordVi
         purpose: *p,
         outcome: "success",
     }));
+    if let Some(p) = readings_purpose.filter(|_| !readings.is_empty()) {
+        match purpose_of_view {
+            RecordFor::Bundle => {
+                for b in &readings {
+                    let Some(batch) = parse_reading_id(&b.batch.id) else { continue };
+                    accesses.extend(b.readings.iter().filter_map(|&n| {
+                        Some(Access {
+                            action: "read",
+                            resource_type: "Observation",
+                            resource_id: reading_id(&batch.device, batch.seq, n)?,
+                            patient_id: patient.to_string(),
+                            purpose: p,
+                            outcome: "success",
+                        })
+                    }));
+                }
+            }
+            RecordFor::Chart { .. } => accesses.push(Access {
+                action: "chart",
+                resource_type: CHART_ENTRY,
+                resource_id: interval(window),
+                patient_id: patient.to_string(),
+                purpose: p,
+                outcome: "success",
+            }),
+        }
+    }
     s.audit(&accesses).await?;
     let mut resources = Vec::with_capacity(shown.len());
     for (r, _) in &shown {
         resources.push(s.decrypt(r).await?);
     }
-    let emergency =
-        purpose == Purpose::Emergency || shown.iter().any(|(_, p)| *p == Purpose::Emergency);
-    Ok(RecordView { resources, emergency })
+    let emergency = purpose == Purpose::Emergency
+        || shown.iter().any(|(_, p)| *p == Purpose::Emergency)
+        || readings_purpose == Some(Purpose::Emergency);
+    Ok(RecordView { resources, readings, more_readings, emergency })
 }
 
-pub(super) async fn everything(s: &mut Session, id: &str) -> FhirResult {
-    let view = patient_record(s, id).await?;
+/// What a `chart` audit entry names: device readings drawn over a window of time.
+pub const CHART_ENTRY: &str = "device-readings";
+
+/// `start` and `end` of `$everything` (dates, inclusive) as a window of measurement
+/// times: they bound the device readings; the rest of the record is always included.
+fn everything_window(raw: &str) -> Result<TimeWindow, FhirError> {
+    let mut w = TimeWindow::default();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|_| {
+        FhirError::new(StatusCode::BAD_REQUEST, "invalid", "the query string is malformed")
+    })?;
+    for (k, v) in pairs {
+        let side = match k.as_str() {
+            "start" => &mut w.from,
+            "end" => &mut w.to,
+            _ => continue,
+        };
+        let Some(r) = search::parse_date_range(&v) else {
+            return Err(FhirError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("{k} must be a date (YYYY, YYYY-MM, YYYY-MM-DD or a dateTime)"),
+            ));
+        };
+        *side = Some(if k == "start" { r.low } else { r.high.saturating_add(1) });
+    }
+    if let (Some(f), Some(t)) = (w.from, w.to)
+        && f >= t
+    {
+        return Err(FhirError::new(StatusCode::BAD_REQUEST, "invalid", "start is after end"));
+    }
+    Ok(w)
+}
+
+pub(super) async fn everything(s: &mut Session, id: &str, raw: &str) -> FhirResult {
+    let window = everything_window(raw)?;
+    let view = patient_record(s, id, window, RecordFor::Bundle).await?;
     let base = base(&s.state);
-    let entries: Vec<serde_json::Value> = view
-        .resources
+    let mut resources = view.resources;
+    for b in &view.readings {
+        resources.extend(s.decrypt_readings(b).await?);
+    }
+    let entries: Vec<serde_json::Value> = resources
         .into_iter()
         .map(|r| {
             let url = format!(

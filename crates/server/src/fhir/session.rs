@@ -14,13 +14,14 @@ use telesafe_core::access::{
     AccessContext, Action, CareTeamRepository, PatientFacts, Principal, Resource,
 };
 use telesafe_core::audit::Purpose;
-use telesafe_core::devices::readings::{BatchRecord, parse_reading_id};
+use telesafe_core::devices::readings::{BatchRecord, parse_reading_id, reading_id};
 use telesafe_core::identity::{PatientRepository, Role};
 use telesafe_core::records::fhir::{self, RESOURCE_TYPES};
 use telesafe_core::records::keys::KeyRingError;
-use telesafe_core::records::{ResourceRepository, StoredResource, open_resource};
+use telesafe_core::records::{ReadingBatch, ResourceRepository, StoredResource, open_resource};
 use telesafe_core::{PatientId, TenantId, Timestamp};
 use telesafe_crypto::keys::SealingKey;
+use zeroize::Zeroizing;
 
 use super::{CONSENT_CATEGORY_SYSTEM, FhirError};
 use crate::audit::{Access, Actor, record_as};
@@ -354,6 +355,36 @@ impl Session {
     }
 
     pub(crate) async fn decrypt(&self, r: &StoredResource) -> Result<Value, FhirError> {
+        let bytes = self.unseal(r).await?;
+        if r.version == 1
+            && r.resource_type == "Observation"
+            && let (Some(patient), Some(reading)) = (r.patient, parse_reading_id(&r.id))
+        {
+            let record = batch_record(&bytes)?;
+            return render_reading(&record, r, patient, &r.id, reading.n);
+        }
+        serde_json::from_slice(&bytes).map_err(FhirError::internal)
+    }
+
+    /// The Observations of a batch's matched readings, the batch opened once.
+    pub(crate) async fn decrypt_readings(&self, b: &ReadingBatch) -> Result<Vec<Value>, FhirError> {
+        let r = &b.batch;
+        let (Some(patient), Some(batch)) = (r.patient, parse_reading_id(&r.id)) else {
+            return Err(FhirError::internal("a device batch row without its patient or name"));
+        };
+        let record = batch_record(&self.unseal(r).await?)?;
+        b.readings
+            .iter()
+            .map(|&n| {
+                let id = reading_id(&batch.device, batch.seq, n)
+                    .ok_or_else(|| FhirError::internal("a device batch under a malformed id"))?;
+                render_reading(&record, r, patient, &id, n)
+            })
+            .collect()
+    }
+
+    /// A sealed row's plaintext, under the key version the ciphertext names.
+    async fn unseal(&self, r: &StoredResource) -> Result<Zeroizing<Vec<u8>>, FhirError> {
         let key = match (r.patient, telesafe_crypto::keys::sealed_key_version(&r.body)) {
             // The key version the ciphertext names (older ones live on during a data-key
             // rotation).
@@ -366,31 +397,28 @@ impl Session {
                 .map_err(key_error)?,
             _ => self.key_for(r.patient, false).await?,
         };
-        let bytes = open_resource(&key, r).map_err(FhirError::internal)?;
-        if r.version == 1
-            && r.resource_type == "Observation"
-            && let (Some(patient), Some(reading)) = (r.patient, parse_reading_id(&r.id))
-        {
-            return render_reading(r, patient, reading.n, &bytes);
-        }
-        serde_json::from_slice(&bytes).map_err(FhirError::internal)
+        open_resource(&key, r).map_err(FhirError::internal)
     }
+}
+
+fn batch_record(plain: &[u8]) -> Result<BatchRecord, FhirError> {
+    BatchRecord::parse(plain)
+        .ok_or_else(|| FhirError::internal("a stored device batch did not parse"))
 }
 
 /// A device reading's Observation from its opened batch record: rendered as it was judged
 /// on arrival, stamped with its id, version 1 and the time its batch was stored.
 fn render_reading(
+    record: &BatchRecord,
     r: &StoredResource,
     patient: PatientId,
+    id: &str,
     n: u32,
-    plain: &[u8],
 ) -> Result<Value, FhirError> {
-    let record = BatchRecord::parse(plain)
-        .ok_or_else(|| FhirError::internal("a stored device batch did not parse"))?;
     let mut o = record
         .observation(patient, n)
         .ok_or_else(|| FhirError::internal("a device reading without its judgement"))?;
-    o["id"] = Value::String(r.id.clone());
+    o["id"] = Value::String(id.to_owned());
     o["meta"]["versionId"] = Value::String("1".into());
     o["meta"]["lastUpdated"] = Value::String(r.last_updated.to_rfc3339());
     Ok(o)

@@ -55,6 +55,7 @@ fn what_words(e: &Entry) -> String {
         "Patient" => "your name and registration",
         "AuditEvent" => "this access log",
         "Observation" => "your measurements",
+        crate::fhir::query::CHART_ENTRY => "your measurements from home devices",
         "Condition" => "your health problems",
         "MedicationRequest" => "your medications",
         "AllergyIntolerance" => "your allergies",
@@ -64,8 +65,21 @@ fn what_words(e: &Entry) -> String {
     match e.action.as_str() {
         "list" | "search" => format!("Saw {data} in a list"),
         "read" => format!("Looked at {data}"),
+        "chart" => format!("Saw {data} drawn on a chart ({})", chart_span(&e.resource_id)),
         "create" | "update" => format!("Changed {data}"),
         other => format!("{other}: {data}"),
+    }
+}
+
+/// The span a `chart` entry names (an ISO 8601 interval), as dates people read.
+fn chart_span(interval: &str) -> String {
+    let day = |t: &str| t.get(..10).unwrap_or(t).to_owned();
+    match interval.split_once('/') {
+        Some(("..", "..")) => "all of them".to_owned(),
+        Some((from, "..")) => format!("since {}", day(from)),
+        Some(("..", to)) => format!("until {}", day(to)),
+        Some((from, to)) => format!("{} to {}", day(from), day(to)),
+        None => "a span of time".to_owned(),
     }
 }
 

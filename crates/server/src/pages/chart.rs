@@ -81,16 +81,64 @@ pub struct Limits {
     pub high: Option<f64>,
 }
 
+/// How many equal spans of time a long series is cut into to be drawn: at most two
+/// points each (plus a flagged one), a few pixels apart on a 640-wide chart.
+pub const SPANS_DRAWN: usize = 240;
+
+/// The points a chart draws of a series in time order: all of them when they are few;
+/// otherwise, in each of [`SPANS_DRAWN`] equal spans of time, the lowest and the highest
+/// (so a desaturation or a spike is never averaged away) and the first reading flagged as
+/// suspicious, if neither of those is one. Hand-written: it is a dozen lines, and the
+/// min/max envelope is what a clinician needs, not the shape-preserving simplification
+/// a plotting crate would offer.
+pub fn envelope<'a>(pts: &[&'a Point]) -> Vec<&'a Point> {
+    if pts.len() <= 2 * SPANS_DRAWN {
+        return pts.to_vec();
+    }
+    let (t0, t1) = (pts[0].at, pts[pts.len() - 1].at);
+    let width = i128::from(t1) - i128::from(t0) + 1;
+    let span_of = |p: &Point| (i128::from(p.at - t0) * SPANS_DRAWN as i128 / width) as usize;
+    let mut out: Vec<&Point> = Vec::with_capacity(3 * SPANS_DRAWN);
+    let mut i = 0;
+    while i < pts.len() {
+        let span = span_of(pts[i]);
+        let mut j = i;
+        let (mut lo, mut hi, mut flagged) = (i, i, None);
+        while j < pts.len() && span_of(pts[j]) == span {
+            if pts[j].value < pts[lo].value {
+                lo = j;
+            }
+            if pts[j].value > pts[hi].value {
+                hi = j;
+            }
+            if flagged.is_none() && pts[j].suspicious {
+                flagged = Some(j);
+            }
+            j += 1;
+        }
+        let mut kept = vec![lo, hi];
+        kept.extend(flagged.filter(|f| !pts[lo].suspicious && !pts[hi].suspicious && *f != lo));
+        kept.sort_unstable();
+        kept.dedup();
+        out.extend(kept.into_iter().map(|k| pts[k]));
+        i = j;
+    }
+    out
+}
+
 /// A line chart of measurements over time as an inline `<svg>`: the points joined in time
 /// order, each labelled for screen readers with its time and value (and "suspicious" when
 /// flagged), the lowest and highest values marked on the axis, and the thresholds drawn
-/// as dashed lines (the scale widens to show them).
+/// as dashed lines (the scale widens to show them). A long series is drawn as its
+/// [`envelope`]; the description still counts and ranges every measurement.
 pub fn line(title: &str, unit: &str, points: &[Point], limits: Limits) -> String {
     const W: f64 = 640.0;
     const H: f64 = 160.0;
     const PAD: f64 = 28.0;
-    let mut pts: Vec<&Point> = points.iter().collect();
-    pts.sort_by_key(|p| p.at);
+    let mut all: Vec<&Point> = points.iter().collect();
+    all.sort_by_key(|p| p.at);
+    let pts = envelope(&all);
+    let drawn_all = pts.len() == all.len();
     let (t0, t1) = match (pts.first(), pts.last()) {
         (Some(a), Some(b)) => (a.at, b.at.max(a.at + 1)),
         _ => (0, 1),
@@ -106,11 +154,11 @@ pub fn line(title: &str, unit: &str, points: &[Point], limits: Limits) -> String
     let hi = if hi > lo { hi } else { lo + 1.0 };
     let x = |t: i64| PAD + (t - t0) as f64 / (t1 - t0) as f64 * (W - 2.0 * PAD);
     let y = |v: f64| H - PAD / 2.0 - (v - lo) / (hi - lo) * (H - PAD);
-    let flagged = pts.iter().filter(|p| p.suspicious).count();
+    let flagged = all.iter().filter(|p| p.suspicious).count();
     let mut desc = format!(
         "{} measurement{}; lowest {} {unit}; highest {} {unit}",
-        pts.len(),
-        if pts.len() == 1 { "" } else { "s" },
+        all.len(),
+        if all.len() == 1 { "" } else { "s" },
         trim(shown_lo),
         trim(shown_hi)
     );
@@ -121,6 +169,12 @@ pub fn line(title: &str, unit: &str, points: &[Point], limits: Limits) -> String
     }
     if flagged > 0 {
         let _ = write!(desc, "; {flagged} flagged as suspicious");
+    }
+    if !drawn_all {
+        let _ = write!(
+            desc,
+            "; drawn as the lowest and highest in each of {SPANS_DRAWN} equal spans of time"
+        );
     }
     let mut svg = String::new();
     let _ = write!(
@@ -164,9 +218,10 @@ pub fn line(title: &str, unit: &str, points: &[Point], limits: Limits) -> String
     for p in &pts {
         let _ = write!(
             svg,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="4" class="point{}"><title>{}: {} {}{}</title></circle>"#,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="{}" class="point{}"><title>{}: {} {}{}</title></circle>"#,
             x(p.at),
             y(p.value),
+            if drawn_all { 4 } else { 2 },
             if p.suspicious { " suspicious" } else { "" },
             escape(&p.label),
             escape(&trim(p.value)),
@@ -221,6 +276,37 @@ mod tests {
             line("one", "%", &[p(1, 97.0, "x")], Limits::default())
                 .contains("1 measurement; lowest 97 %; highest 97 %")
         );
+    }
+
+    #[test]
+    fn a_long_series_is_drawn_as_its_envelope_keeping_dips_spikes_and_flags() {
+        // A week of minute readings between 95 and 97, one dip to 81, one spike to 99,
+        // one reading flagged as suspicious at an ordinary value.
+        let points: Vec<Point> = (0..10_080)
+            .map(|m: i64| Point {
+                at: m * 60_000,
+                value: match m {
+                    4_000 => 81.0,
+                    7_000 => 99.0,
+                    _ => 95.0 + (m % 3) as f64,
+                },
+                label: format!("m{m}"),
+                suspicious: m == 5_001,
+            })
+            .collect();
+        let refs: Vec<&Point> = points.iter().collect();
+        let kept = envelope(&refs);
+        assert!(kept.len() <= 3 * SPANS_DRAWN && kept.len() >= SPANS_DRAWN, "{}", kept.len());
+        assert!(kept.windows(2).all(|w| w[0].at < w[1].at), "in time order, each once");
+        for m in ["m4000", "m7000", "m5001"] {
+            assert!(kept.iter().any(|p| p.label == m), "{m} is drawn");
+        }
+        let svg = line("SpO2", "%", &points, Limits::default());
+        assert!(svg.contains("10080 measurements; lowest 81 %; highest 99 %"));
+        assert!(svg.contains("1 flagged as suspicious; drawn as the lowest and highest"));
+        assert_eq!(svg.matches("<circle").count(), kept.len());
+        // A short series is drawn point by point.
+        assert_eq!(envelope(&refs[..2 * SPANS_DRAWN]).len(), 2 * SPANS_DRAWN);
     }
 
     #[test]

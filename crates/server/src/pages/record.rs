@@ -14,11 +14,12 @@ use super::chart;
 use super::home::organisation;
 use super::{PageError, Shell, failed, render, require};
 use crate::auth::{CurrentUser, MaybeUser};
-use crate::fhir::query::{RecordView, patient_record};
+use crate::fhir::query::{RecordFor, RecordView, patient_record};
 use crate::fhir::{FhirError, Session, read_value, write_resource};
 use crate::http::form::ValidForm;
 use crate::state::AppState;
 use telesafe_core::devices::vitals::Threshold;
+use telesafe_core::records::TimeWindow;
 
 const CLINIC_STAFF: &[Role] = &[Role::Clinician, Role::Nurse, Role::FrontDesk];
 
@@ -97,6 +98,20 @@ pub struct Summary {
     pub allergies: Vec<Item>,
     pub medications: Vec<Item>,
     pub vitals: Vec<Vital>,
+    /// The span the vital signs cover, in words.
+    pub span_words: &'static str,
+    /// The span held more device readings than a chart opens; the oldest are left out.
+    pub more_readings: bool,
+    /// The spans a reader can switch to, and the page they are links on.
+    pub spans: Vec<SpanLink>,
+    pub page: String,
+}
+
+/// A span the vital-signs charts can be switched to.
+#[derive(Debug, Clone)]
+pub struct SpanLink {
+    pub span: Span,
+    pub current: bool,
 }
 
 fn text_of(cc: &Value) -> String {
@@ -116,8 +131,107 @@ fn minute(s: &str) -> String {
     s.chars().take(16).collect::<String>().replace('T', " ")
 }
 
-pub fn summarise(view: &RecordView, thresholds: &[Threshold]) -> Summary {
-    let mut out = Summary::default();
+/// A span of time the vital-signs charts can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// As the `span` query parameter spells it.
+    pub key: &'static str,
+    /// On its link, and in "Vital signs, …".
+    pub link: &'static str,
+    pub words: &'static str,
+    /// How far back it reaches (ms); `None` for all of the record.
+    pub reach: Option<i64>,
+}
+
+const fn span(key: &'static str, link: &'static str, words: &'static str, days: i64) -> Span {
+    Span { key, link, words, reach: Some(days * 86_400_000) }
+}
+
+/// The spans, shortest first. The default is 30 days: long enough for a monthly weight,
+/// short enough to draw from a month of minute readings.
+pub const SPANS: &[Span] = &[
+    span("1d", "24 hours", "last 24 hours", 1),
+    span("7d", "7 days", "last 7 days", 7),
+    span("30d", "30 days", "last 30 days", 30),
+    span("90d", "90 days", "last 90 days", 90),
+    span("1y", "12 months", "last 12 months", 365),
+    Span { key: "all", link: "All", words: "all time", reach: None },
+];
+const DEFAULT_SPAN: usize = 2;
+
+/// The most device readings a chart view opens: the newest ones in the span beyond it.
+/// About 35 days of a pulse oximeter sending heart rate and SpO2 every minute.
+pub const MAX_CHART_READINGS: u32 = 100_000;
+
+/// The span a page asked for (the default for an unknown or absent key).
+pub fn span_of(key: Option<&str>) -> Span {
+    key.and_then(|k| SPANS.iter().find(|s| s.key == k)).copied().unwrap_or(SPANS[DEFAULT_SPAN])
+}
+
+/// The shortest span, from the default on, that shows a measurement taken at `at`.
+fn span_showing(at: i64, now: telesafe_core::Timestamp) -> Span {
+    SPANS[DEFAULT_SPAN..]
+        .iter()
+        .copied()
+        .find(|s| window_of(*s, now).contains(at))
+        .unwrap_or(SPANS[SPANS.len() - 1])
+}
+
+/// The window of measurement times a span covers, ending now (readings a device stamped
+/// a little ahead of the server's clock included).
+pub fn window_of(span: Span, now: telesafe_core::Timestamp) -> TimeWindow {
+    TimeWindow { from: span.reach.map(|r| now.unix_millis() - r), to: None }
+}
+
+/// One Observation's values into their series (one per LOINC code: a blood-pressure
+/// panel gives two), named as the chart's own list names them.
+fn add_observation(series: &mut Vec<Series>, r: &Value, window: TimeWindow) {
+    let Some(at) = r["effectiveDateTime"].as_str() else { return };
+    let Some(range) = telesafe_core::records::search::parse_date_range(at) else { return };
+    if !window.contains(range.low) {
+        return;
+    }
+    let suspicious = telesafe_core::devices::vitals::is_suspicious(r);
+    for (code, v) in super::monitoring::values_of(r) {
+        let point = chart::Point { at: range.low, value: v, label: minute(at), suspicious };
+        match series.iter_mut().find(|s| s.code == code) {
+            Some(s) => s.points.push(point),
+            None => {
+                let sign = telesafe_core::devices::vitals::sign_for(&code);
+                series.push(Series {
+                    name: VITALS
+                        .iter()
+                        .find(|x| x.loinc == code)
+                        .map(|x| x.name.to_owned())
+                        .or_else(|| sign.map(|s| s.name.to_owned()))
+                        .unwrap_or_else(|| text_of(&r["code"])),
+                    unit: sign.map_or_else(
+                        || r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned(),
+                        |s| s.unit.to_owned(),
+                    ),
+                    points: vec![point],
+                    code,
+                });
+            }
+        }
+    }
+}
+
+/// What a page shows of a record: the lists, and the vital signs measured in `span`
+/// (device readings opened one batch at a time, so only their points are ever held).
+pub(crate) async fn summarise(
+    s: &Session,
+    view: &RecordView,
+    thresholds: &[Threshold],
+    span: Span,
+    window: TimeWindow,
+) -> Result<Summary, FhirError> {
+    let mut out = Summary {
+        span_words: span.words,
+        more_readings: view.more_readings,
+        spans: SPANS.iter().map(|&s| SpanLink { span: s, current: s == span }).collect(),
+        ..Summary::default()
+    };
     let mut series: Vec<Series> = Vec::new();
     for r in &view.resources {
         match r["resourceType"].as_str().unwrap_or("") {
@@ -164,40 +278,13 @@ pub fn summarise(view: &RecordView, thresholds: &[Threshold]) -> Summary {
                 .to_owned(),
                 date: day(&r["authoredOn"]),
             }),
-            "Observation" => {
-                let Some(at) = r["effectiveDateTime"].as_str() else { continue };
-                let Some(range) = telesafe_core::records::search::parse_date_range(at) else {
-                    continue;
-                };
-                let suspicious = telesafe_core::devices::vitals::is_suspicious(r);
-                // One series per LOINC code (a blood-pressure panel gives two), named as
-                // the chart's own list names it.
-                for (code, v) in super::monitoring::values_of(r) {
-                    let point =
-                        chart::Point { at: range.low, value: v, label: minute(at), suspicious };
-                    match series.iter_mut().find(|s| s.code == code) {
-                        Some(s) => s.points.push(point),
-                        None => {
-                            let sign = telesafe_core::devices::vitals::sign_for(&code);
-                            series.push(Series {
-                                name: VITALS
-                                    .iter()
-                                    .find(|x| x.loinc == code)
-                                    .map(|x| x.name.to_owned())
-                                    .or_else(|| sign.map(|s| s.name.to_owned()))
-                                    .unwrap_or_else(|| text_of(&r["code"])),
-                                unit: sign.map_or_else(
-                                    || r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned(),
-                                    |s| s.unit.to_owned(),
-                                ),
-                                points: vec![point],
-                                code,
-                            });
-                        }
-                    }
-                }
-            }
+            "Observation" => add_observation(&mut series, r, window),
             _ => {}
+        }
+    }
+    for b in &view.readings {
+        for o in s.decrypt_readings(b).await? {
+            add_observation(&mut series, &o, window);
         }
     }
     for Series { name, unit, mut points, code } in series {
@@ -209,7 +296,7 @@ pub fn summarise(view: &RecordView, thresholds: &[Threshold]) -> Summary {
             when: last.label.clone(),
             count: points.len(),
             svg: chart::line(
-                &format!("{name} over time"),
+                &format!("{name}, {}", span.words),
                 &unit,
                 &points,
                 chart::Limits { low, high },
@@ -221,7 +308,7 @@ pub fn summarise(view: &RecordView, thresholds: &[Threshold]) -> Summary {
     for list in [&mut out.problems, &mut out.allergies, &mut out.medications] {
         list.sort_by(|a, b| b.date.cmp(&a.date));
     }
-    out
+    Ok(out)
 }
 
 /// "Given Family" from a Patient resource's first name.
@@ -292,6 +379,7 @@ struct ThresholdLine {
 #[derive(Debug, Deserialize)]
 pub struct ChartQuery {
     saved: Option<String>,
+    span: Option<String>,
 }
 
 async fn chart_page(
@@ -300,9 +388,14 @@ async fn chart_page(
     id: &str,
     error: Option<String>,
     saved: Option<String>,
+    span: Option<&str>,
 ) -> Result<Response, PageError> {
     let mut s = Session::for_user(state, me).await.map_err(|e| page_error(state, e))?;
-    let view = patient_record(&mut s, id).await.map_err(|e| page_error(state, e))?;
+    let span = span_of(span);
+    let window = window_of(span, s.now());
+    let view = patient_record(&mut s, id, window, RecordFor::Chart { limit: MAX_CHART_READINGS })
+        .await
+        .map_err(|e| page_error(state, e))?;
     let patient: Option<telesafe_core::PatientId> = id.parse().ok();
     let thresholds = match patient {
         Some(p) => crate::devices::thresholds(state, me.user.tenant_id, p)
@@ -310,7 +403,9 @@ async fn chart_page(
             .map_err(|e| PageError::new(state, e))?,
         None => Vec::new(),
     };
-    let r = summarise(&view, &thresholds);
+    let mut r =
+        summarise(&s, &view, &thresholds, span, window).await.map_err(|e| page_error(state, e))?;
+    r.page = format!("/console/patients/{id}");
     let org = organisation(state, me.user.tenant_id).await?;
     let title = if r.name.is_empty() { "Patient".to_owned() } else { r.name.clone() };
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
@@ -345,7 +440,7 @@ pub(super) async fn chart_error(
     id: &str,
     msg: String,
 ) -> Result<Response, PageError> {
-    chart_page(state, me, id, Some(msg), None).await
+    chart_page(state, me, id, Some(msg), None, None).await
 }
 
 fn saved_words(kind: &str) -> Option<String> {
@@ -371,7 +466,7 @@ pub async fn show_chart(
     Query(q): Query<ChartQuery>,
 ) -> Result<Response, PageError> {
     let me = require(&state, me, CLINIC_STAFF)?;
-    chart_page(&state, &me, &id, None, q.saved).await
+    chart_page(&state, &me, &id, None, q.saved, q.span.as_deref()).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -524,14 +619,19 @@ pub async fn add_record(
     let now = state.clock.now().to_rfc3339();
     let (resource_type, resource) = match resource_from(&form, &id, &now) {
         Ok(r) => r,
-        Err(msg) => return chart_page(&state, &me, &id, Some(msg), None).await,
+        Err(msg) => return chart_page(&state, &me, &id, Some(msg), None, None).await,
     };
     let mut s = Session::for_user(&state, &me).await.map_err(|e| page_error(&state, e))?;
+    // A measurement recorded after the fact is shown on a span that reaches it.
+    let taken = resource["effectiveDateTime"]
+        .as_str()
+        .and_then(telesafe_core::records::search::parse_date_range)
+        .map(|r| span_showing(r.low, state.clock.now()));
+    let span = taken.map(|s| format!("&span={}", s.key)).unwrap_or_default();
     match write_resource(&mut s, resource_type, None, resource, None).await {
-        Ok(_) => {
-            Ok(Redirect::to(&format!("/console/patients/{id}?saved={}", form.kind)).into_response())
-        }
-        Err(e) => chart_page(&state, &me, &id, Some(sentence_of(&e)), None).await,
+        Ok(_) => Ok(Redirect::to(&format!("/console/patients/{id}?saved={}{span}", form.kind))
+            .into_response()),
+        Err(e) => chart_page(&state, &me, &id, Some(sentence_of(&e)), None, None).await,
     }
 }
 
@@ -561,7 +661,7 @@ pub async fn save_demographics(
 ) -> Result<Response, PageError> {
     let me = require(&state, me, CLINIC_STAFF)?;
     me.check_csrf(&form.csrf).map_err(failed(&state))?;
-    let invalid = |msg: &str| chart_page(&state, &me, &id, Some(msg.to_owned()), None);
+    let invalid = |msg: &str| chart_page(&state, &me, &id, Some(msg.to_owned()), None, None);
     if form.family.trim().is_empty() && form.given.trim().is_empty() {
         return invalid("Enter the patient's name.").await;
     }
@@ -605,7 +705,7 @@ pub async fn save_demographics(
         Ok(_) => {
             Ok(Redirect::to(&format!("/console/patients/{id}?saved=demographics")).into_response())
         }
-        Err(e) => chart_page(&state, &me, &id, Some(sentence_of(&e)), None).await,
+        Err(e) => chart_page(&state, &me, &id, Some(sentence_of(&e)), None, None).await,
     }
 }
 
@@ -621,19 +721,27 @@ struct MyRecordPage {
 pub async fn my_record(
     State(state): State<AppState>,
     MaybeUser(me): MaybeUser,
+    Query(q): Query<ChartQuery>,
 ) -> Result<Response, PageError> {
     let me = require(&state, me, &[Role::Patient])?;
     let tenant = me.user.tenant_id;
     let org = organisation(&state, tenant).await?;
     let mine = state.store.patient_by_user(tenant, me.user.id).await.map_err(failed(&state))?;
     let mut s = Session::for_user(&state, &me).await.map_err(|e| page_error(&state, e))?;
+    let span = span_of(q.span.as_deref());
+    let window = window_of(span, s.now());
+    let chart = RecordFor::Chart { limit: MAX_CHART_READINGS };
     let summary = match mine {
-        Some(p) => match patient_record(&mut s, &p.id.to_string()).await {
+        Some(p) => match patient_record(&mut s, &p.id.to_string(), window, chart).await {
             Ok(view) => {
                 let thresholds = crate::devices::thresholds(&state, tenant, p.id)
                     .await
                     .map_err(|e| PageError::new(&state, e))?;
-                Some(summarise(&view, &thresholds))
+                let mut r = summarise(&s, &view, &thresholds, span, window)
+                    .await
+                    .map_err(|e| page_error(&state, e))?;
+                r.page = "/portal/record".to_owned();
+                Some(r)
             }
             Err(e) if e.status == StatusCode::NOT_FOUND => None,
             Err(e) => return Err(page_error(&state, e)),

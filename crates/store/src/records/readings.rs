@@ -8,7 +8,7 @@ use telesafe_core::devices::readings::{
     FiledReading, KIND_PARAMS, KindEntry, READING_CATEGORY, ReadingRef, parse_reading_id,
     reading_id,
 };
-use telesafe_core::records::{SearchHit, StoredResource, StoredSearch};
+use telesafe_core::records::{ReadingBatch, SearchHit, StoredResource, StoredSearch, TimeWindow};
 use telesafe_core::{PatientId, RepoError, TenantId, Timestamp};
 
 use super::{Bind, bind_all, corrupt, date_sql};
@@ -187,20 +187,95 @@ pub(super) async fn rows(
     rows.into_iter().map(|r| r.into_resource(tenant)).collect()
 }
 
-/// Every current reading of the patient, as rows whose body is the sealed batch.
+/// Pairs of `(device, seq)` asked for in one statement when fetching batches' bodies.
+const BATCHES_PER_STATEMENT: usize = 300;
+
+/// The patient's current readings measured in `window`, newest first, at most `limit`,
+/// grouped by batch; and whether more matched. Two statements: the narrow rows (through
+/// the `(tenant, patient, time)` index), then each batch's sealed body once, however
+/// many of its readings matched.
 pub(super) async fn of_patient(
     tx: &mut Tx,
     tenant: TenantId,
     patient: PatientId,
-) -> Result<Vec<StoredResource>, RepoError> {
-    let sql = format!(
-        "{ROW_SELECT} AND o.patient_id = $2 AND o.superseded = 0 ORDER BY o.device_id, o.seq, o.n"
+    window: TimeWindow,
+    limit: u32,
+) -> Result<(Vec<ReadingBatch>, bool), RepoError> {
+    let mut binds = vec![Bind::Text(tenant.to_string()), Bind::Text(patient.to_string())];
+    let mut sql = String::from(
+        "SELECT o.device_id, o.seq, o.n FROM device_readings o \
+         WHERE o.tenant_id = $1 AND o.patient_id = $2 AND o.superseded = 0",
     );
-    let rows: Vec<ReadingRow> = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
-        .bind(tenant.to_string()).bind(patient.to_string())
-        .fetch_all(&mut **c).await)
+    if let Some(from) = window.from {
+        binds.push(Bind::Int(from));
+        sql.push_str(&format!(" AND o.low >= ${}", binds.len()));
+    }
+    if let Some(to) = window.to {
+        binds.push(Bind::Int(to));
+        sql.push_str(&format!(" AND o.low < ${}", binds.len()));
+    }
+    binds.push(Bind::Int(i64::from(limit) + 1));
+    sql.push_str(&format!(
+        " ORDER BY o.low DESC, o.device_id, o.seq DESC, o.n LIMIT ${}",
+        binds.len()
+    ));
+    let mut rows: Vec<(String, i64, i64)> = on_tx!(tx, c => {
+        bind_all!(sqlx::query_as(AssertSqlSafe(sql.clone())), &binds).fetch_all(&mut **c).await
+    })
     .map_err(repo_err)?;
-    rows.into_iter().map(|r| r.into_resource(tenant)).collect()
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+
+    // Each batch once, in the order of its newest matched reading.
+    let mut order: Vec<(String, i64)> = Vec::new();
+    let mut wanted: std::collections::HashMap<(String, i64), Vec<u32>> =
+        std::collections::HashMap::new();
+    for (device, seq, n) in rows {
+        let n = u32::try_from(n).map_err(|_| corrupt("reading index"))?;
+        let key = (device, seq);
+        match wanted.get_mut(&key) {
+            Some(ns) => ns.push(n),
+            None => {
+                order.push(key.clone());
+                wanted.insert(key, vec![n]);
+            }
+        }
+    }
+    let mut bodies: std::collections::HashMap<(String, i64), (i64, Vec<u8>)> =
+        std::collections::HashMap::with_capacity(order.len());
+    for chunk in order.chunks(BATCHES_PER_STATEMENT) {
+        let mut binds = vec![Bind::Text(tenant.to_string())];
+        let mut any = Vec::with_capacity(chunk.len());
+        for (device, seq) in chunk {
+            binds.push(Bind::Text(device.clone()));
+            binds.push(Bind::Int(*seq));
+            any.push(format!("(device_id = ${} AND seq = ${})", binds.len() - 1, binds.len()));
+        }
+        let sql = format!(
+            "SELECT device_id, seq, received_at, body FROM device_batches \
+             WHERE tenant_id = $1 AND ({})",
+            any.join(" OR ")
+        );
+        let found: Vec<(String, i64, i64, Vec<u8>)> = on_tx!(tx, c => {
+            bind_all!(sqlx::query_as(AssertSqlSafe(sql.clone())), &binds).fetch_all(&mut **c).await
+        })
+        .map_err(repo_err)?;
+        for (device, seq, received_at, body) in found {
+            bodies.insert((device, seq), (received_at, body));
+        }
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for key in order {
+        let (received_at, body) = bodies.remove(&key).ok_or_else(|| corrupt("reading's batch"))?;
+        let mut readings = wanted.remove(&key).unwrap_or_default();
+        readings.sort_unstable();
+        let (device_id, seq) = key;
+        let batch =
+            ReadingRow { device_id, seq, n: 0, patient_id: patient.to_string(), received_at, body }
+                .into_resource(tenant)?;
+        out.push(ReadingBatch { batch, readings });
+    }
+    Ok((out, more))
 }
 
 /// One row per stored batch of the patient's devices (quarantined ones too), named by
