@@ -336,7 +336,10 @@ pub struct BenchServer {
     pub clinic: demo::DemoClinic,
     pub client: reqwest::Client,
     pub base: String,
+    pub addr: SocketAddr,
     pub clock: Arc<SystemClock>,
+    /// Every demo account's password.
+    pub password: secrecy::SecretString,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<telesafe_server::serve::Drained>,
     _dir: tempfile::TempDir,
@@ -378,7 +381,7 @@ impl BenchServer {
             .pool_max_idle_per_host(concurrency)
             .build()?;
         let base = format!("https://localhost:{}", addr.port());
-        Ok(Self { state, clinic, client, base, clock, stop, server, _dir: dir })
+        Ok(Self { state, clinic, client, base, addr, clock, password, stop, server, _dir: dir })
     }
 
     pub async fn stop(self) {

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use telesafe_core::devices::{DeviceRepository, ENROLLMENT_LIFETIME, Enrollment};
 use telesafe_core::identity::PatientRepository;
-use telesafe_core::{Clock, Timestamp};
+use telesafe_core::{Clock, PatientId, Timestamp};
 use telesafe_crypto::OpaqueToken;
 use telesafe_crypto::sign::{DeviceKey, encode_base64url};
 use telesafe_device::simulate::{Kind, Vitals};
@@ -49,6 +49,10 @@ pub struct DeviceBenchArgs {
     /// The MQTT broker (host:port); without it the MQTT rows are skipped.
     #[arg(long)]
     broker: Option<String>,
+    /// Days (at most 7) of minute readings filed for the demo patient to time her
+    /// charts with; 0 skips the chart rows.
+    #[arg(long, default_value_t = 7)]
+    chart_days: usize,
     /// A PostgreSQL URL to run against instead of a fresh SQLite file.
     #[arg(long)]
     database_url: Option<String>,
@@ -69,73 +73,85 @@ struct Sender {
 
 impl Bencher {
     /// Enrols `n` devices of one model for the demo patients, and signs `per_device`
-    /// batches of `readings` readings each for every one, ending now.
+    /// batches of `readings` readings each for every one, a second apart, ending now.
     async fn devices(
         &self,
         n: usize,
         per_device: usize,
         readings: usize,
     ) -> anyhow::Result<Vec<Sender>> {
+        let patients = self.b.state.store.list_patients(self.b.clinic.tenant.id).await?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let patient = patients[i % patients.len()].id;
+            out.push(self.sender(i, patient, per_device, readings, 1000).await?);
+        }
+        Ok(out)
+    }
+
+    /// Enrols device number `i` (an oximeter) for `patient` and signs `batches` batches
+    /// of `readings` readings each, `step_ms` apart, ending now.
+    async fn sender(
+        &self,
+        i: usize,
+        patient: PatientId,
+        batches: usize,
+        readings: usize,
+        step_ms: i64,
+    ) -> anyhow::Result<Sender> {
         let store = &self.b.state.store;
         let tenant = self.b.clinic.tenant.id;
         let now = self.b.clock.now();
         ensure_models(store, tenant, now).await?;
-        let patients = store.list_patients(tenant).await?;
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let code = OpaqueToken::generate()?;
-            store
-                .create_enrollment(&Enrollment {
-                    code_hash: code.hash(),
-                    tenant,
-                    patient: patients[i % patients.len()].id,
-                    model_id: Kind::Oximeter.model_id().to_owned(),
-                    created_at: now,
-                    expires_at: now.plus(ENROLLMENT_LIFETIME),
-                })
-                .await?;
-            let key = DeviceKey::generate().map_err(|_| anyhow::anyhow!("no key"))?;
-            let r: serde_json::Value = self
-                .b
-                .client
-                .post(format!("{}/api/v1/devices/enroll", self.b.base))
-                .json(&serde_json::json!({"code": code.reveal(), "public_key": encode_base64url(&key.public_key()), "serial": format!("B-{i}"), "firmware": "2.4.0"}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let device_id = r["device_id"].as_str().context("enrolment failed")?.to_owned();
-            let server_key = telesafe_crypto::sign::decode_base64url(
-                r["server_public_key"].as_str().unwrap_or_default(),
-            )
-            .unwrap_or_default();
-            // A healthy person (device numbers not ≡ 4 mod 5): no alerts skew the figure.
-            let mut vitals = Vitals::new(Kind::Oximeter, (i as u64) * 5);
-            let mut batches = Vec::with_capacity(per_device);
-            let span = per_device * readings;
-            for seq in 1..=per_device {
-                let mut rs = Vec::with_capacity(readings);
-                while rs.len() < readings {
-                    let k = (seq - 1) * readings + rs.len();
-                    let at = protocol_time(Timestamp::from_unix_millis(
-                        now.unix_millis() - i64::try_from((span - k) * 1000).unwrap_or(0),
-                    ));
-                    rs.extend(vitals.readings(&at));
-                }
-                rs.truncate(readings);
-                let batch = Batch {
-                    clock: protocol_time(now),
-                    device: device_id.clone(),
-                    firmware: "2.4.0".into(),
-                    readings: rs,
-                    seq: seq as u64,
-                };
-                let sig = encode_base64url(&key.sign(&signing_message(&batch)));
-                batches.push(SignedBatch { batch, sig });
+        let code = OpaqueToken::generate()?;
+        store
+            .create_enrollment(&Enrollment {
+                code_hash: code.hash(),
+                tenant,
+                patient,
+                model_id: Kind::Oximeter.model_id().to_owned(),
+                created_at: now,
+                expires_at: now.plus(ENROLLMENT_LIFETIME),
+            })
+            .await?;
+        let key = DeviceKey::generate().map_err(|_| anyhow::anyhow!("no key"))?;
+        let r: serde_json::Value = self
+            .b
+            .client
+            .post(format!("{}/api/v1/devices/enroll", self.b.base))
+            .json(&serde_json::json!({"code": code.reveal(), "public_key": encode_base64url(&key.public_key()), "serial": format!("B-{i}"), "firmware": "2.4.0"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let device_id = r["device_id"].as_str().context("enrolment failed")?.to_owned();
+        let server_key = telesafe_crypto::sign::decode_base64url(
+            r["server_public_key"].as_str().unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        // A healthy person (device numbers not ≡ 4 mod 5): no alerts skew the figure.
+        let mut vitals = Vitals::new(Kind::Oximeter, (i as u64) * 5);
+        let mut out = Vec::with_capacity(batches);
+        let span = i64::try_from(batches * readings).unwrap_or(i64::MAX);
+        for seq in 1..=batches {
+            let mut rs = Vec::with_capacity(readings);
+            while rs.len() < readings {
+                let k = i64::try_from((seq - 1) * readings + rs.len()).unwrap_or(0);
+                let at = Timestamp::from_unix_millis(now.unix_millis() - (span - k) * step_ms);
+                rs.extend(vitals.readings(&protocol_time(at)));
             }
-            out.push(Sender { device_id, server_key, batches });
+            rs.truncate(readings);
+            let batch = Batch {
+                clock: protocol_time(now),
+                device: device_id.clone(),
+                firmware: "2.4.0".into(),
+                readings: rs,
+                seq: seq as u64,
+            };
+            let sig = encode_base64url(&key.sign(&signing_message(&batch)));
+            out.push(SignedBatch { batch, sig });
         }
-        Ok(out)
+        Ok(Sender { device_id, server_key, batches: out })
     }
 
     async fn healthz(&self, n: usize, each: usize) -> f64 {
@@ -223,6 +239,74 @@ impl Bencher {
             total += t.await??;
         }
         Ok(total as f64 / started.elapsed().as_secs_f64())
+    }
+}
+
+impl Bencher {
+    /// Ana's record page (`/portal/record`, the charts clinicians see on her chart), signed
+    /// in as Ana: the mean time over `n` loads of `?span=` and the page's size in bytes.
+    async fn record_page(
+        &self,
+        c: &reqwest::Client,
+        span: &str,
+        n: usize,
+    ) -> anyhow::Result<(f64, usize)> {
+        let url = format!("{}/portal/record?span={span}", self.b.base);
+        let started = Instant::now();
+        let mut size = 0;
+        for _ in 0..n {
+            let r = c.get(&url).send().await?.error_for_status()?;
+            size = r.bytes().await?.len();
+        }
+        Ok((started.elapsed().as_secs_f64() * 1000.0 / n as f64, size))
+    }
+
+    /// The chart of a monitored patient: Ana's record page over 24 hours before her
+    /// oximeter reports (the baseline: her few ordinary measurements), then over 7 days
+    /// after `days` days of one SpO2 and one heart-rate reading a minute, filed over
+    /// HTTPS. Milliseconds per page (baseline, monitored), readings drawn, page bytes.
+    async fn chart(&self, days: usize) -> anyhow::Result<(f64, f64, usize, usize)> {
+        use secrecy::ExposeSecret;
+        let c = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+                self.b.state.config.tls_paths().0,
+            )?)?)
+            .resolve("localhost", self.b.addr)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let r = c
+            .post(format!("{}/signin", self.b.base))
+            .header("origin", &self.b.base)
+            .form(&[
+                ("organisation", "demo"),
+                ("email", "ana.lopez@demo.telesafe.test"),
+                ("password", self.b.password.expose_secret()),
+            ])
+            .send()
+            .await?;
+        if r.headers().get("location").and_then(|l| l.to_str().ok()) != Some("/portal") {
+            bail!("the patient's sign-in did not land on the portal: {}", r.status());
+        }
+        let (base_ms, _) = self.record_page(&c, "1d", 20).await?;
+
+        let store = &self.b.state.store;
+        let tenant = self.b.clinic.tenant.id;
+        let ana = store
+            .list_patients(tenant)
+            .await?
+            .into_iter()
+            .find(|p| p.user_id.is_some())
+            .context("the demo patient")?;
+        // An SpO2 and a heart rate a minute (30 s apart as readings), the oldest an hour
+        // inside the 7 days a reading may be late by.
+        let batches = (days * 1440 - 60) * 2 / 100;
+        let sender = self.sender(99, ana.id, batches, 100, 30_000).await?;
+        let (_, readings) = self.https(vec![sender], 100).await?;
+        let (chart_ms, bytes) = self.record_page(&c, "7d", 5).await?;
+        Ok((base_ms, chart_ms, readings, bytes))
     }
 }
 
@@ -336,11 +420,15 @@ pub async fn run(args: DeviceBenchArgs) -> anyhow::Result<ExitCode> {
         let rate = bench.mqtt(senders, broker).await?;
         mqtt_rows = Some((raw, rate));
     }
+    let chart = match args.chart_days {
+        0 => None,
+        days => Some(bench.chart(days.min(7)).await?),
+    };
     bench.b.stop().await;
 
     let mut t = format!(
         "Machine: {}; {} build; {backend}; {} devices. {}.\n\
-         Reproduce: `cargo run --release -p telesafe-cli -- bench-devices --devices {} --requests {} --batches {} --readings {} --messages {}{}{}`.\n\n",
+         Reproduce: `cargo run --release -p telesafe-cli -- bench-devices --devices {} --requests {} --batches {} --readings {} --messages {} --chart-days {}{}{}`.\n\n",
         machine(),
         if cfg!(debug_assertions) { "debug" } else { "release" },
         args.devices,
@@ -350,6 +438,7 @@ pub async fn run(args: DeviceBenchArgs) -> anyhow::Result<ExitCode> {
         args.batches,
         args.readings,
         args.messages,
+        args.chart_days,
         if args.broker.is_some() { " --broker 127.0.0.1:1883" } else { "" },
         if args.database_url.is_some() { " --database-url postgres://..." } else { "" },
     );
@@ -368,6 +457,17 @@ pub async fn run(args: DeviceBenchArgs) -> anyhow::Result<ExitCode> {
         t.push_str(&format!(
             "| MQTT: signed batches (1 reading) stored once and acknowledged | {rate:.0} msg/s | {:.2} | 30,000 msg/s |\n",
             rate / raw.max(f64::MIN_POSITIVE)
+        ));
+    }
+    if let Some((base_ms, chart_ms, readings, bytes)) = chart {
+        t.push_str(&format!(
+            "| baseline: the patient's record page over 24 h (ordinary measurements only) | {base_ms:.1} ms/page | 1.00 | |\n"
+        ));
+        t.push_str(&format!(
+            "| chart: the same page over 7 days after {} day(s) of SpO2 and heart rate a minute ({readings} readings opened, drawn as envelopes; page {} KiB) | {chart_ms:.1} ms/page | {:.1} | |\n",
+            args.chart_days.min(7),
+            bytes / 1024,
+            chart_ms / base_ms.max(f64::MIN_POSITIVE),
         ));
     }
     println!("{t}");
