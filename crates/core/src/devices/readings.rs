@@ -102,6 +102,40 @@ impl BatchRecord {
     }
 }
 
+/// What a chart needs of one filed Observation, read straight from its batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiledValues<'a> {
+    /// The time of measurement as the device sent it.
+    pub at: &'a str,
+    /// Flagged by the plausibility checks.
+    pub suspicious: bool,
+    /// `(LOINC code, value)`: one, or a blood-pressure panel's two.
+    pub values: Vec<(&'a str, f64)>,
+}
+
+impl BatchRecord {
+    /// The values of the Observations filed under readings `ns` (ascending), without
+    /// rendering them: a chart opens thousands, and building each Observation's JSON
+    /// only to read two numbers back out of it was most of a chart's time.
+    pub fn values(&self, ns: &[u32]) -> Vec<FiledValues<'_>> {
+        let Some(filed) = &self.filed else { return Vec::new() };
+        let rs = &self.batch.readings;
+        let mut out = Vec::with_capacity(ns.len());
+        for j in filed {
+            let Ok(i) = u32::try_from(j.i) else { continue };
+            let Some(r) = rs.get(j.i).filter(|_| ns.binary_search(&i).is_ok()) else {
+                continue;
+            };
+            let values = std::iter::once(r)
+                .chain(j.pair.and_then(|p| rs.get(p)))
+                .filter_map(|x| Some((x.code.as_str(), x.value.parse::<f64>().ok()?)))
+                .collect();
+            out.push(FiledValues { at: &r.at, suspicious: !j.suspicious.is_empty(), values });
+        }
+        out
+    }
+}
+
 /// One Observation's row: no clinical value, only what finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiledReading {

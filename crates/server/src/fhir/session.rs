@@ -383,6 +383,12 @@ impl Session {
             .collect()
     }
 
+    /// A device batch's record, opened once for all its matched readings (for charts,
+    /// which read values without rendering Observations).
+    pub(crate) async fn open_batch(&self, b: &ReadingBatch) -> Result<BatchRecord, FhirError> {
+        batch_record(&self.unseal(&b.batch).await?)
+    }
+
     /// A sealed row's plaintext, under the key version the ciphertext names.
     async fn unseal(&self, r: &StoredResource) -> Result<Zeroizing<Vec<u8>>, FhirError> {
         let key = match (r.patient, telesafe_crypto::keys::sealed_key_version(&r.body)) {

@@ -183,8 +183,34 @@ pub fn window_of(span: Span, now: telesafe_core::Timestamp) -> TimeWindow {
     TimeWindow { from: span.reach.map(|r| now.unix_millis() - r), to: None }
 }
 
-/// One Observation's values into their series (one per LOINC code: a blood-pressure
-/// panel gives two), named as the chart's own list names them.
+/// One value into its series (one per LOINC code), named as the chart's own list names
+/// it, else as `fallback` gives (name, unit).
+fn add_point(
+    series: &mut Vec<Series>,
+    code: &str,
+    point: chart::Point,
+    fallback: impl FnOnce() -> (String, String),
+) {
+    if let Some(s) = series.iter_mut().find(|s| s.code == code) {
+        s.points.push(point);
+        return;
+    }
+    let sign = telesafe_core::devices::vitals::sign_for(code);
+    let (name, unit) = fallback();
+    series.push(Series {
+        name: VITALS
+            .iter()
+            .find(|x| x.loinc == code)
+            .map(|x| x.name.to_owned())
+            .or_else(|| sign.map(|s| s.name.to_owned()))
+            .unwrap_or(name),
+        unit: sign.map_or(unit, |s| s.unit.to_owned()),
+        points: vec![point],
+        code: code.to_owned(),
+    });
+}
+
+/// One Observation's values into their series (a blood-pressure panel gives two).
 fn add_observation(series: &mut Vec<Series>, r: &Value, window: TimeWindow) {
     let Some(at) = r["effectiveDateTime"].as_str() else { return };
     let Some(range) = telesafe_core::records::search::parse_date_range(at) else { return };
@@ -194,26 +220,10 @@ fn add_observation(series: &mut Vec<Series>, r: &Value, window: TimeWindow) {
     let suspicious = telesafe_core::devices::vitals::is_suspicious(r);
     for (code, v) in super::monitoring::values_of(r) {
         let point = chart::Point { at: range.low, value: v, label: minute(at), suspicious };
-        match series.iter_mut().find(|s| s.code == code) {
-            Some(s) => s.points.push(point),
-            None => {
-                let sign = telesafe_core::devices::vitals::sign_for(&code);
-                series.push(Series {
-                    name: VITALS
-                        .iter()
-                        .find(|x| x.loinc == code)
-                        .map(|x| x.name.to_owned())
-                        .or_else(|| sign.map(|s| s.name.to_owned()))
-                        .unwrap_or_else(|| text_of(&r["code"])),
-                    unit: sign.map_or_else(
-                        || r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned(),
-                        |s| s.unit.to_owned(),
-                    ),
-                    points: vec![point],
-                    code,
-                });
-            }
-        }
+        add_point(series, &code, point, || {
+            let unit = r["valueQuantity"]["unit"].as_str().unwrap_or("").to_owned();
+            (text_of(&r["code"]), unit)
+        });
     }
 }
 
@@ -283,8 +293,19 @@ pub(crate) async fn summarise(
         }
     }
     for b in &view.readings {
-        for o in s.decrypt_readings(b).await? {
-            add_observation(&mut series, &o, window);
+        let record = s.open_batch(b).await?;
+        for v in record.values(&b.readings) {
+            let Some(range) = telesafe_core::records::search::parse_date_range(v.at) else {
+                continue;
+            };
+            if !window.contains(range.low) {
+                continue;
+            }
+            for (code, value) in v.values {
+                let label = minute(v.at);
+                let point = chart::Point { at: range.low, value, label, suspicious: v.suspicious };
+                add_point(&mut series, code, point, || (code.to_owned(), String::new()));
+            }
         }
     }
     for Series { name, unit, mut points, code } in series {
