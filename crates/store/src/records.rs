@@ -575,7 +575,11 @@ impl ResourceRepository for Store {
             && resource_type == "Observation"
             && let Some(reading) = parse_reading_id(id)
         {
-            let found = readings::rows(&mut tx, tenant, &[reading], true).await?;
+            let mut found =
+                readings::rows(&mut tx, tenant, std::slice::from_ref(&reading), true).await?;
+            if found.is_empty() {
+                found.extend(readings::erased(&mut tx, tenant, &reading).await?);
+            }
             tx.commit().await?;
             return Ok(found.into_iter().next());
         }

@@ -316,7 +316,12 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
     // Erasure: the patient's readings are gone and their batches keep no body.
     s.shred_patient(t.id, ana.id, T0).await.unwrap();
     assert!(search(&|q| q.patients = Some(vec![ana.id])).await.is_empty());
-    assert!(s.current(t.id, "Observation", &id(da, 2, 0)).await.unwrap().is_none());
+    // A reading's id reads as deleted (410 once the policy allows the patient), not as
+    // one that never existed; another patient's unknown reading still reads as nothing.
+    let gone = s.current(t.id, "Observation", &id(da, 2, 0)).await.unwrap().unwrap();
+    assert_eq!((gone.deleted, gone.patient, gone.body.len()), (true, Some(ana.id), 0));
+    assert!(s.current(t.id, "Observation", &id(db_, 1, 7)).await.unwrap().is_none());
+    assert!(s.current(other.id, "Observation", &id(da, 2, 0)).await.unwrap().is_none());
     assert!(s.patient_versions(t.id, ana.id).await.unwrap().iter().all(|r| r.body.is_empty()));
     assert_eq!(search(&|q| q.patients = Some(vec![bo.id])).await.len(), 2, "others keep theirs");
 }

@@ -10,7 +10,8 @@
 //! - a device rotates its key with both signatures; the old key no longer counts;
 //! - five days of minute readings (more than `$everything` returns at once) are drawn on
 //!   the chart over the span asked for, a single dip kept, as one audit entry; the FHIR
-//!   API hands them over by window, one audit entry per reading.
+//!   API hands them over by window, one audit entry per reading; once the patient is
+//!   erased, a reading's id answers 410 (404 to someone who may not see her record).
 
 #![allow(
     clippy::unwrap_used,
@@ -485,6 +486,16 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
         })
         .count();
     assert_eq!(reads, 1_001);
+
+    // Erased: her readings answer 410 like the rest of her record, to whoever may see
+    // it; to someone who may not, 404, as for an id that never existed.
+    let reading = format!("/fhir/Observation/{}", theirs[0]["id"].as_str().unwrap());
+    assert_eq!(dr.get(s.url(&reading)).send().await.unwrap().status(), 200);
+    use telesafe_core::records::keys::KeyRepository;
+    s.state.store.shred_patient(tenant, ana, s.state.clock.now()).await.unwrap();
+    assert_eq!(dr.get(s.url(&reading)).send().await.unwrap().status(), 410);
+    let desk = s.signed_in(FRONT_DESK).await;
+    assert_eq!(desk.get(s.url(&reading)).send().await.unwrap().status(), 404);
 }
 
 /// How many measurements a chart's description counts.

@@ -329,6 +329,37 @@ pub(super) async fn reseal_batch(
     .map_err(repo_err)
 }
 
+/// A reading of an erased patient: its row is gone, but its batch is still there with no
+/// body, under the device's patient. It reads as deleted (410), as the patient's other
+/// resources do, once the policy has decided on that patient: a caller who may not see
+/// them learns no more than of an id that never existed. (Any index of such a batch reads
+/// so: how many readings it held went with its body.)
+pub(super) async fn erased(
+    tx: &mut Tx,
+    tenant: TenantId,
+    r: &ReadingRef,
+) -> Result<Option<StoredResource>, RepoError> {
+    let seq = seq_i64(r.seq)?;
+    let row: Option<(i64, String)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT b.received_at, d.patient_id FROM device_batches b \
+         JOIN devices d ON d.id = b.device_id \
+         WHERE b.tenant_id = $1 AND d.tenant_id = $1 AND b.device_id = $2 AND b.seq = $3 \
+           AND length(b.body) = 0")
+        .bind(tenant.to_string()).bind(&r.device).bind(seq)
+        .fetch_optional(&mut **c).await)
+    .map_err(repo_err)?;
+    let Some((received_at, patient_id)) = row else { return Ok(None) };
+    let row = ReadingRow {
+        device_id: r.device.clone(),
+        seq,
+        n: i64::from(r.n),
+        patient_id,
+        received_at,
+        body: Vec::new(),
+    };
+    Ok(Some(StoredResource { deleted: true, ..row.into_resource(tenant)? }))
+}
+
 /// Whether the reading has a row (edited or not): its Observation's version 1 exists.
 pub(super) async fn exists(
     tx: &mut Tx,
