@@ -599,7 +599,11 @@ impl ResourceRepository for Store {
             && resource_type == "Observation"
             && let Some(reading) = parse_reading_id(id)
         {
-            let found = readings::rows(&mut tx, tenant, &[reading], false).await?;
+            let mut found =
+                readings::rows(&mut tx, tenant, std::slice::from_ref(&reading), false).await?;
+            if found.is_empty() {
+                found.extend(readings::erased(&mut tx, tenant, &reading).await?);
+            }
             tx.commit().await?;
             return Ok(found.into_iter().next());
         }

@@ -320,6 +320,8 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
     // one that never existed; another patient's unknown reading still reads as nothing.
     let gone = s.current(t.id, "Observation", &id(da, 2, 0)).await.unwrap().unwrap();
     assert_eq!((gone.deleted, gone.patient, gone.body.len()), (true, Some(ana.id), 0));
+    let v1 = s.version(t.id, "Observation", &id(da, 2, 0), 1).await.unwrap().unwrap();
+    assert!(v1.deleted && v1.body.is_empty(), "vread answers as read does");
     assert!(s.current(t.id, "Observation", &id(db_, 1, 7)).await.unwrap().is_none());
     assert!(s.current(other.id, "Observation", &id(da, 2, 0)).await.unwrap().is_none());
     assert!(s.patient_versions(t.id, ana.id).await.unwrap().iter().all(|r| r.body.is_empty()));

@@ -461,6 +461,19 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
         let r = dr.get(s.url(&format!("{everything}?{bad}"))).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");
     }
+    // Someone who may not see vital signs learns nothing of them, not even that there are
+    // too many: the front desk's $everything holds none and is not refused.
+    let desk = s.signed_in(FRONT_DESK).await;
+    let r = desk.get(s.url(&everything)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let theirs: Value = r.json().await.unwrap();
+    assert!(
+        theirs["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["resource"]["resourceType"] != "Observation")
+    );
     // From one reading's time on: exactly the readings since, each logged as read.
     let start = &readings[7_199 - 1_000].at;
     let before = audit_size().await;
@@ -477,6 +490,9 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
         .collect();
     assert_eq!(theirs.len(), 1_001);
     assert!(theirs.iter().all(|o| o["effectiveDateTime"].as_str().unwrap() >= start.as_str()));
+    let times: Vec<&str> =
+        theirs.iter().map(|o| o["effectiveDateTime"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] > w[1]), "newest first");
     assert_eq!(bundle["entry"][0]["resource"]["resourceType"], "Patient");
     let logged = s.state.store.audit_entries(before, 5_000).await.unwrap();
     let reads = logged
@@ -494,7 +510,6 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
     use telesafe_core::records::keys::KeyRepository;
     s.state.store.shred_patient(tenant, ana, s.state.clock.now()).await.unwrap();
     assert_eq!(dr.get(s.url(&reading)).send().await.unwrap().status(), 410);
-    let desk = s.signed_in(FRONT_DESK).await;
     assert_eq!(desk.get(s.url(&reading)).send().await.unwrap().status(), 404);
 }
 

@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 use telesafe_core::access::Action;
 use telesafe_core::audit::Purpose;
-use telesafe_core::devices::readings::{ReadingRef, parse_reading_id, reading_id};
+use telesafe_core::devices::readings::{
+    READING_CATEGORY, ReadingRef, parse_reading_id, reading_id,
+};
 use telesafe_core::records::fhir;
 use telesafe_core::records::keys::KeyRing;
 use telesafe_core::records::search::{self, Kind, parse_date_condition, query_value};
@@ -547,18 +549,22 @@ pub(crate) async fn patient_record(
         (r.resource_type != "Patient", r.resource_type.clone(), r.id.clone())
     });
     // Every device reading is an Observation of one category, never labelled restricted:
-    // one decision covers them all.
-    let (mut readings, more_readings) =
-        s.state.store.patient_readings(s.tenant, patient, window, limit).await?;
+    // one decision covers them all, made before they are looked for, so that a caller who
+    // may not see them learns nothing of them (not even that there are too many).
+    let readings_target = Target::Record {
+        id: CHART_ENTRY.to_owned(),
+        resource_type: "Observation".to_owned(),
+        patient,
+        category: READING_CATEGORY.to_owned(),
+        restricted: false,
+    };
+    let readings_purpose = s.decide(Action::Read, &readings_target).await?;
+    let (readings, more_readings) = match readings_purpose {
+        Some(_) => s.state.store.patient_readings(s.tenant, patient, window, limit).await?,
+        None => (Vec::new(), false),
+    };
     if more_readings && purpose_of_view == RecordFor::Bundle {
         return Err(too_costly());
-    }
-    let readings_purpose = match readings.first() {
-        Some(b) => s.decide(Action::Read, &Target::of(&b.batch)?).await?,
-        None => None,
-    };
-    if readings_purpose.is_none() {
-        readings.clear();
     }
     let mut accesses = vec![Access {
         action: "everything",
@@ -653,7 +659,8 @@ pub(super) async fn everything(s: &mut Session, id: &str, raw: &str) -> FhirResu
     let base = base(&s.state);
     let mut resources = view.resources;
     for b in &view.readings {
-        resources.extend(s.decrypt_readings(b).await?);
+        // Newest first within a batch too (its readings are kept in measuring order).
+        resources.extend(s.decrypt_readings(b).await?.into_iter().rev());
     }
     let entries: Vec<serde_json::Value> = resources
         .into_iter()

@@ -87,8 +87,8 @@ pub const SPANS_DRAWN: usize = 240;
 
 /// The points a chart draws of a series in time order: all of them when they are few;
 /// otherwise, in each of [`SPANS_DRAWN`] equal spans of time, the lowest and the highest
-/// (so a desaturation or a spike is never averaged away) and the first reading flagged as
-/// suspicious, if neither of those is one. Hand-written: it is a dozen lines, and the
+/// of the readings not flagged as suspicious (so a desaturation or a spike is never
+/// averaged away, nor hidden behind an artefact) and the first flagged one. Hand-written: it is a dozen lines, and the
 /// min/max envelope is what a clinician needs, not the shape-preserving simplification
 /// a plotting crate would offer.
 pub fn envelope<'a>(pts: &[&'a Point]) -> Vec<&'a Point> {
@@ -103,21 +103,24 @@ pub fn envelope<'a>(pts: &[&'a Point]) -> Vec<&'a Point> {
     while i < pts.len() {
         let span = span_of(pts[i]);
         let mut j = i;
-        let (mut lo, mut hi, mut flagged) = (i, i, None);
+        // The lowest and highest of the credible readings (a flagged artefact must not
+        // stand in for a real dip), and the first flagged one.
+        let (mut lo, mut hi, mut flagged): (Option<usize>, Option<usize>, Option<usize>) =
+            (None, None, None);
         while j < pts.len() && span_of(pts[j]) == span {
-            if pts[j].value < pts[lo].value {
-                lo = j;
-            }
-            if pts[j].value > pts[hi].value {
-                hi = j;
-            }
-            if flagged.is_none() && pts[j].suspicious {
-                flagged = Some(j);
+            if pts[j].suspicious {
+                flagged = flagged.or(Some(j));
+            } else {
+                if lo.is_none_or(|l| pts[j].value < pts[l].value) {
+                    lo = Some(j);
+                }
+                if hi.is_none_or(|h| pts[j].value > pts[h].value) {
+                    hi = Some(j);
+                }
             }
             j += 1;
         }
-        let mut kept = vec![lo, hi];
-        kept.extend(flagged.filter(|f| !pts[lo].suspicious && !pts[hi].suspicious && *f != lo));
+        let mut kept: Vec<usize> = [lo, hi, flagged].into_iter().flatten().collect();
         kept.sort_unstable();
         kept.dedup();
         out.extend(kept.into_iter().map(|k| pts[k]));
@@ -280,30 +283,33 @@ mod tests {
 
     #[test]
     fn a_long_series_is_drawn_as_its_envelope_keeping_dips_spikes_and_flags() {
-        // A week of minute readings between 95 and 97, one dip to 81, one spike to 99,
-        // one reading flagged as suspicious at an ordinary value.
+        // A week of minute readings between 95 and 97, one dip to 81 with a flagged
+        // artefact of 45 a minute later, one spike to 99, one reading flagged as
+        // suspicious at an ordinary value.
         let points: Vec<Point> = (0..10_080)
             .map(|m: i64| Point {
                 at: m * 60_000,
                 value: match m {
                     4_000 => 81.0,
+                    4_001 => 45.0,
                     7_000 => 99.0,
                     _ => 95.0 + (m % 3) as f64,
                 },
                 label: format!("m{m}"),
-                suspicious: m == 5_001,
+                suspicious: m == 5_001 || m == 4_001,
             })
             .collect();
         let refs: Vec<&Point> = points.iter().collect();
         let kept = envelope(&refs);
         assert!(kept.len() <= 3 * SPANS_DRAWN && kept.len() >= SPANS_DRAWN, "{}", kept.len());
         assert!(kept.windows(2).all(|w| w[0].at < w[1].at), "in time order, each once");
-        for m in ["m4000", "m7000", "m5001"] {
+        // The dip beside an artefact in the same span is drawn, and so is the artefact.
+        for m in ["m4000", "m4001", "m7000", "m5001"] {
             assert!(kept.iter().any(|p| p.label == m), "{m} is drawn");
         }
         let svg = line("SpO2", "%", &points, Limits::default());
-        assert!(svg.contains("10080 measurements; lowest 81 %; highest 99 %"));
-        assert!(svg.contains("1 flagged as suspicious; drawn as the lowest and highest"));
+        assert!(svg.contains("10080 measurements; lowest 45 %; highest 99 %"));
+        assert!(svg.contains("2 flagged as suspicious; drawn as the lowest and highest"));
         assert_eq!(svg.matches("<circle").count(), kept.len());
         // A short series is drawn point by point.
         assert_eq!(envelope(&refs[..2 * SPANS_DRAWN]).len(), 2 * SPANS_DRAWN);
