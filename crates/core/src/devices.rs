@@ -92,16 +92,57 @@ pub fn decide(
     now: Timestamp,
     already_stored: bool,
 ) -> Outcome {
+    decide_checked(device, policy, b, now, already_stored, SignatureCheck::Pending)
+}
+
+/// Whether a batch's signature is still to be checked, or was checked already with
+/// others under the same device's key ([`batch_signatures_valid`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureCheck {
+    Pending,
+    Verified,
+}
+
+/// Whether every batch's signature is valid under its device's public key, checked
+/// together: a request's or an MQTT group's batches at about half the cost of one by
+/// one. `false` when any is not (or is malformed): [`decide`] then checks each alone and
+/// refuses only the bad ones.
+pub fn batch_signatures_valid(batches: &[(&[u8], &SignedBatch)]) -> bool {
+    let mut messages = Vec::with_capacity(batches.len());
+    let mut sigs = Vec::with_capacity(batches.len());
+    for (_, b) in batches {
+        messages.push(signing_message(&b.batch));
+        sigs.push(telesafe_crypto::sign::decode_base64url(&b.sig).unwrap_or_default());
+    }
+    let items: Vec<(&[u8], &[u8], &[u8])> = batches
+        .iter()
+        .zip(messages.iter().zip(&sigs))
+        .map(|((key, _), (m, s))| (*key, m.as_slice(), s.as_slice()))
+        .collect();
+    telesafe_crypto::sign::verify_ed25519_batch(&items)
+}
+
+/// [`decide`], told whether the signature was verified already.
+pub fn decide_checked(
+    device: Option<&DeviceState>,
+    policy: &ModelPolicy,
+    b: &SignedBatch,
+    now: Timestamp,
+    already_stored: bool,
+    signature: SignatureCheck,
+) -> Outcome {
     let Some(device) = device.filter(|d| d.id == b.batch.device) else {
         return Outcome::Refuse(Reason::UnknownDevice);
     };
     if device.revoked {
         return Outcome::Refuse(Reason::Revoked);
     }
-    let sig = telesafe_crypto::sign::decode_base64url(&b.sig).unwrap_or_default();
-    if !telesafe_crypto::sign::verify_ed25519(&device.public_key, &signing_message(&b.batch), &sig)
-    {
-        return Outcome::Refuse(Reason::BadSignature);
+    if signature == SignatureCheck::Pending {
+        let sig = telesafe_crypto::sign::decode_base64url(&b.sig).unwrap_or_default();
+        let msg = signing_message(&b.batch);
+        if !telesafe_crypto::sign::verify_ed25519(&device.public_key, &msg, &sig) {
+            return Outcome::Refuse(Reason::BadSignature);
+        }
     }
     // Authentic but not new: a replay, or a resend whose acknowledgement was lost.
     if already_stored {
@@ -507,6 +548,37 @@ mod tests {
         };
         let sig = telesafe_crypto::sign::encode_base64url(&key.sign(&signing_message(&batch)));
         SignedBatch { batch, sig }
+    }
+
+    #[test]
+    fn signatures_checked_together_agree_with_one_by_one() {
+        let (a, b) = (DeviceKey::generate().unwrap(), DeviceKey::generate().unwrap());
+        let (ka, kb) = (a.public_key(), b.public_key());
+        let at = "2026-11-17T08:00:00Z";
+        let (x, y) = (signed(&a, 5, "2.2.0", at), signed(&b, 6, "2.2.0", at));
+        assert!(batch_signatures_valid(&[(&ka[..], &x), (&kb[..], &y)]));
+        assert!(!batch_signatures_valid(&[(&ka[..], &y), (&kb[..], &x)]), "each its own key");
+        let mut forged = y.clone();
+        forged.batch.readings[0].value = "190".into();
+        assert!(!batch_signatures_valid(&[(&ka[..], &x), (&kb[..], &forged)]));
+        let mut garbled = x.clone();
+        garbled.sig = "not base64url!".into();
+        assert!(!batch_signatures_valid(&[(&ka[..], &garbled), (&kb[..], &y)]));
+        // Checked already: decide does not check again; pending: it does.
+        let dev = DeviceState {
+            id: "dev-1".into(),
+            public_key: kb.to_vec(),
+            revoked: false,
+            last_seq: 4,
+        };
+        let store = Outcome::Store { gap_from: Some(5), quarantine: None };
+        let verified = SignatureCheck::Verified;
+        assert_eq!(decide_checked(Some(&dev), &policy(), &y, NOW, false, verified), store);
+        let pending = SignatureCheck::Pending;
+        assert_eq!(
+            decide_checked(Some(&dev), &policy(), &forged, NOW, false, pending),
+            Outcome::Refuse(Reason::BadSignature)
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ use telesafe_core::devices::readings::{
 };
 use telesafe_core::devices::vitals::{self, Threshold};
 use telesafe_core::devices::{
-    ClinicalAlert, Device, DeviceRepository, FiledBatch, Outcome, Release, StoredBatch, decide,
+    ClinicalAlert, Device, DeviceRepository, FiledBatch, Outcome, Release, SignatureCheck,
+    StoredBatch, batch_signatures_valid, decide_checked,
 };
 use telesafe_crypto::OpaqueToken;
 use telesafe_proto::telemetry::{Ack, Reason, SignedBatch, parse};
@@ -213,10 +214,13 @@ pub async fn telemetry(State(state): State<AppState>, body: Bytes) -> Result<Res
         vec![&body[..]]
     };
     let mut lookups = Lookups::default();
-    let mut decided = Vec::with_capacity(items.len());
-    for raw in items {
-        decided.push(match parse(raw) {
-            Ok(b) => prepare(&state, b, &mut lookups).await?,
+    let parsed: Vec<Result<SignedBatch, Reason>> = items.into_iter().map(parse).collect();
+    let ok: Vec<&SignedBatch> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
+    let signature = verify_together(&state, &mut lookups, &ok).await?;
+    let mut decided = Vec::with_capacity(parsed.len());
+    for p in parsed {
+        decided.push(match p {
+            Ok(b) => prepare(&state, b, &mut lookups, signature).await?,
             Err(reason) => Prepared::Done(Ack::Refused { seq: None, reason }),
         });
     }
@@ -239,32 +243,71 @@ pub(crate) async fn on_topics(
     messages: &[(&str, &str, &[u8])],
 ) -> Result<Vec<Ack>, AppError> {
     let mut lookups = Lookups::default();
-    let mut decided = Vec::with_capacity(messages.len());
+    let mut checked = Vec::with_capacity(messages.len());
     for (organisation, device, raw) in messages {
-        decided.push(on_topic(state, &mut lookups, organisation, device, raw).await?);
+        checked.push(on_topic(state, &mut lookups, organisation, device, raw).await?);
+    }
+    let ok: Vec<&SignedBatch> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+    let signature = verify_together(state, &mut lookups, &ok).await?;
+    let mut decided = Vec::with_capacity(checked.len());
+    for c in checked {
+        decided.push(match c {
+            Ok(b) => prepare(state, b, &mut lookups, signature).await?,
+            Err(done) => done,
+        });
     }
     file_all(state, decided).await
 }
 
+/// A message's batch, if it parses and its topic names its device and that device's
+/// organisation; otherwise its answer.
 async fn on_topic(
     state: &AppState,
     lookups: &mut Lookups,
     organisation: &str,
     device: &str,
     raw: &[u8],
-) -> Result<Prepared, AppError> {
+) -> Result<Result<SignedBatch, Prepared>, AppError> {
     let b: SignedBatch = match parse(raw) {
         Ok(b) => b,
-        Err(reason) => return Ok(Prepared::Done(Ack::Refused { seq: None, reason })),
+        Err(reason) => return Ok(Err(Prepared::Done(Ack::Refused { seq: None, reason }))),
     };
     if b.batch.device != device {
-        return Ok(Prepared::Done(crate::mqtt::wrong_topic(Some(b.batch.seq))));
+        return Ok(Err(Prepared::Done(crate::mqtt::wrong_topic(Some(b.batch.seq)))));
     }
     let tenant = lookup_device(state, lookups, device).await?.map(|(d, _)| d.tenant);
     if tenant.is_some() && cached_organisation(state, organisation).await? != tenant {
-        return Ok(Prepared::Done(crate::mqtt::wrong_topic(Some(b.batch.seq))));
+        return Ok(Err(Prepared::Done(crate::mqtt::wrong_topic(Some(b.batch.seq)))));
     }
-    prepare(state, b, lookups).await
+    Ok(Ok(b))
+}
+
+/// Checks the signatures of a request's (or MQTT group's) batches together, under their
+/// devices' keys: `Verified` if every one is valid, else `Pending`, and each is checked
+/// alone as it is decided (so one bad batch costs the others nothing but this attempt).
+/// Batches of unknown or revoked devices are left out: they are refused before their
+/// signature matters. A lone batch is checked alone, as before.
+async fn verify_together(
+    state: &AppState,
+    lookups: &mut Lookups,
+    batches: &[&SignedBatch],
+) -> Result<SignatureCheck, AppError> {
+    let mut keyed: Vec<(Vec<u8>, &SignedBatch)> = Vec::with_capacity(batches.len());
+    for b in batches {
+        if let Some((d, _)) = lookup_device(state, lookups, &b.batch.device).await?
+            && !d.revoked
+        {
+            keyed.push((d.public_key.clone(), *b));
+        }
+    }
+    if keyed.len() < 2 {
+        return Ok(SignatureCheck::Pending);
+    }
+    let items: Vec<(&[u8], &SignedBatch)> = keyed.iter().map(|(k, b)| (k.as_slice(), *b)).collect();
+    Ok(match batch_signatures_valid(&items) {
+        true => SignatureCheck::Verified,
+        false => SignatureCheck::Pending,
+    })
 }
 
 /// A device and its model, looked up once per request (or MQTT group).
@@ -306,6 +349,7 @@ async fn prepare(
     state: &AppState,
     b: SignedBatch,
     lookups: &mut Lookups,
+    signature: SignatureCheck,
 ) -> Result<Prepared, AppError> {
     let seq = b.batch.seq;
     let Some((device, model)) = lookup_device(state, lookups, &b.batch.device).await? else {
@@ -317,7 +361,7 @@ async fn prepare(
     // Only a number at or below the highest seen can be stored already.
     let already_stored =
         seq <= device.last_seq && state.store.batch_stored(device.tenant, &device.id, seq).await?;
-    match decide(Some(&device.state()), &model.policy, &b, now, already_stored) {
+    match decide_checked(Some(&device.state()), &model.policy, &b, now, already_stored, signature) {
         Outcome::Refuse(reason) => {
             if matches!(reason, Reason::Revoked | Reason::BadSignature) {
                 let denied = Access {
