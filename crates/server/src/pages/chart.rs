@@ -137,6 +137,8 @@ pub fn envelope<'a>(pts: &[&'a Point]) -> Vec<&'a Point> {
 pub fn line(title: &str, unit: &str, points: &[Point], limits: Limits) -> String {
     const W: f64 = 640.0;
     const H: f64 = 160.0;
+    // Below the plot: when the first and the last measurement were taken.
+    const TIME_AXIS: f64 = 16.0;
     const PAD: f64 = 28.0;
     let mut all: Vec<&Point> = points.iter().collect();
     all.sort_by_key(|p| p.at);
@@ -182,7 +184,8 @@ pub fn line(title: &str, unit: &str, points: &[Point], limits: Limits) -> String
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg class="chart line" viewBox="0 0 {W} {H}" role="img" aria-label="{title}"><title>{title}</title><desc>{desc}</desc>"#,
+        r#"<svg class="chart line" viewBox="0 0 {W} {total}" role="img" aria-label="{title}"><title>{title}</title><desc>{desc}</desc>"#,
+        total = H + TIME_AXIS,
         title = escape(title),
         desc = escape(&desc),
     );
@@ -232,6 +235,23 @@ pub fn line(title: &str, unit: &str, points: &[Point], limits: Limits) -> String
             if p.suspicious { " (suspicious reading)" } else { "" },
         );
     }
+    if let (Some(first), Some(last)) = (pts.first(), pts.last()) {
+        let _ = write!(
+            svg,
+            r#"<text x="{PAD}" y="{y}" class="tick">{}</text>"#,
+            escape(&first.label),
+            y = H + TIME_AXIS - 2.0
+        );
+        if last.at != first.at {
+            let _ = write!(
+                svg,
+                r#"<text x="{r}" y="{y}" class="tick" text-anchor="end">{}</text>"#,
+                escape(&last.label),
+                r = W - PAD,
+                y = H + TIME_AXIS - 2.0
+            );
+        }
+    }
     svg.push_str("</svg>");
     svg
 }
@@ -271,6 +291,9 @@ mod tests {
         );
         assert!(svg.contains("3 measurements; lowest 60 /min; highest 80 /min"), "{svg}");
         assert!(svg.contains("<title>1 May: 60 /min</title>") && svg.contains("70.5"));
+        // The time axis names the first and the last measurement's times.
+        assert!(svg.contains(r#"class="tick">1 May</text>"#), "{svg}");
+        assert!(svg.contains(r#"text-anchor="end">3 May</text>"#), "{svg}");
         // Earliest point on the left edge, latest on the right.
         assert!(svg.contains(r#"<polyline points="28.0,"#), "{svg}");
         assert!(!svg.contains("threshold"));
