@@ -121,6 +121,7 @@ async fn file_groups(
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while waiting.recv_many(&mut group, MAX_GROUP).await > 0 {
+        state.metrics.mqtt_group_size.observe(group.len() as f64);
         file_group(&state, &client, &group).await;
         group.clear();
     }

@@ -431,6 +431,17 @@ async fn batches_over_mqtt_are_filed_once_and_acknowledged_on_the_device_topic(b
         .await
         .unwrap();
     assert_eq!(from_device(&bundle, &device_id).len(), 1, "stored once: {bundle}");
+    // Operators see how the bridge groups messages: three messages, filed in groups.
+    let metrics = s.state.metrics.encode().unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let count = value("telesafe_mqtt_group_size_count ");
+    assert!(count.is_some_and(|c| (1.0..=3.0).contains(&c)), "{metrics}");
+    assert_eq!(value("telesafe_mqtt_group_size_sum "), Some(3.0), "{metrics}");
 }
 
 /// The Observations in a search Bundle that came from `device`.

@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests by method, route template and status class, and latency.
+//! Prometheus metrics: requests by method, route template and status class, and latency;
+//! and how many MQTT messages the device bridge files as one group.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +31,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    /// Messages per group the MQTT bridge files (1 to 512): how much grouping saves.
+    pub mqtt_group_size: Histogram,
 }
 
 impl Default for Metrics {
@@ -45,7 +48,13 @@ impl Default for Metrics {
             "Time to answer HTTP requests",
             latency.clone(),
         );
-        Self { registry, requests, latency }
+        let mqtt_group_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "mqtt_group_size",
+            "Device telemetry messages filed together as one group by the MQTT bridge",
+            mqtt_group_size.clone(),
+        );
+        Self { registry, requests, latency, mqtt_group_size }
     }
 }
 
