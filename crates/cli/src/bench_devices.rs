@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use telesafe_core::devices::{DeviceRepository, ENROLLMENT_LIFETIME, Enrollment};
+use telesafe_core::devices::DeviceRepository;
 use telesafe_core::identity::PatientRepository;
 use telesafe_core::{Clock, PatientId, Timestamp};
 use telesafe_crypto::OpaqueToken;
@@ -24,7 +24,7 @@ use telesafe_device::simulate::{Kind, Vitals};
 use telesafe_proto::telemetry::{Batch, SignedBatch, signing_message};
 
 use crate::bench::{BenchServer, machine, write_between};
-use crate::simulate::{ensure_models, protocol_time};
+use crate::simulate::{enrolment_code, ensure_models, protocol_time};
 
 const START: &str = "<!-- bench:devices:start -->";
 const END: &str = "<!-- bench:devices:end -->";
@@ -129,17 +129,7 @@ impl Bencher {
         let tenant = self.b.clinic.tenant.id;
         let now = self.b.clock.now();
         ensure_models(store, tenant, now).await?;
-        let code = OpaqueToken::generate()?;
-        store
-            .create_enrollment(&Enrollment {
-                code_hash: code.hash(),
-                tenant,
-                patient,
-                model_id: Kind::Oximeter.model_id().to_owned(),
-                created_at: now,
-                expires_at: now.plus(ENROLLMENT_LIFETIME),
-            })
-            .await?;
+        let code = enrolment_code(store, tenant, patient, Kind::Oximeter, now).await?;
         let key = DeviceKey::generate().map_err(|_| anyhow::anyhow!("no key"))?;
         let r: serde_json::Value = self
             .b

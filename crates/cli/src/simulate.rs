@@ -57,6 +57,29 @@ pub struct Simulated {
 
 /// Creates an enrolment for device `n` of `kind` and enrols it over HTTPS, its state in
 /// `dir`. Every seventh device runs old firmware.
+/// A one-time enrolment code for a device of `kind` for `patient`, as an administrator
+/// would make one.
+pub async fn enrolment_code(
+    store: &Store,
+    tenant: TenantId,
+    patient: PatientId,
+    kind: Kind,
+    now: Timestamp,
+) -> anyhow::Result<OpaqueToken> {
+    let code = OpaqueToken::generate()?;
+    store
+        .create_enrollment(&Enrollment {
+            code_hash: code.hash(),
+            tenant,
+            patient,
+            model_id: kind.model_id().to_owned(),
+            created_at: now,
+            expires_at: now.plus(ENROLLMENT_LIFETIME),
+        })
+        .await?;
+    Ok(code)
+}
+
 #[allow(clippy::too_many_arguments, reason = "one simulated device's whole setup")]
 pub async fn enrol(
     store: &Store,
@@ -69,17 +92,7 @@ pub async fn enrol(
     dir: &Path,
     now: Timestamp,
 ) -> anyhow::Result<Simulated> {
-    let code = OpaqueToken::generate()?;
-    store
-        .create_enrollment(&Enrollment {
-            code_hash: code.hash(),
-            tenant,
-            patient,
-            model_id: kind.model_id().to_owned(),
-            created_at: now,
-            expires_at: now.plus(ENROLLMENT_LIFETIME),
-        })
-        .await?;
+    let code = enrolment_code(store, tenant, patient, kind, now).await?;
     let firmware = if n % 7 == 6 { OLD_FIRMWARE } else { CURRENT_FIRMWARE };
     let device =
         Device::enroll(client, base, code.reveal(), &format!("SIM-{n:05}"), firmware, dir).await?;

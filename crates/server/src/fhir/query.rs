@@ -490,7 +490,7 @@ pub(crate) struct RecordView {
 }
 
 /// The ISO 8601 interval a window spans (`..` for an open side), as the audit log names it.
-pub(crate) fn interval(w: TimeWindow) -> String {
+fn interval(w: TimeWindow) -> String {
     let side = |t: Option<i64>| {
         t.map_or_else(|| "..".to_owned(), |ms| Timestamp::from_unix_millis(ms).to_rfc3339())
     };
