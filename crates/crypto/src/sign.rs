@@ -109,9 +109,20 @@ pub fn verify_ed25519_batch(items: &[(&[u8], &[u8], &[u8])]) -> bool {
     let mut keys = Vec::with_capacity(items.len());
     let mut sigs = Vec::with_capacity(items.len());
     let mut messages = Vec::with_capacity(items.len());
+    // Each distinct key is decompressed once: a request's batches usually share one
+    // device's key, and decompressing it for each was a fifth of the check's time.
+    let mut decompressed: std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey> =
+        std::collections::HashMap::new();
     for (key, message, sig) in items {
         let Ok(key) = <[u8; 32]>::try_from(*key) else { return false };
-        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key) else { return false };
+        let key = match decompressed.get(&key) {
+            Some(k) => *k,
+            None => {
+                let Ok(k) = ed25519_dalek::VerifyingKey::from_bytes(&key) else { return false };
+                decompressed.insert(key, k);
+                k
+            }
+        };
         let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else { return false };
         keys.push(key);
         sigs.push(sig);
@@ -198,6 +209,18 @@ mod tests {
         let good = items(&sigs);
         assert!(check(&good));
         assert!(check(&good[..1]) && check(&[]));
+        // Several batches under one key, as a request's usually are: the key is decompressed
+        // once, and every signature still counts.
+        let one: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = (0..4u8)
+            .map(|i| (pks[0].clone(), vec![i; 20], keys[0].sign(&[i; 20]).to_vec()))
+            .collect();
+        assert!(check(&one));
+        let mut bad = one.clone();
+        bad[2].1[0] ^= 1;
+        assert!(!check(&bad));
+        let mut bad = one.clone();
+        bad[3].2 = sigs[1].to_vec();
+        assert!(!check(&bad));
         // Each agrees with the single check.
         assert!(good.iter().all(|(k, m, s)| verify_ed25519(k, m, s)));
         // One tampered message, signature, swapped key, or malformed part fails the lot.

@@ -3,6 +3,7 @@
 //! every answer before believing it: a forged "stored" would make the device drop
 //! readings it still holds.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use telesafe_crypto::sign::{decode_base64url, verify_ed25519};
@@ -101,9 +102,9 @@ pub struct Mqtt {
     acks: tokio::sync::mpsc::Receiver<Vec<u8>>,
     topic: String,
     server_key: Vec<u8>,
-    /// How long to wait for the acknowledgements of one window.
+    /// How long to wait for the next acknowledgement while batches are in flight.
     pub timeout: Duration,
-    /// How many batches are published before waiting for their acknowledgements.
+    /// How many batches may be in flight (published, not yet acknowledged) at once.
     pub window: usize,
 }
 
@@ -169,7 +170,7 @@ impl Mqtt {
             topic: format!("{base}/telemetry"),
             server_key: server_key.to_vec(),
             timeout: Duration::from_secs(30),
-            window: 32,
+            window: 100,
         })
     }
 }
@@ -179,31 +180,33 @@ impl Transport for Mqtt {
         100
     }
 
+    /// Keeps up to `window` batches in flight: each acknowledgement that comes back lets
+    /// the next batch go, so the broker and the server always have work (a window sent
+    /// whole and then waited for leaves both idle for a round trip per window). The
+    /// window is bounded because a broker drops QoS 1 messages beyond a slow
+    /// subscriber's queue (Mosquitto keeps 1,000 by default), and a dropped batch only
+    /// comes back on the next delivery round. Fails if `timeout` passes with no
+    /// acknowledgement for a batch in flight; the caller keeps every unacknowledged
+    /// batch and sends it again later (the server answers a repeat as a duplicate).
     async fn send(&mut self, batches: &[SignedBatch]) -> Result<Vec<Ack>, TransportError> {
-        // A window of messages in flight at a time: a broker drops QoS 1 messages beyond a
-        // slow subscriber's queue (Mosquitto keeps 1,000), and a lost batch only comes back
-        // on the next delivery round.
-        let mut out = Vec::with_capacity(batches.len());
-        for window in batches.chunks(self.window.max(1)) {
-            out.extend(self.send_window(window).await?);
-        }
-        Ok(out)
-    }
-}
-
-impl Mqtt {
-    async fn send_window(&mut self, batches: &[SignedBatch]) -> Result<Vec<Ack>, TransportError> {
-        for b in batches {
-            let payload =
-                serde_json::to_vec(b).map_err(|e| TransportError::Unreachable(e.to_string()))?;
-            self.client
-                .publish(&self.topic, rumqttc::QoS::AtLeastOnce, false, payload)
-                .await
-                .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        }
+        let window = self.window.max(1);
         let mut answers: Vec<Option<Ack>> = vec![None; batches.len()];
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        while answers.iter().any(Option::is_none) {
+        // Where each sequence number is in `batches` (a caller may repeat one).
+        let mut at: HashMap<u64, Vec<usize>> = HashMap::with_capacity(batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            at.entry(b.batch.seq).or_default().push(i);
+        }
+        let (mut published, mut in_flight) = (0, 0);
+        let mut deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            while published < batches.len() && in_flight < window {
+                self.publish(&batches[published]).await?;
+                published += 1;
+                in_flight += 1;
+            }
+            if in_flight == 0 {
+                break;
+            }
             let raw = tokio::time::timeout_at(deadline, self.acks.recv())
                 .await
                 .map_err(|_| TransportError::Unreachable("no acknowledgement in time".into()))?
@@ -219,13 +222,27 @@ impl Mqtt {
                     Ack::Refused { seq, .. } => *seq,
                 };
                 // An answer to an earlier call (a resend's second ack) is simply ignored.
-                if let Some(i) = batches.iter().position(|b| Some(b.batch.seq) == seq)
-                    && answers[i].is_none()
-                {
+                let slot = seq.and_then(|s| at.get(&s)).and_then(|is| {
+                    is.iter().copied().find(|&i| i < published && answers[i].is_none())
+                });
+                if let Some(i) = slot {
                     answers[i] = Some(ack);
+                    in_flight -= 1;
+                    deadline = tokio::time::Instant::now() + self.timeout;
                 }
             }
         }
         Ok(answers.into_iter().flatten().collect())
+    }
+}
+
+impl Mqtt {
+    async fn publish(&self, batch: &SignedBatch) -> Result<(), TransportError> {
+        let payload =
+            serde_json::to_vec(batch).map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        self.client
+            .publish(&self.topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|e| TransportError::Unreachable(e.to_string()))
     }
 }

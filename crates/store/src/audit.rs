@@ -178,7 +178,7 @@ impl AuditRepository for Store {
         segments: &[Segment],
         head: Option<&SignedTreeHead>,
     ) -> Result<bool, RepoError> {
-        let mut tx = self.begin(Scope::Platform).await?;
+        let mut tx = self.begin_write(Scope::Platform).await?;
         for s in segments {
             insert_segment(&mut tx, s).await?;
         }

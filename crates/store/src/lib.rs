@@ -79,6 +79,9 @@ pub struct Store {
     sqlite_path: Option<PathBuf>,
     /// SQLite: stops the background checkpointer when the last clone is dropped.
     _checkpointer: Option<Arc<Checkpointer>>,
+    /// SQLite: this process's writers take turns here before `BEGIN IMMEDIATE` (see
+    /// [`Store::begin_write`]).
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// How much write-ahead log a pool connection lets grow before it checkpoints itself
@@ -172,6 +175,7 @@ impl Store {
                 pool: Pool::Sqlite(pool),
                 sqlite_path: Some(path),
                 _checkpointer: Some(Arc::new(Checkpointer::spawn(opts))),
+                write_gate: Some(Arc::new(tokio::sync::Mutex::new(()))),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
@@ -181,7 +185,12 @@ impl Store {
                 .connect_with(opts)
                 .await
                 .map_err(StoreError::Connect)?;
-            Ok(Self { pool: Pool::Postgres(pool), sqlite_path: None, _checkpointer: None })
+            Ok(Self {
+                pool: Pool::Postgres(pool),
+                sqlite_path: None,
+                _checkpointer: None,
+                write_gate: None,
+            })
         } else {
             Err(StoreError::UnsupportedUrl)
         }

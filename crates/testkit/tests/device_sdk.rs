@@ -2,7 +2,8 @@
 //! - 24 hours of readings (one a minute, injected clock) taken while the server is down,
 //!   across device restarts, are all delivered exactly once when it returns, and a resend
 //!   after a lost acknowledgement stores nothing twice;
-//! - the same SDK delivers over MQTT through Mosquitto.
+//! - the same SDK delivers over MQTT through Mosquitto, keeping a window of batches in
+//!   flight, and gives up (keeping its batches) when no acknowledgement comes.
 
 #![allow(
     clippy::unwrap_used,
@@ -157,8 +158,9 @@ async fn the_sdk_delivers_over_mqtt(backend: DbBackend) {
     let now = s.state.clock.now().unix_millis();
     let since = rfc3339(now - 3600 * 1000)[..10].to_owned();
     let before = spo2_total(&s, &dr, &ana, &since).await;
-    for i in 0..5_i64 {
-        let at = rfc3339(now - (10 - i) * 60_000);
+    // More batches than the window: each acknowledgement lets the next one go.
+    for i in 0..40_i64 {
+        let at = rfc3339(now - (50 - i) * 60_000);
         let r = Reading {
             at: at.clone(),
             code: "59408-5".into(),
@@ -173,9 +175,37 @@ async fn the_sdk_delivers_over_mqtt(backend: DbBackend) {
         Mqtt::connect(&broker, &root, "demo", &device.identity.device_id, &device.server_key)
             .await
             .unwrap();
+    mqtt.window = 4;
     let d = device.deliver(&mut mqtt).await.unwrap();
-    assert_eq!((d.stored, d.remaining), (5, 0), "{d:?}");
-    assert_eq!(spo2_total(&s, &dr, &ana, &since).await - before, 5);
+    assert_eq!((d.stored, d.remaining), (40, 0), "{d:?}");
+    assert_eq!(spo2_total(&s, &dr, &ana, &since).await - before, 40);
+
+    // Nobody answers on another root: the send fails once the timeout passes with batches
+    // in flight, rather than waiting for ever or claiming anything was stored.
+    let mut unanswered = Mqtt::connect(
+        &broker,
+        &format!("{root}-none"),
+        "demo",
+        &device.identity.device_id,
+        &device.server_key,
+    )
+    .await
+    .unwrap();
+    unanswered.timeout = std::time::Duration::from_millis(300);
+    let batch = telesafe_proto::telemetry::SignedBatch {
+        batch: telesafe_proto::telemetry::Batch {
+            clock: rfc3339(now),
+            device: device.identity.device_id.clone(),
+            firmware: "2.4.0".into(),
+            readings: Vec::new(),
+            seq: 1,
+        },
+        sig: String::new(),
+    };
+    let started = std::time::Instant::now();
+    let sent = telesafe_device::Transport::send(&mut unanswered, &[batch]).await;
+    assert!(matches!(sent, Err(TransportError::Unreachable(_))), "{sent:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
 both_backends!(a_day_offline_is_delivered_exactly_once, the_sdk_delivers_over_mqtt);
