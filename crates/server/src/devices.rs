@@ -29,8 +29,8 @@ mod care;
 mod writer;
 
 pub use caches::DeviceCaches;
-pub(crate) use caches::forget_model;
 use caches::{cached_kind, cached_model, cached_organisation, cached_thresholds};
+pub(crate) use caches::{forget_model, key_is_sound};
 use care::alert_aad;
 pub(crate) use care::{open_alert, set_thresholds, thresholds};
 pub use writer::DeviceWriter;
@@ -285,8 +285,9 @@ async fn on_topic(
 /// Checks the signatures of a request's (or MQTT group's) batches together, under their
 /// devices' keys: `Verified` if every one is valid, else `Pending`, and each is checked
 /// alone as it is decided (so one bad batch costs the others nothing but this attempt).
-/// Batches of unknown or revoked devices are left out: they are refused before their
-/// signature matters. A lone batch is checked alone, as before.
+/// Batches of unknown or revoked devices, and of devices with unsound keys, are left out:
+/// they are refused before their signature matters (and the batch equation's guarantees
+/// assume sound keys). A lone batch is checked alone, as before.
 async fn verify_together(
     state: &AppState,
     lookups: &mut Lookups,
@@ -296,6 +297,7 @@ async fn verify_together(
     for b in batches {
         if let Some((d, _)) = lookup_device(state, lookups, &b.batch.device).await?
             && !d.revoked
+            && key_is_sound(state, &d.public_key)
         {
             keyed.push((d.public_key.clone(), *b));
         }
@@ -361,7 +363,14 @@ async fn prepare(
     // Only a number at or below the highest seen can be stored already.
     let already_stored =
         seq <= device.last_seq && state.store.batch_stored(device.tenant, &device.id, seq).await?;
-    match decide_checked(Some(&device.state()), &model.policy, &b, now, already_stored, signature) {
+    let outcome = if !device.revoked && !key_is_sound(state, &device.public_key) {
+        // Enrolled before keys were checked, with a key anyone can sign for: nothing
+        // signed with it proves anything (docs/device-protocol.md §1).
+        Outcome::Refuse(Reason::BadSignature)
+    } else {
+        decide_checked(Some(&device.state()), &model.policy, &b, now, already_stored, signature)
+    };
+    match outcome {
         Outcome::Refuse(reason) => {
             if matches!(reason, Reason::Revoked | Reason::BadSignature) {
                 let denied = Access {
@@ -603,6 +612,13 @@ pub(crate) async fn release_device(
         .await?
         .filter(|d| d.tenant == me.user.tenant_id)
         .ok_or(AppError::NotFound)?;
+    if !key_is_sound(state, &device.public_key) {
+        return Err(AppError::BadRequest(
+            "this device's key is one anyone could sign for, so the readings it holds back \
+             cannot be trusted; revoke it and enrol it again"
+                .into(),
+        ));
+    }
     let now = state.clock.now();
     let actor = Actor::user(me);
     let batches = state.store.quarantined_batches(device.tenant, &device.id).await?;
@@ -694,7 +710,12 @@ pub async fn rotate_key(State(state): State<AppState>, body: Bytes) -> Result<Re
         return Ok(refused(&state, Reason::UnknownDevice));
     };
     let now = state.clock.now();
-    let decision = telesafe_core::devices::decide_rotation(Some(&device.state()), &r, now);
+    let decision = if !device.revoked && !key_is_sound(&state, &device.public_key) {
+        // Anyone could sign a rotation away from a key anyone can sign for.
+        Err(Reason::BadSignature)
+    } else {
+        telesafe_core::devices::decide_rotation(Some(&device.state()), &r, now)
+    };
     let actor = device_actor(device.tenant, &device.id);
     let access = |outcome| Access {
         action: "rotate_key",

@@ -142,7 +142,7 @@ async fn quarantine_is_listed_and_released_through_the_pages(backend: DbBackend)
     // The security officer sees the device and the advisory, and nothing of the reading.
     let sec = s.signed_in(SECURITY).await;
     let html = page(&s, &sec, "/security").await;
-    let section = html.split("Devices on unsafe firmware").nth(1).unwrap();
+    let section = html.split("Devices on unsafe firmware or keys").nth(1).unwrap();
     assert!(section.contains("ADV-2026-0099") && section.contains("SN-2.1.0"), "{section}");
     assert!(!section.contains("131"), "no reading on the security console");
     let html = page(&s, &admin, "/admin/devices").await;

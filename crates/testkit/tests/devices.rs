@@ -2,7 +2,9 @@
 //! sends signed batches (made by the SDK), and its readings become Observations with
 //! provenance; replays are acknowledged but stored once, gaps are recorded, forged,
 //! future and unsupported batches are refused with their reason, old firmware is
-//! quarantined, a revoked device is refused, and every answer is signed by the server.
+//! quarantined, a revoked device is refused, and every answer is signed by the server;
+//! a device enrolled before keys were checked, with a key anyone can sign for, is refused
+//! and named on the security console.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,7 +19,9 @@ use telesafe_core::identity::PatientRepository;
 use telesafe_crypto::OpaqueToken;
 use telesafe_crypto::sign::{DeviceKey, decode_base64url, encode_base64url, verify_ed25519};
 use telesafe_device::{DeviceIdentity, SequenceFile};
-use telesafe_proto::telemetry::{Reading, signing_message};
+use telesafe_proto::telemetry::{
+    Batch, Reading, Rotation, SignedBatch, SignedRotation, rotation_message, signing_message,
+};
 use telesafe_testkit::{DbBackend, TestServer, both_backends};
 
 mod common;
@@ -444,6 +448,120 @@ async fn batches_over_mqtt_are_filed_once_and_acknowledged_on_the_device_topic(b
     assert_eq!(value("telesafe_mqtt_group_size_sum "), Some(3.0), "{metrics}");
 }
 
+/// A device enrolled with a small-order key before enrolment checked keys, as an older
+/// database may hold it: anyone can sign for it, so its batches (alone or checked together
+/// with others) and its key rotations are refused as `bad_signature`, nothing is stored,
+/// its held readings cannot be released, and the security console names it.
+async fn a_device_whose_key_anyone_can_sign_for_is_refused_and_named(backend: DbBackend) {
+    let Some(s) = server(backend).await else { return };
+    let store = &s.state.store;
+    let tenant = s.clinic.tenant.id;
+    let now = s.state.clock.now();
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
+    let model = DeviceModel {
+        id: "legacy-oximeter".into(),
+        tenant,
+        manufacturer: "Acme Medical".into(),
+        model: "PulseOx 1".into(),
+        policy: ModelPolicy {
+            measures: vec![("8867-4".into(), "/min".into())],
+            min_firmware: "2.0.0".into(),
+            vulnerable: vec![],
+        },
+        created_at: now,
+    };
+    store.create_model(&model).await.unwrap();
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let hex = OpaqueToken::generate().unwrap().hash().as_str()[..32].to_owned();
+    let id =
+        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+    let device = telesafe_core::devices::Device {
+        id,
+        tenant,
+        patient: ana,
+        model_id: model.id.clone(),
+        public_key: identity.to_vec(),
+        serial: "LEGACY-7".into(),
+        firmware: "2.3.1".into(),
+        revoked: false,
+        last_seq: 0,
+        enrolled_at: now,
+    };
+    store.create_device(&device).await.unwrap();
+    let server_key = s.state.device_signer.public_key();
+
+    // R the identity point and s zero: a signature over anything, under this key.
+    let mut forged = [0u8; 64];
+    forged[0] = 1;
+    let clock = now.to_rfc3339()[..19].to_owned() + "Z";
+    let batch = |seq: u64| SignedBatch {
+        batch: Batch {
+            clock: clock.clone(),
+            device: device.id.clone(),
+            firmware: "2.3.1".into(),
+            readings: vec![hr(&clock, "61")],
+            seq,
+        },
+        sig: encode_base64url(&forged),
+    };
+    assert!(
+        verify_ed25519(&identity, &signing_message(&batch(1).batch), &forged),
+        "the forgery verifies under the key on its own"
+    );
+    let (st, acks) =
+        post(&s, "/api/v1/devices/telemetry", &json!(batch(1)), Some(&server_key)).await;
+    assert_eq!(st, 200);
+    assert_eq!(acks, json!([{"status": "refused", "seq": 1, "reason": "bad_signature"}]));
+    // Several to a request, where signatures are checked together.
+    let (_, acks) =
+        post(&s, "/api/v1/devices/telemetry", &json!([batch(2), batch(3)]), Some(&server_key))
+            .await;
+    assert_eq!(
+        acks,
+        json!([
+            {"status": "refused", "seq": 2, "reason": "bad_signature"},
+            {"status": "refused", "seq": 3, "reason": "bad_signature"}
+        ])
+    );
+    for seq in 1..=3 {
+        assert!(!store.batch_stored(tenant, &device.id, seq).await.unwrap());
+    }
+
+    // Nor can anyone move the device to a key of their own.
+    let theirs = DeviceKey::generate().unwrap();
+    let rotation = Rotation {
+        at: clock.clone(),
+        device: device.id.clone(),
+        new_key: encode_base64url(&theirs.public_key()),
+    };
+    let msg = rotation_message(&rotation);
+    let signed = SignedRotation {
+        new_sig: encode_base64url(&theirs.sign(&msg)),
+        rotation,
+        sig: encode_base64url(&forged),
+    };
+    let (st, refused) =
+        post(&s, "/api/v1/devices/rotate-key", &json!(signed), Some(&server_key)).await;
+    assert_eq!((st, &refused["reason"]), (400, &json!("bad_signature")), "{refused}");
+    assert_eq!(store.device(&device.id).await.unwrap().unwrap().public_key, identity.to_vec());
+
+    // The security officer sees it and why; an administrator cannot release what it holds.
+    let sec = s.signed_in(SECURITY).await;
+    let html = sec.get(s.url("/security")).send().await.unwrap().text().await.unwrap();
+    let section = html.split("Devices on unsafe firmware or keys").nth(1).unwrap();
+    assert!(section.contains("LEGACY-7") && section.contains("anyone could sign for"), "{section}");
+    let admin = s.signed_in(ADMIN).await;
+    let csrf = s.page_csrf(&admin, "/admin/devices").await;
+    let path = format!("/admin/devices/{}/release", device.id);
+    let r = post_form(&s, &admin, &path, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Nothing was released") && html.contains("anyone could sign for"));
+    assert!(html.contains("Unsafe key"), "the devices page names its state");
+}
+
 /// The Observations in a search Bundle that came from `device`.
 fn from_device<'b>(bundle: &'b Value, device: &str) -> Vec<&'b Value> {
     bundle["entry"]
@@ -461,5 +579,6 @@ fn uuid_like() -> String {
 
 both_backends!(
     devices_enrol_and_deliver_signed_readings_exactly_once,
+    a_device_whose_key_anyone_can_sign_for_is_refused_and_named,
     batches_over_mqtt_are_filed_once_and_acknowledged_on_the_device_topic,
 );

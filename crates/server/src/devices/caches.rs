@@ -25,6 +25,8 @@ pub struct DeviceCaches {
     /// Each tenant's blinded kinds by Observation code (the tenant's index key never
     /// changes, so neither do they).
     kinds: moka::sync::Cache<(TenantId, String), Kind>,
+    /// Whether a device public key is sound (a fact of the key's bytes, never stale).
+    sound_keys: moka::sync::Cache<Vec<u8>, bool>,
 }
 
 /// A blinded kind and the blind index values it answers to.
@@ -55,6 +57,7 @@ impl Default for DeviceCaches {
                 .time_to_live(CACHE_TTL)
                 .build(),
             kinds: moka::sync::Cache::builder().max_capacity(10_000).build(),
+            sound_keys: moka::sync::Cache::builder().max_capacity(100_000).build(),
         }
     }
 }
@@ -159,4 +162,19 @@ pub(super) fn cached_kind(state: &AppState, tk: &TenantKeys, tenant: TenantId, c
     let entries = std::sync::Arc::new((kind, entries));
     state.device_caches.kinds.insert(k, entries.clone());
     entries
+}
+
+/// Whether a device's public key is one only its holder can sign for
+/// ([`telesafe_crypto::sign::ed25519_public_key_is_sound`]). Enrolment and rotation refuse
+/// other keys, but a database from before that check (2026-12-05) may hold one, and
+/// anyone can sign for it. Checking takes a point decompression and a multiplication by
+/// the group order (tens of microseconds), so each key's answer is remembered.
+pub(crate) fn key_is_sound(state: &AppState, key: &[u8]) -> bool {
+    let cache = &state.device_caches.sound_keys;
+    if let Some(sound) = cache.get(key) {
+        return sound;
+    }
+    let sound = telesafe_crypto::sign::ed25519_public_key_is_sound(key);
+    cache.insert(key.to_vec(), sound);
+    sound
 }

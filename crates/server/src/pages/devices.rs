@@ -112,12 +112,19 @@ async fn patient_choices(
 }
 
 /// A device's state as people read it, with the reason.
-fn status(s: &DeviceSummary, models: &[DeviceModel]) -> (&'static str, String) {
+fn status(state: &AppState, s: &DeviceSummary, models: &[DeviceModel]) -> (&'static str, String) {
     let d = &s.device;
     let policy = models.iter().find(|m| m.id == d.model_id).map(|m| &m.policy);
     let firmware_issue = policy.and_then(|p| firmware_quarantine(p, &d.firmware));
     if d.revoked {
         ("Revoked", "Its batches are refused.".to_owned())
+    } else if !crate::devices::key_is_sound(state, &d.public_key) {
+        (
+            UNSAFE_KEY,
+            "Its key is one anyone could sign for (it was enrolled before keys were \
+             checked), so its batches are refused. Revoke it and enrol it again."
+                .to_owned(),
+        )
     } else if s.quarantined > 0 || firmware_issue.is_some() {
         ("Quarantined", firmware_issue.or_else(|| s.quarantine_reason.clone()).unwrap_or_default())
     } else {
@@ -125,7 +132,11 @@ fn status(s: &DeviceSummary, models: &[DeviceModel]) -> (&'static str, String) {
     }
 }
 
-/// A device the security console lists: on unsafe firmware, or holding readings back.
+/// The status of a device whose key anyone could sign for.
+const UNSAFE_KEY: &str = "Unsafe key";
+
+/// A device the security console lists: on unsafe firmware, holding readings back, or with
+/// a key anyone could sign for.
 pub(super) struct UnsafeDevice {
     pub model: String,
     pub serial: String,
@@ -134,7 +145,8 @@ pub(super) struct UnsafeDevice {
     pub waiting: u64,
 }
 
-/// The tenant's quarantined devices with the advisory or policy that put them there.
+/// The tenant's quarantined devices with the advisory or policy that put them there, and
+/// its devices with unsafe keys.
 pub(super) async fn unsafe_devices(
     state: &AppState,
     tenant: telesafe_core::TenantId,
@@ -148,8 +160,8 @@ pub(super) async fn unsafe_devices(
         .map_err(failed(state))?
         .into_iter()
         .filter_map(|s| {
-            let (st, why) = status(&s, &models);
-            (st == "Quarantined").then(|| UnsafeDevice {
+            let (st, why) = status(state, &s, &models);
+            (st == "Quarantined" || st == UNSAFE_KEY).then(|| UnsafeDevice {
                 model: model_names.get(&s.device.model_id).cloned().unwrap_or_default(),
                 serial: s.device.serial.clone(),
                 firmware: s.device.firmware.clone(),
@@ -182,7 +194,7 @@ async fn page(
         .into_iter()
         .map(|s| {
             let d = &s.device;
-            let (status, why) = status(&s, &models);
+            let (status, why) = status(state, &s, &models);
             DeviceLine {
                 id: d.id.clone(),
                 serial: d.serial.clone(),
@@ -530,6 +542,9 @@ pub async fn release(
         Ok(_) => Ok(Redirect::to("/admin/devices?done=released").into_response()),
         Err(crate::error::AppError::NotFound) => {
             invalid(&state, &me, "There is no such device here.".into()).await
+        }
+        Err(crate::error::AppError::BadRequest(why)) => {
+            invalid(&state, &me, format!("Nothing was released: {why}.")).await
         }
         Err(e) => Err(PageError::new(&state, e)),
     }
