@@ -53,26 +53,51 @@ fn hr(at: &str, v: &str) -> Reading {
     Reading { at: at.into(), code: "8867-4".into(), unit: "/min".into(), value: v.into() }
 }
 
+/// Ana's patient id, and an Acme Medical model `id` (minimum firmware 2.0.0) registered
+/// for the demo clinic.
+async fn ana_and_model(
+    s: &TestServer,
+    id: &str,
+    name: &str,
+    measures: &[(&str, &str)],
+    vulnerable: &[(&str, &str)],
+) -> (telesafe_core::PatientId, DeviceModel) {
+    let store = &s.state.store;
+    let tenant = s.clinic.tenant.id;
+    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
+    let ana = store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    };
+    let model = DeviceModel {
+        id: id.into(),
+        tenant,
+        manufacturer: "Acme Medical".into(),
+        model: name.into(),
+        policy: ModelPolicy {
+            measures: pairs(measures),
+            min_firmware: "2.0.0".into(),
+            vulnerable: pairs(vulnerable),
+        },
+        created_at: s.state.clock.now(),
+    };
+    store.create_model(&model).await.unwrap();
+    (ana, model)
+}
+
 async fn devices_enrol_and_deliver_signed_readings_exactly_once(backend: DbBackend) {
     let Some(s) = server(backend).await else { return };
     let store = &s.state.store;
     let tenant = s.clinic.tenant.id;
     let now = s.state.clock.now();
-    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
-    let ana = store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
-    let model = DeviceModel {
-        id: "oximeter-x".into(),
-        tenant,
-        manufacturer: "Acme Medical".into(),
-        model: "PulseOx 2".into(),
-        policy: ModelPolicy {
-            measures: vec![("8867-4".into(), "/min".into()), ("59408-5".into(), "%".into())],
-            min_firmware: "2.0.0".into(),
-            vulnerable: vec![("2.1.0".into(), "ADV-2026-0042".into())],
-        },
-        created_at: now,
-    };
-    store.create_model(&model).await.unwrap();
+    let (ana, model) = ana_and_model(
+        &s,
+        "oximeter-x",
+        "PulseOx 2",
+        &[("8867-4", "/min"), ("59408-5", "%")],
+        &[("2.1.0", "ADV-2026-0042")],
+    )
+    .await;
     let enrol = |code: &OpaqueToken| Enrollment {
         code_hash: code.hash(),
         tenant,
@@ -457,21 +482,8 @@ async fn a_device_whose_key_anyone_can_sign_for_is_refused_and_named(backend: Db
     let store = &s.state.store;
     let tenant = s.clinic.tenant.id;
     let now = s.state.clock.now();
-    let ana_user = s.clinic.users.iter().find(|u| u.email.as_str() == PATIENT).unwrap().id;
-    let ana = store.patient_by_user(tenant, ana_user).await.unwrap().unwrap().id;
-    let model = DeviceModel {
-        id: "legacy-oximeter".into(),
-        tenant,
-        manufacturer: "Acme Medical".into(),
-        model: "PulseOx 1".into(),
-        policy: ModelPolicy {
-            measures: vec![("8867-4".into(), "/min".into())],
-            min_firmware: "2.0.0".into(),
-            vulnerable: vec![],
-        },
-        created_at: now,
-    };
-    store.create_model(&model).await.unwrap();
+    let (ana, model) =
+        ana_and_model(&s, "legacy-oximeter", "PulseOx 1", &[("8867-4", "/min")], &[]).await;
     let mut identity = [0u8; 32];
     identity[0] = 1;
     let hex = OpaqueToken::generate().unwrap().hash().as_str()[..32].to_owned();
