@@ -491,7 +491,7 @@ pub async fn run(args: DeviceBenchArgs) -> anyhow::Result<ExitCode> {
         args.readings,
         args.messages,
         args.chart_days,
-        if args.broker.is_some() { " --broker 127.0.0.1:1883" } else { "" },
+        args.broker.as_ref().map(|b| format!(" --broker {b}")).unwrap_or_default(),
         if args.database_url.is_some() { " --database-url postgres://..." } else { "" },
     );
     t.push_str("| Workload | rate | × baseline | target |\n|---|---:|---:|---:|\n");
