@@ -30,7 +30,7 @@ mod writer;
 
 pub use caches::DeviceCaches;
 use caches::{cached_kind, cached_model, cached_organisation, cached_thresholds};
-pub(crate) use caches::{forget_model, key_is_sound};
+pub(crate) use caches::{device_unprovable, forget_model, key_is_sound};
 use care::alert_aad;
 pub(crate) use care::{open_alert, set_thresholds, thresholds};
 pub use writer::DeviceWriter;

@@ -486,11 +486,8 @@ async fn a_device_whose_key_anyone_can_sign_for_is_refused_and_named(backend: Db
         ana_and_model(&s, "legacy-oximeter", "PulseOx 1", &[("8867-4", "/min")], &[]).await;
     let mut identity = [0u8; 32];
     identity[0] = 1;
-    let hex = OpaqueToken::generate().unwrap().hash().as_str()[..32].to_owned();
-    let id =
-        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
     let device = telesafe_core::devices::Device {
-        id,
+        id: uuid_v4(),
         tenant,
         patient: ana,
         model_id: model.id.clone(),
@@ -574,6 +571,94 @@ async fn a_device_whose_key_anyone_can_sign_for_is_refused_and_named(backend: Db
     assert!(html.contains("Unsafe key"), "the devices page names its state");
 }
 
+/// Readings a device filed before enrolment checked keys, when its key is one anyone can
+/// sign for: they stay in the record but are never shown as verified. Their Observations
+/// (searched or read by id) carry `device-key-unsound` provenance and a note, and the
+/// patient's chart draws them as suspicious; another device's readings stay verified.
+async fn readings_of_a_device_whose_key_anyone_can_sign_for_are_not_shown_as_verified(
+    backend: DbBackend,
+) {
+    let Some(s) = server(backend).await else { return };
+    let store = &s.state.store;
+    let tenant = s.clinic.tenant.id;
+    let now = s.state.clock.now();
+    let (ana, model) =
+        ana_and_model(&s, "legacy-pulse", "PulseOx 0", &[("8867-4", "/min")], &[]).await;
+    let clock = now.to_rfc3339()[..19].to_owned() + "Z";
+    let mut devices = Vec::new();
+    for (serial, value) in [("SOUND-1", "61"), ("LEGACY-8", "62")] {
+        let key = DeviceKey::generate().unwrap();
+        let device = telesafe_core::devices::Device {
+            id: uuid_v4(),
+            tenant,
+            patient: ana,
+            model_id: model.id.clone(),
+            public_key: key.public_key().to_vec(),
+            serial: serial.into(),
+            firmware: "2.3.1".into(),
+            revoked: false,
+            last_seq: 0,
+            enrolled_at: now,
+        };
+        store.create_device(&device).await.unwrap();
+        let batch = Batch {
+            clock: clock.clone(),
+            device: device.id.clone(),
+            firmware: "2.3.1".into(),
+            readings: vec![hr(&clock, value)],
+            seq: 1,
+        };
+        let sig = encode_base64url(&key.sign(&signing_message(&batch)));
+        let (_, acks) =
+            post(&s, "/api/v1/devices/telemetry", &json!(SignedBatch { batch, sig }), None).await;
+        assert_eq!(acks[0]["status"], "stored", "{acks}");
+        devices.push((device, key));
+    }
+    // The second device as an older database holds it: enrolled with a small-order key
+    // (written straight to storage; the API refuses such keys now).
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let legacy = &devices[1].0;
+    let sound_key = devices[1].1.public_key().to_vec();
+    assert!(store.rotate_device_key(tenant, &legacy.id, &sound_key, &identity, now).await.unwrap());
+
+    let dr = s.signed_in(DR).await;
+    let get = |path: String| {
+        let dr = dr.clone();
+        let url = s.url(&path);
+        async move { dr.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let bundle = get(format!("/fhir/Observation?patient={ana}&code=8867-4")).await;
+    let sound = from_device(&bundle, &devices[0].0.id);
+    let unsound = from_device(&bundle, &legacy.id);
+    assert_eq!((sound.len(), unsound.len()), (1, 1), "{bundle}");
+    assert_eq!(sound[0]["meta"]["tag"][0]["code"], "device-signature-verified");
+    assert!(sound[0]["note"].is_null(), "{}", sound[0]);
+    for o in [
+        unsound[0].clone(),
+        get(format!("/fhir/Observation/{}", unsound[0]["id"].as_str().unwrap())).await,
+    ] {
+        assert_eq!(o["meta"]["tag"][0]["code"], "device-key-unsound", "{o}");
+        assert!(o["note"][0]["text"].as_str().unwrap().contains("anyone can sign for"), "{o}");
+        assert_eq!(o["valueQuantity"]["value"], json!(62.0), "the value is kept as filed");
+    }
+
+    // Ana's chart draws it hollow, as a suspicious reading.
+    let ana_session = s.signed_in(PATIENT).await;
+    let html = ana_session.get(s.url("/portal/record?span=1d")).send().await.unwrap();
+    let html = html.text().await.unwrap();
+    let heart = html
+        .split("<figure class=\"vital\">")
+        .find(|figure| figure.contains("<strong>Heart rate</strong>"))
+        .unwrap_or_default();
+    assert!(heart.contains("1 flagged as suspicious"), "{heart}");
+}
+
+fn uuid_v4() -> String {
+    let hex = OpaqueToken::generate().unwrap().hash().as_str()[..32].to_owned();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
 /// The Observations in a search Bundle that came from `device`.
 fn from_device<'b>(bundle: &'b Value, device: &str) -> Vec<&'b Value> {
     bundle["entry"]
@@ -592,5 +677,6 @@ fn uuid_like() -> String {
 both_backends!(
     devices_enrol_and_deliver_signed_readings_exactly_once,
     a_device_whose_key_anyone_can_sign_for_is_refused_and_named,
+    readings_of_a_device_whose_key_anyone_can_sign_for_are_not_shown_as_verified,
     batches_over_mqtt_are_filed_once_and_acknowledged_on_the_device_topic,
 );

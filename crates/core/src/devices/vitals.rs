@@ -440,6 +440,23 @@ pub fn render(
     resource
 }
 
+/// Relabels a rendered Observation whose device was enrolled, before enrolment checked
+/// keys, with a key anyone can sign for (docs/device-protocol.md §1): its batch's signature
+/// proves nothing, so its provenance says so instead of "signature verified", and a note
+/// tells the reader to confirm the value before acting on it.
+pub fn mark_unprovable(resource: &mut Value) {
+    resource["meta"]["tag"][0] = json!({
+        "system": "urn:telesafe:provenance",
+        "code": "device-key-unsound",
+        "display": "From a device enrolled with a key anyone can sign for: not proven to come from it",
+    });
+    let note = json!({"text": "Unverifiable reading: the device that filed it was enrolled with a key anyone can sign for, so its signature proves nothing; confirm before acting on it."});
+    match resource["note"].as_array_mut() {
+        Some(notes) => notes.insert(0, note),
+        None => resource["note"] = json!([note]),
+    }
+}
+
 /// Turns a batch's readings into Observations: [`judge_batch`], then [`render`].
 /// `identifier(i)` names reading `i` of the batch (the panel takes the systolic's), so a
 /// filed Observation can always be traced to its signed batch.

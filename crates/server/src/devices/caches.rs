@@ -27,6 +27,9 @@ pub struct DeviceCaches {
     kinds: moka::sync::Cache<(TenantId, String), Kind>,
     /// Whether a device public key is sound (a fact of the key's bytes, never stale).
     sound_keys: moka::sync::Cache<Vec<u8>, bool>,
+    /// Whether a device's key is unsound, by device id. Never stale either: a rotation
+    /// must come from a sound key and go to a sound one, so no device changes sides.
+    unprovable_devices: moka::sync::Cache<String, bool>,
 }
 
 /// A blinded kind and the blind index values it answers to.
@@ -58,6 +61,7 @@ impl Default for DeviceCaches {
                 .build(),
             kinds: moka::sync::Cache::builder().max_capacity(10_000).build(),
             sound_keys: moka::sync::Cache::builder().max_capacity(100_000).build(),
+            unprovable_devices: moka::sync::Cache::builder().max_capacity(100_000).build(),
         }
     }
 }
@@ -177,4 +181,21 @@ pub(crate) fn key_is_sound(state: &AppState, key: &[u8]) -> bool {
     let sound = telesafe_crypto::sign::ed25519_public_key_is_sound(key);
     cache.insert(key.to_vec(), sound);
     sound
+}
+
+/// Whether what `device` filed proves nothing: it holds a key anyone can sign for, so it
+/// was enrolled before enrolment checked keys, and the readings it filed then were
+/// accepted on signatures anyone could have made. They stay in the record, shown as
+/// unverifiable ([`vitals::mark_unprovable`]) rather than as verified. An unknown device
+/// is not unprovable (its readings, if any, are judged elsewhere).
+pub(crate) async fn device_unprovable(state: &AppState, device: &str) -> Result<bool, AppError> {
+    if let Some(u) = state.device_caches.unprovable_devices.get(device) {
+        return Ok(u);
+    }
+    let u = match state.store.device(device).await? {
+        Some(d) => !key_is_sound(state, &d.public_key),
+        None => false,
+    };
+    state.device_caches.unprovable_devices.insert(device.to_owned(), u);
+    Ok(u)
 }

@@ -361,7 +361,8 @@ impl Session {
             && let (Some(patient), Some(reading)) = (r.patient, parse_reading_id(&r.id))
         {
             let record = batch_record(&bytes)?;
-            return render_reading(&record, r, patient, &r.id, reading.n);
+            let unprovable = self.unprovable(&reading.device).await?;
+            return render_reading(&record, r, patient, &r.id, reading.n, unprovable);
         }
         serde_json::from_slice(&bytes).map_err(FhirError::internal)
     }
@@ -373,14 +374,21 @@ impl Session {
             return Err(FhirError::internal("a device batch row without its patient or name"));
         };
         let record = batch_record(&self.unseal(r).await?)?;
+        let unprovable = self.unprovable(&batch.device).await?;
         b.readings
             .iter()
             .map(|&n| {
                 let id = reading_id(&batch.device, batch.seq, n)
                     .ok_or_else(|| FhirError::internal("a device batch under a malformed id"))?;
-                render_reading(&record, r, patient, &id, n)
+                render_reading(&record, r, patient, &id, n, unprovable)
             })
             .collect()
+    }
+
+    /// Whether the readings `device` filed prove nothing (see
+    /// [`crate::devices::device_unprovable`]).
+    pub(crate) async fn unprovable(&self, device: &str) -> Result<bool, FhirError> {
+        Ok(crate::devices::device_unprovable(&self.state, device).await?)
     }
 
     /// A device batch's record, opened once for all its matched readings (for charts,
@@ -413,17 +421,22 @@ fn batch_record(plain: &[u8]) -> Result<BatchRecord, FhirError> {
 }
 
 /// A device reading's Observation from its opened batch record: rendered as it was judged
-/// on arrival, stamped with its id, version 1 and the time its batch was stored.
+/// on arrival (labelled unverifiable if its device's key proves nothing), stamped with its
+/// id, version 1 and the time its batch was stored.
 fn render_reading(
     record: &BatchRecord,
     r: &StoredResource,
     patient: PatientId,
     id: &str,
     n: u32,
+    unprovable: bool,
 ) -> Result<Value, FhirError> {
     let mut o = record
         .observation(patient, n)
         .ok_or_else(|| FhirError::internal("a device reading without its judgement"))?;
+    if unprovable {
+        telesafe_core::devices::vitals::mark_unprovable(&mut o);
+    }
     o["id"] = Value::String(id.to_owned());
     o["meta"]["versionId"] = Value::String("1".into());
     o["meta"]["lastUpdated"] = Value::String(r.last_updated.to_rfc3339());

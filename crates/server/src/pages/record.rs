@@ -294,6 +294,8 @@ pub(crate) async fn summarise(
     }
     for b in &view.readings {
         let record = s.open_batch(b).await?;
+        // A reading its device's key cannot vouch for is drawn as a suspicious one is.
+        let unprovable = s.unprovable(&record.batch.device).await?;
         for v in record.values(&b.readings) {
             let Some(range) = telesafe_core::records::search::parse_date_range(v.at) else {
                 continue;
@@ -303,7 +305,8 @@ pub(crate) async fn summarise(
             }
             for (code, value) in v.values {
                 let label = minute(v.at);
-                let point = chart::Point { at: range.low, value, label, suspicious: v.suspicious };
+                let suspicious = v.suspicious || unprovable;
+                let point = chart::Point { at: range.low, value, label, suspicious };
                 add_point(&mut series, code, point, || (code.to_owned(), String::new()));
             }
         }
