@@ -573,8 +573,9 @@ async fn a_device_whose_key_anyone_can_sign_for_is_refused_and_named(backend: Db
 
 /// Readings a device filed before enrolment checked keys, when its key is one anyone can
 /// sign for: they stay in the record but are never shown as verified. Their Observations
-/// (searched or read by id) carry `device-key-unsound` provenance and a note, and the
-/// patient's chart draws them as suspicious; another device's readings stay verified.
+/// (searched or read by id) carry `device-key-unsound` provenance and a note, an alert one
+/// raised says so on the console, and the patient's chart draws them as suspicious;
+/// another device's readings stay verified.
 async fn readings_of_a_device_whose_key_anyone_can_sign_for_are_not_shown_as_verified(
     backend: DbBackend,
 ) {
@@ -586,7 +587,9 @@ async fn readings_of_a_device_whose_key_anyone_can_sign_for_are_not_shown_as_ver
         ana_and_model(&s, "legacy-pulse", "PulseOx 0", &[("8867-4", "/min")], &[]).await;
     let clock = now.to_rfc3339()[..19].to_owned() + "Z";
     let mut devices = Vec::new();
-    for (serial, value) in [("SOUND-1", "61"), ("LEGACY-8", "62")] {
+    // The legacy device's reading is above Ana's heart-rate threshold (130): it raised an
+    // alert when it was filed.
+    for (serial, value) in [("SOUND-1", "61"), ("LEGACY-8", "142")] {
         let key = DeviceKey::generate().unwrap();
         let device = telesafe_core::devices::Device {
             id: uuid_v4(),
@@ -640,8 +643,12 @@ async fn readings_of_a_device_whose_key_anyone_can_sign_for_are_not_shown_as_ver
     ] {
         assert_eq!(o["meta"]["tag"][0]["code"], "device-key-unsound", "{o}");
         assert!(o["note"][0]["text"].as_str().unwrap().contains("anyone can sign for"), "{o}");
-        assert_eq!(o["valueQuantity"]["value"], json!(62.0), "the value is kept as filed");
+        assert_eq!(o["valueQuantity"]["value"], json!(142.0), "the value is kept as filed");
     }
+    // Its alert says so on the care team's console.
+    let console = dr.get(s.url("/console")).send().await.unwrap().text().await.unwrap();
+    let alert = console.split("<li").find(|li| li.contains("Heart rate 142")).unwrap_or_default();
+    assert!(alert.contains("Unverifiable") && alert.contains("anyone can sign for"), "{console}");
 
     // Ana's chart draws it hollow, as a suspicious reading.
     let ana_session = s.signed_in(PATIENT).await;

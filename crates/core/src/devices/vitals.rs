@@ -479,6 +479,15 @@ pub fn observations(
         .collect()
 }
 
+/// Whether an Observation was filed by a device whose key anyone can sign for
+/// ([`mark_unprovable`]).
+pub fn is_unprovable(observation: &Value) -> bool {
+    observation["meta"]["tag"].as_array().is_some_and(|tags| {
+        tags.iter()
+            .any(|t| t["system"] == "urn:telesafe:provenance" && t["code"] == "device-key-unsound")
+    })
+}
+
 /// Whether a filed Observation was flagged as suspicious.
 pub fn is_suspicious(observation: &Value) -> bool {
     observation["meta"]["tag"]

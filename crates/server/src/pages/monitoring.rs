@@ -36,6 +36,8 @@ pub(crate) struct AlertLine {
     pub what: String,
     pub at: String,
     pub suspicious: bool,
+    /// Filed by a device whose key anyone can sign for (before keys were checked).
+    pub unprovable: bool,
 }
 
 /// The open alerts of `patients` (the ones this user may see, by name), newest first.
@@ -73,6 +75,7 @@ pub(crate) async fn console_alerts(
             ),
             at: b.at,
             suspicious: vitals::is_suspicious(&observation),
+            unprovable: vitals::is_unprovable(&observation),
         });
     }
     Ok(out)
