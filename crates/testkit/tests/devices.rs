@@ -486,19 +486,7 @@ async fn a_device_whose_key_anyone_can_sign_for_is_refused_and_named(backend: Db
         ana_and_model(&s, "legacy-oximeter", "PulseOx 1", &[("8867-4", "/min")], &[]).await;
     let mut identity = [0u8; 32];
     identity[0] = 1;
-    let device = telesafe_core::devices::Device {
-        id: uuid_v4(),
-        tenant,
-        patient: ana,
-        model_id: model.id.clone(),
-        public_key: identity.to_vec(),
-        serial: "LEGACY-7".into(),
-        firmware: "2.3.1".into(),
-        revoked: false,
-        last_seq: 0,
-        enrolled_at: now,
-    };
-    store.create_device(&device).await.unwrap();
+    let device = stored_device(&s, ana, &model, &identity, "LEGACY-7").await;
     let server_key = s.state.device_signer.public_key();
 
     // R the identity point and s zero: a signature over anything, under this key.
@@ -591,19 +579,7 @@ async fn readings_of_a_device_whose_key_anyone_can_sign_for_are_not_shown_as_ver
     // alert when it was filed.
     for (serial, value) in [("SOUND-1", "61"), ("LEGACY-8", "142")] {
         let key = DeviceKey::generate().unwrap();
-        let device = telesafe_core::devices::Device {
-            id: uuid_v4(),
-            tenant,
-            patient: ana,
-            model_id: model.id.clone(),
-            public_key: key.public_key().to_vec(),
-            serial: serial.into(),
-            firmware: "2.3.1".into(),
-            revoked: false,
-            last_seq: 0,
-            enrolled_at: now,
-        };
-        store.create_device(&device).await.unwrap();
+        let device = stored_device(&s, ana, &model, &key.public_key(), serial).await;
         let batch = Batch {
             clock: clock.clone(),
             device: device.id.clone(),
@@ -661,9 +637,37 @@ async fn readings_of_a_device_whose_key_anyone_can_sign_for_are_not_shown_as_ver
     assert!(heart.contains("1 flagged as suspicious"), "{heart}");
 }
 
-fn uuid_v4() -> String {
+/// A device of `model` for `patient` (firmware 2.3.1) with `public_key`, written straight
+/// to storage, as an older database may hold one: the API refuses unsound keys now.
+async fn stored_device(
+    s: &TestServer,
+    patient: telesafe_core::PatientId,
+    model: &DeviceModel,
+    public_key: &[u8],
+    serial: &str,
+) -> telesafe_core::devices::Device {
     let hex = OpaqueToken::generate().unwrap().hash().as_str()[..32].to_owned();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    let device = telesafe_core::devices::Device {
+        id: format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        ),
+        tenant: s.clinic.tenant.id,
+        patient,
+        model_id: model.id.clone(),
+        public_key: public_key.to_vec(),
+        serial: serial.into(),
+        firmware: "2.3.1".into(),
+        revoked: false,
+        last_seq: 0,
+        enrolled_at: s.state.clock.now(),
+    };
+    s.state.store.create_device(&device).await.unwrap();
+    device
 }
 
 /// The Observations in a search Bundle that came from `device`.
