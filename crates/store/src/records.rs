@@ -306,7 +306,7 @@ impl ResourceRepository for Store {
             && let Some((sql, mut binds)) = readings::search_sql(tenant, q)
         {
             binds.push(Bind::Int(room as i64));
-            let sql = format!("{sql} ORDER BY o.device_id, o.seq, o.n LIMIT ${}", binds.len());
+            let sql = format!("{sql} ORDER BY o.dev, o.seq, o.n LIMIT ${}", binds.len());
             readings = on_tx!(&mut tx, c => {
                 let query = sqlx::query_as::<_, readings::ReadingHitRow>(AssertSqlSafe(sql.clone()));
                 bind_all!(query, &binds).fetch_all(&mut **c).await

@@ -14,7 +14,34 @@ mod common;
 use common::{T0, tenant};
 use telesafe_core::identity::*;
 use telesafe_core::{PatientId, RepoError, Timestamp};
-use telesafe_store::testing::TestDatabase;
+use telesafe_store::Backend;
+use telesafe_store::testing::{TestDatabase, TestDbError, fresh_at, postgres_required};
+
+/// Patient `n` of `t`, with a fixed id.
+fn patient(t: &Tenant, n: u128) -> Patient {
+    Patient {
+        id: format!("0191c3f2-0000-7000-8000-{n:012}").parse().unwrap(),
+        tenant_id: t.id,
+        user_id: None,
+        created_at: T0,
+    }
+}
+
+/// Device `id` of model "ox", enrolled for `p`.
+fn device(t: &Tenant, id: &str, p: &Patient) -> telesafe_core::devices::Device {
+    telesafe_core::devices::Device {
+        id: id.into(),
+        tenant: t.id,
+        patient: p.id,
+        model_id: "ox".into(),
+        public_key: vec![7; 32],
+        serial: "S".into(),
+        firmware: "2.0".into(),
+        revoked: false,
+        last_seq: 0,
+        enrolled_at: T0,
+    }
+}
 
 async fn device_batches_are_stored_exactly_once_in_any_order(db: TestDatabase) {
     use telesafe_core::devices::*;
@@ -35,19 +62,7 @@ async fn device_batches_are_stored_exactly_once_in_any_order(db: TestDatabase) {
     )
     .unwrap();
     s.create_model(&m).await.unwrap();
-    let d = Device {
-        id: "dev-1".into(),
-        tenant: t.id,
-        patient: p.id,
-        model_id: "ox".into(),
-        public_key: vec![7; 32],
-        serial: "S".into(),
-        firmware: "2.0".into(),
-        revoked: false,
-        last_seq: 0,
-        enrolled_at: T0,
-    };
-    s.create_device(&d).await.unwrap();
+    s.create_device(&device(&t, "dev-1", &p)).await.unwrap();
     let batch = |seq: u64, firmware: &str| FiledBatch {
         batch: StoredBatch {
             tenant: t.id,
@@ -96,30 +111,14 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
     let s = &db.store;
     let t = tenant("clinic");
     s.create_tenant(&t).await.unwrap();
-    let patient = |n: u128| Patient {
-        id: format!("0191c3f2-0000-7000-8000-{n:012}").parse().unwrap(),
-        tenant_id: t.id,
-        user_id: None,
-        created_at: T0,
-    };
+    let patient = |n| patient(&t, n);
     let (ana, bo) = (patient(1), patient(2));
     s.create_patient(&ana).await.unwrap();
     s.create_patient(&bo).await.unwrap();
     let measures = vec![("8867-4".into(), "/min".into()), ("59408-5".into(), "%".into())];
     let m = DeviceModel::new(t.id, "ox", "Acme", "Ox", measures, "2.0", vec![], T0).unwrap();
     s.create_model(&m).await.unwrap();
-    let device = |id: &str, p: &Patient| Device {
-        id: id.into(),
-        tenant: t.id,
-        patient: p.id,
-        model_id: "ox".into(),
-        public_key: vec![7; 32],
-        serial: "S".into(),
-        firmware: "2.0".into(),
-        revoked: false,
-        last_seq: 0,
-        enrolled_at: T0,
-    };
+    let device = |id: &str, p: &Patient| device(&t, id, p);
     let (da, db_) =
         ("0191c3f2-6a4b-7c3d-8e9f-00000000000a", "0191c3f2-6a4b-7c3d-8e9f-00000000000b");
     s.create_device(&device(da, &ana)).await.unwrap();
@@ -332,3 +331,146 @@ conformance!(
     device_batches_are_stored_exactly_once_in_any_order,
     device_readings_are_observations_served_from_their_batch,
 );
+
+/// Readings filed by a release whose rows named device and patient by UUID (migration 23)
+/// are carried into the numbered rows by the upgrade: found, read and listed as before;
+/// a device enrolled afterwards takes a number of its own and files beside them.
+async fn readings_filed_before_numbered_rows_survive_the_upgrade(backend: Backend) {
+    use telesafe_core::devices::readings::{FiledReading, reading_id};
+    use telesafe_core::devices::*;
+    use telesafe_core::records::{ResourceRepository, StoredSearch, TimeWindow};
+    let db = match fresh_at(backend, 23).await {
+        Ok(db) => db,
+        Err(TestDbError::NoPostgres) if !postgres_required() => return,
+        Err(e) => panic!("{} test database: {e}", backend.as_str()),
+    };
+    let s = &db.store;
+    let t = tenant("clinic");
+    s.create_tenant(&t).await.unwrap();
+    let patient = |n| patient(&t, n);
+    let (ana, bo) = (patient(1), patient(2));
+    s.create_patient(&ana).await.unwrap();
+    s.create_patient(&bo).await.unwrap();
+    let measures = vec![("8867-4".into(), "/min".into())];
+    let m = DeviceModel::new(t.id, "ox", "Acme", "Ox", measures, "2.0", vec![], T0).unwrap();
+    s.create_model(&m).await.unwrap();
+    let device = |id: &str, p: &Patient| device(&t, id, p);
+    let (da, db_, dc) = (
+        "0191c3f2-6a4b-7c3d-8e9f-00000000000a",
+        "0191c3f2-6a4b-7c3d-8e9f-00000000000b",
+        "0191c3f2-6a4b-7c3d-8e9f-00000000000c",
+    );
+    s.create_device(&device(da, &ana)).await.unwrap();
+    s.create_device(&device(db_, &bo)).await.unwrap();
+    let minute = 60_000;
+    let at = |seq: i64| T0.unix_millis() + seq * 10 * minute;
+    let mut sql = Vec::new();
+    for (dev, p, seqs) in [(da, &ana, 1..=3), (db_, &bo, 1..=1)] {
+        for seq in seqs {
+            let body = if backend == Backend::Sqlite {
+                format!("X'{:02x}{:02x}'", seq, seq)
+            } else {
+                format!("'\\x{:02x}{:02x}'::bytea", seq, seq)
+            };
+            sql.push(format!(
+                "INSERT INTO device_batches (tenant_id, device_id, seq, received_at, body) \
+                 VALUES ('{}', '{dev}', {seq}, {}, {body})",
+                t.id,
+                T0.unix_millis()
+            ));
+            for n in 0..2 {
+                sql.push(format!(
+                    "INSERT INTO device_readings (tenant_id, patient_id, device_id, seq, n, kind, \
+                     low, high, received_at, superseded) \
+                     VALUES ('{}', '{}', '{dev}', {seq}, {n}, 'hr', {}, {}, {}, {})",
+                    t.id,
+                    p.id,
+                    at(seq) + n * minute,
+                    at(seq) + n * minute + 999,
+                    T0.unix_millis(),
+                    i32::from(dev == da && seq == 2 && n == 1)
+                ));
+            }
+        }
+    }
+    db.as_dba(&sql).await.unwrap();
+    db.store.migrate().await.unwrap();
+
+    let id = |dev: &str, seq, n| reading_id(dev, seq, n).unwrap();
+    let search = |p: &Patient| {
+        let q = StoredSearch {
+            resource_type: "Observation".into(),
+            patients: Some(vec![p.id]),
+            limit: 100,
+            ..Default::default()
+        };
+        async move {
+            let mut ids: Vec<String> =
+                s.search(t.id, &q).await.unwrap().into_iter().map(|h| h.id).collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut of_ana = vec![id(da, 1, 0), id(da, 1, 1), id(da, 2, 0), id(da, 3, 0), id(da, 3, 1)];
+    of_ana.sort();
+    assert_eq!(search(&ana).await, of_ana, "every current reading, the superseded one not");
+    assert_eq!(search(&bo).await, vec![id(db_, 1, 0), id(db_, 1, 1)]);
+    let r = s.current(t.id, "Observation", &id(da, 3, 1)).await.unwrap().unwrap();
+    assert_eq!((r.patient, r.body), (Some(ana.id), vec![3, 3]));
+    let (batches, more) =
+        s.patient_readings(t.id, ana.id, TimeWindow::default(), 100).await.unwrap();
+    let got: Vec<_> = batches.into_iter().map(|b| (b.batch.id, b.readings)).collect();
+    assert_eq!(
+        (got, more),
+        (
+            vec![(id(da, 3, 0), vec![0, 1]), (id(da, 2, 0), vec![0]), (id(da, 1, 0), vec![0, 1])],
+            false
+        )
+    );
+
+    // A device enrolled after the upgrade files under a number of its own.
+    s.create_device(&device(dc, &bo)).await.unwrap();
+    let filed = FiledBatch {
+        batch: StoredBatch {
+            tenant: t.id,
+            device_id: dc.into(),
+            seq: 1,
+            received_at: T0,
+            gap_from: None,
+            quarantine: None,
+            body: vec![9; 2],
+        },
+        firmware: "2.0".into(),
+        readings: vec![FiledReading {
+            patient: bo.id,
+            n: 0,
+            kind: "hr".into(),
+            low: at(9),
+            high: at(9),
+        }],
+        kinds: vec![],
+        alerts: vec![],
+    };
+    assert_eq!(s.record_batches(std::slice::from_ref(&filed)).await.unwrap(), vec![true]);
+    assert_eq!(search(&bo).await.len(), 3);
+    assert_eq!(search(&ana).await, of_ana, "nothing of it under another device's patient");
+    // A reading filed for another patient than its device's is refused whole.
+    let mut wrong = filed;
+    wrong.batch.seq = 2;
+    wrong.readings[0].patient = ana.id;
+    assert!(s.record_batches(&[wrong]).await.is_err());
+    assert!(!s.batch_stored(t.id, dc, 2).await.unwrap(), "nothing of the refused round kept");
+}
+
+macro_rules! upgrade {
+    ($($case:ident),* $(,)?) => {
+        mod upgrade_sqlite {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Sqlite).await })*
+        }
+        mod upgrade_postgres {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+upgrade!(readings_filed_before_numbered_rows_survive_the_upgrade);

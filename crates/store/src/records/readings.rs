@@ -2,6 +2,10 @@
 //! per reading, served as version 1 of an Observation whose body is its sealed batch.
 //! The resource repository's reads, searches and writes see them beside ordinary
 //! resources; this module holds their SQL.
+//!
+//! A row names its device by the device's number (`devices.num`), not its id, and holds
+//! no patient: the device's row gives both. Statements join `devices d ON d.num = o.dev`
+//! for them, and name a device of a reading id with `(SELECT num FROM devices ...)`.
 
 use sqlx::AssertSqlSafe;
 use telesafe_core::devices::readings::{
@@ -15,7 +19,8 @@ use super::{Bind, bind_all, corrupt, date_sql};
 use crate::devices::seq_i64;
 use crate::tx::{Tx, on_tx, placeholders, repo_err};
 
-/// `(o.device_id = $a AND o.seq = $b AND o.n = $c) OR ...` for `refs`.
+/// `(o.dev = <number of device $a> AND o.seq = $b AND o.n = $c) OR ...` for `refs`, in
+/// a statement whose `$1` is the tenant.
 fn refs_sql(refs: &[ReadingRef], binds: &mut Vec<Bind>) -> Option<String> {
     let mut any = Vec::with_capacity(refs.len());
     for r in refs {
@@ -23,7 +28,12 @@ fn refs_sql(refs: &[ReadingRef], binds: &mut Vec<Bind>) -> Option<String> {
         let d = binds.len();
         binds.push(Bind::Int(i64::try_from(r.seq).ok()?));
         binds.push(Bind::Int(i64::from(r.n)));
-        any.push(format!("(o.device_id = ${d} AND o.seq = ${} AND o.n = ${})", d + 1, d + 2));
+        any.push(format!(
+            "(o.dev = (SELECT num FROM devices WHERE tenant_id = $1 AND id = ${d}) \
+             AND o.seq = ${} AND o.n = ${})",
+            d + 1,
+            d + 2
+        ));
     }
     Some(any.join(" OR "))
 }
@@ -36,8 +46,9 @@ pub(super) fn search_sql(tenant: TenantId, q: &StoredSearch) -> Option<(String, 
     }
     let mut binds = vec![Bind::Text(tenant.to_string())];
     let mut sql = String::from(
-        "SELECT o.device_id, o.seq, o.n, o.patient_id, o.received_at, o.low \
-         FROM device_readings o WHERE o.tenant_id = $1 AND o.superseded = 0",
+        "SELECT d.id AS device_id, o.seq, o.n, d.patient_id, o.received_at, o.low \
+         FROM device_readings o JOIN devices d ON d.num = o.dev \
+         WHERE o.tenant_id = $1 AND d.tenant_id = $1 AND o.superseded = 0",
     );
     if let Some(ids) = &q.ids {
         let refs: Vec<ReadingRef> = ids.iter().filter_map(|i| parse_reading_id(i)).collect();
@@ -55,7 +66,7 @@ pub(super) fn search_sql(tenant: TenantId, q: &StoredSearch) -> Option<(String, 
             binds.push(Bind::Text(p.to_string()));
             l.push(format!("${}", binds.len()));
         }
-        sql.push_str(&format!(" AND o.patient_id IN ({})", l.join(", ")));
+        sql.push_str(&format!(" AND d.patient_id IN ({})", l.join(", ")));
     }
     for (param, hashes) in &q.tokens {
         if param == "identifier" {
@@ -161,9 +172,10 @@ impl ReadingRow {
     }
 }
 
-const ROW_SELECT: &str = "SELECT o.device_id, o.seq, o.n, o.patient_id, o.received_at, b.body \
-     FROM device_readings o JOIN device_batches b ON b.device_id = o.device_id AND b.seq = o.seq \
-     WHERE o.tenant_id = $1";
+const ROW_SELECT: &str = "SELECT d.id AS device_id, o.seq, o.n, d.patient_id, o.received_at, b.body \
+     FROM device_readings o JOIN devices d ON d.num = o.dev \
+     JOIN device_batches b ON b.device_id = d.id AND b.seq = o.seq \
+     WHERE o.tenant_id = $1 AND d.tenant_id = $1";
 
 /// Version 1 of the readings `refs` name, as rows whose body is the sealed batch; with
 /// `current_only`, not those edited or deleted since.
@@ -179,7 +191,7 @@ pub(super) async fn rows(
     let mut binds = vec![Bind::Text(tenant.to_string())];
     let Some(any) = refs_sql(refs, &mut binds) else { return Ok(Vec::new()) };
     let current = if current_only { " AND o.superseded = 0" } else { "" };
-    let sql = format!("{ROW_SELECT}{current} AND ({any}) ORDER BY o.device_id, o.seq, o.n");
+    let sql = format!("{ROW_SELECT}{current} AND ({any}) ORDER BY o.dev, o.seq, o.n");
     let rows: Vec<ReadingRow> = on_tx!(tx, c => {
         bind_all!(sqlx::query_as(AssertSqlSafe(sql.clone())), &binds).fetch_all(&mut **c).await
     })
@@ -203,8 +215,9 @@ pub(super) async fn of_patient(
 ) -> Result<(Vec<ReadingBatch>, bool), RepoError> {
     let mut binds = vec![Bind::Text(tenant.to_string()), Bind::Text(patient.to_string())];
     let mut sql = String::from(
-        "SELECT o.device_id, o.seq, o.n FROM device_readings o \
-         WHERE o.tenant_id = $1 AND o.patient_id = $2 AND o.superseded = 0",
+        "SELECT d.id, o.seq, o.n FROM device_readings o JOIN devices d ON d.num = o.dev \
+         WHERE o.tenant_id = $1 AND d.tenant_id = $1 AND d.patient_id = $2 \
+           AND o.superseded = 0",
     );
     if let Some(from) = window.from {
         binds.push(Bind::Int(from));
@@ -215,10 +228,7 @@ pub(super) async fn of_patient(
         sql.push_str(&format!(" AND o.low < ${}", binds.len()));
     }
     binds.push(Bind::Int(i64::from(limit) + 1));
-    sql.push_str(&format!(
-        " ORDER BY o.low DESC, o.device_id, o.seq DESC, o.n LIMIT ${}",
-        binds.len()
-    ));
+    sql.push_str(&format!(" ORDER BY o.low DESC, o.dev, o.seq DESC, o.n LIMIT ${}", binds.len()));
     let mut rows: Vec<(String, i64, i64)> = on_tx!(tx, c => {
         bind_all!(sqlx::query_as(AssertSqlSafe(sql.clone())), &binds).fetch_all(&mut **c).await
     })
@@ -368,8 +378,9 @@ pub(super) async fn exists(
 ) -> Result<bool, RepoError> {
     let seq = seq_i64(r.seq)?;
     let n: i64 = on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT COUNT(*) FROM device_readings \
-         WHERE tenant_id = $1 AND device_id = $2 AND seq = $3 AND n = $4")
+        "SELECT COUNT(*) FROM device_readings o \
+         WHERE o.tenant_id = $1 AND o.seq = $3 AND o.n = $4 \
+           AND o.dev = (SELECT num FROM devices WHERE tenant_id = $1 AND id = $2)")
         .bind(tenant.to_string()).bind(&r.device).bind(seq).bind(i64::from(r.n))
         .fetch_one(&mut **c).await)
     .map_err(repo_err)?;
@@ -385,7 +396,8 @@ pub(super) async fn supersede(
     let seq = seq_i64(r.seq)?;
     on_tx!(tx, c => sqlx::query(
         "UPDATE device_readings SET superseded = 1 \
-         WHERE tenant_id = $1 AND device_id = $2 AND seq = $3 AND n = $4")
+         WHERE tenant_id = $1 AND seq = $3 AND n = $4 \
+           AND dev = (SELECT num FROM devices WHERE tenant_id = $1 AND id = $2)")
         .bind(tenant.to_string()).bind(&r.device).bind(seq).bind(i64::from(r.n))
         .execute(&mut **c).await.map(|_| ()))
     .map_err(repo_err)
@@ -400,24 +412,33 @@ pub(crate) async fn insert_tx(
     kinds: &[&KindEntry],
 ) -> Result<(), RepoError> {
     let t = tenant.to_string();
-    // 9 bound columns per row: 3,600 parameters a statement, well under both backends'
+    let devices = numbers(tx, tenant, readings.iter().map(|(d, ..)| *d)).await?;
+    // 8 bound columns per row: 3,200 parameters a statement, well under both backends'
     // limits, and few enough statements for a round of hundreds of batches.
     for chunk in readings.chunks(400) {
         let sql = format!(
-            "INSERT INTO device_readings (tenant_id, patient_id, device_id, seq, n, kind, low, high, \
-             received_at) VALUES {}",
-            placeholders(tx, chunk.len(), 9, None)
+            "INSERT INTO device_readings (tenant_id, dev, seq, n, kind, low, high, received_at) \
+             VALUES {}",
+            placeholders(tx, chunk.len(), 8, None)
         );
-        let mut seqs = Vec::with_capacity(chunk.len());
-        for (_, seq, _, _) in chunk {
-            seqs.push(seq_i64(*seq)?);
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (device, seq, _, r) in chunk {
+            let (num, patient) = devices
+                .get(*device)
+                .ok_or_else(|| RepoError::Backend("a reading of an unknown device".into()))?;
+            // The row holds no patient: the device's must be the reading's.
+            if *patient != r.patient.to_string() {
+                return Err(RepoError::Backend(
+                    "a reading filed for another patient than its device's".into(),
+                ));
+            }
+            rows.push((*num, seq_i64(*seq)?));
         }
         on_tx!(tx, c => {
             let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
-            for ((device, _, received, r), seq) in chunk.iter().zip(&seqs) {
-                q = q.bind(&t).bind(r.patient.to_string()).bind(*device).bind(*seq)
-                    .bind(i64::from(r.n)).bind(&r.kind).bind(r.low).bind(r.high)
-                    .bind(received.unix_millis());
+            for ((_, _, received, r), (num, seq)) in chunk.iter().zip(&rows) {
+                q = q.bind(&t).bind(*num).bind(*seq).bind(i64::from(r.n)).bind(&r.kind)
+                    .bind(r.low).bind(r.high).bind(received.unix_millis());
             }
             q.execute(&mut **c).await.map(|_| ())
         })
@@ -441,6 +462,34 @@ pub(crate) async fn insert_tx(
     Ok(())
 }
 
+/// The number and patient of each of the tenant's `devices` (a round names a few).
+async fn numbers<'d>(
+    tx: &mut Tx,
+    tenant: TenantId,
+    devices: impl Iterator<Item = &'d str>,
+) -> Result<std::collections::HashMap<String, (i64, String)>, RepoError> {
+    let mut ids: Vec<&str> = devices.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(400) {
+        let sql = format!(
+            "SELECT id, num, patient_id FROM devices WHERE tenant_id = $1 AND id IN ({})",
+            (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
+        let rows: Vec<(String, i64, String)> = on_tx!(tx, c => {
+            let mut q = sqlx::query_as(AssertSqlSafe(sql.clone())).bind(tenant.to_string());
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.fetch_all(&mut **c).await
+        })
+        .map_err(repo_err)?;
+        out.extend(rows.into_iter().map(|(id, num, patient)| (id, (num, patient))));
+    }
+    Ok(out)
+}
+
 /// Erases a patient's readings: their rows go, and their batches keep no body (the key
 /// that sealed them is destroyed in the same transaction).
 pub(super) async fn erase_tx(
@@ -450,7 +499,9 @@ pub(super) async fn erase_tx(
 ) -> Result<(), RepoError> {
     let (t, p) = (tenant.to_string(), patient.to_string());
     on_tx!(tx, c => {
-        sqlx::query("DELETE FROM device_readings WHERE tenant_id = $1 AND patient_id = $2")
+        sqlx::query(
+            "DELETE FROM device_readings WHERE tenant_id = $1 AND dev IN \
+             (SELECT num FROM devices WHERE tenant_id = $1 AND patient_id = $2)")
             .bind(&t).bind(&p).execute(&mut **c).await.map_err(repo_err)?;
         sqlx::query(
             "UPDATE device_batches SET body = $3 WHERE tenant_id = $1 AND device_id IN \
