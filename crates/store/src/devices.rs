@@ -289,12 +289,24 @@ impl DeviceRepository for Store {
             }
             alerts.extend(f.alerts.iter());
         }
-        for (device, (seq, firmware)) in newest {
-            on_tx!(&mut tx, c => sqlx::query(
-                "UPDATE devices SET last_seq = $1, firmware = $4 \
-                 WHERE tenant_id = $2 AND id = $3 AND last_seq < $1")
-                .bind(seq).bind(&t).bind(device).bind(firmware)
-                .execute(&mut **c).await.map(|_| ()))
+        // Each device's newest batch, in one statement (VALUES names its columns column1
+        // to column4 on both backends).
+        let newest: Vec<_> = newest.into_iter().collect();
+        for chunk in newest.chunks(200) {
+            let sql = format!(
+                "UPDATE devices SET last_seq = v.column2, firmware = v.column3 \
+                 FROM (VALUES {}) AS v \
+                 WHERE devices.id = v.column1 AND devices.tenant_id = v.column4 \
+                   AND devices.last_seq < v.column2",
+                placeholders(&tx, chunk.len(), 4, None)
+            );
+            on_tx!(&mut tx, c => {
+                let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+                for (device, (seq, firmware)) in chunk {
+                    q = q.bind(*device).bind(*seq).bind(*firmware).bind(&t);
+                }
+                q.execute(&mut **c).await.map(|_| ())
+            })
             .map_err(repo_err)?;
         }
         insert_readings_tx(&mut tx, tenant, &readings, &kinds).await?;
