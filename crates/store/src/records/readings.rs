@@ -444,6 +444,11 @@ pub(crate) async fn insert_tx(
         })
         .map_err(repo_err)?;
     }
+    // In one order everywhere: on PostgreSQL, concurrent rounds inserting the same new
+    // kinds then wait for each other instead of deadlocking.
+    let mut kinds = kinds.to_vec();
+    kinds
+        .sort_unstable_by(|a, b| (&a.param, &a.value, &a.kind).cmp(&(&b.param, &b.value, &b.kind)));
     for chunk in kinds.chunks(400) {
         let sql = format!(
             "INSERT INTO device_kinds (tenant_id, kind, param, value) VALUES {} \
