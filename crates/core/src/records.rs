@@ -17,6 +17,7 @@ use std::future::Future;
 use telesafe_crypto::keys::{KeyError, SealingKey};
 
 use crate::clock::Timestamp;
+use crate::devices::readings::ReadingRef;
 use crate::ids::{PatientId, TenantId};
 use crate::repo::RepoError;
 
@@ -162,16 +163,21 @@ pub trait ResourceRepository: Send + Sync {
         tenant: TenantId,
         patient: PatientId,
     ) -> impl Future<Output = Result<Vec<StoredResource>, RepoError>> + Send;
-    /// The patient's current device readings measured within `window`, newest first, at
+    /// The patient's current device readings measured within `window`, newest first
+    /// (by time of measurement, then device, sequence number and place in the batch), at
     /// most `limit` of them, grouped by the batch that holds them (each batch once, in
-    /// the order of its newest matched reading); and whether more than `limit` matched.
+    /// the order of its newest matched reading). With `after`, those that come after that
+    /// reading in this order (a page after the one it ended), or `NotFound` if it is no
+    /// reading of the patient's. The second value, when more matched than `limit`, is the
+    /// last reading given: the `after` of the next page.
     fn patient_readings(
         &self,
         tenant: TenantId,
         patient: PatientId,
         window: TimeWindow,
         limit: u32,
-    ) -> impl Future<Output = Result<(Vec<ReadingBatch>, bool), RepoError>> + Send;
+        after: Option<&ReadingRef>,
+    ) -> impl Future<Output = Result<(Vec<ReadingBatch>, Option<ReadingRef>), RepoError>> + Send;
 }
 
 /// A span of measurement times in Unix ms: `from` inclusive, `to` exclusive; `None` leaves

@@ -14,7 +14,7 @@ mod readings;
 mod write;
 
 pub(crate) use readings::insert_tx as insert_readings_tx;
-use telesafe_core::devices::readings::{is_reading, parse_reading_id};
+use telesafe_core::devices::readings::{ReadingRef, is_reading, parse_reading_id};
 pub(crate) use write::put_version_tx;
 
 use crate::Store;
@@ -445,9 +445,10 @@ impl ResourceRepository for Store {
         patient: PatientId,
         window: TimeWindow,
         limit: u32,
-    ) -> Result<(Vec<ReadingBatch>, bool), RepoError> {
+        after: Option<&ReadingRef>,
+    ) -> Result<(Vec<ReadingBatch>, Option<ReadingRef>), RepoError> {
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
-        let out = readings::of_patient(&mut tx, tenant, patient, window, limit).await?;
+        let out = readings::of_patient(&mut tx, tenant, patient, window, limit, after).await?;
         tx.commit().await?;
         Ok(out)
     }

@@ -241,8 +241,9 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
     assert_eq!(many.len(), 2);
     // The compartment holds ordinary resources only; readings come by window, in batches.
     assert!(s.compartment(t.id, bo.id).await.unwrap().is_empty());
-    let (of_bo, more) = s.patient_readings(t.id, bo.id, TimeWindow::default(), 100).await.unwrap();
-    assert!(!more);
+    let (of_bo, next) =
+        s.patient_readings(t.id, bo.id, TimeWindow::default(), 100, None).await.unwrap();
+    assert_eq!(next, None);
     let got: Vec<_> = of_bo.iter().map(|b| (b.batch.id.clone(), b.readings.clone())).collect();
     assert_eq!(got, vec![(id(db_, 1, 0), vec![0, 1])]);
     assert_eq!((of_bo[0].batch.body.clone(), of_bo[0].batch.patient), (vec![3; 8], Some(bo.id)));
@@ -281,23 +282,36 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
     assert_eq!(hits.len(), 4, "the edited reading once, as its stored version");
     assert_eq!(hits.iter().find(|h| h.id == edited).unwrap().version, 2);
     assert_eq!(s.compartment(t.id, ana.id).await.unwrap().len(), 1, "the edited version");
-    let readings = |from: Option<i64>, to: Option<i64>, limit: u32| {
+    let page = |from: Option<i64>, to: Option<i64>, limit: u32, after: Option<ReadingRef>| {
         let w = TimeWindow { from, to };
         async move {
-            let (batches, more) = s.patient_readings(t.id, ana.id, w, limit).await.unwrap();
+            let (batches, next) =
+                s.patient_readings(t.id, ana.id, w, limit, after.as_ref()).await.unwrap();
             let got: Vec<_> = batches.into_iter().map(|b| (b.batch.id, b.readings)).collect();
-            (got, more)
+            (got, next)
         }
     };
+    let readings = |from, to, limit| page(from, to, limit, None);
+    let at = |seq, n| Some(ReadingRef { device: da.into(), seq, n });
     // Newest first, each batch once with its current readings (not the edited one).
     assert_eq!(
         readings(None, None, 100).await,
-        (vec![(id(da, 2, 0), vec![0, 1]), (id(da, 1, 0), vec![1])], false)
+        (vec![(id(da, 2, 0), vec![0, 1]), (id(da, 1, 0), vec![1])], None)
     );
-    assert_eq!(readings(None, None, 2).await, (vec![(id(da, 2, 0), vec![0, 1])], true));
+    // A page ends at its last reading (2.0, measured before 2.1); the next carries on
+    // after it, and ends the readings.
+    assert_eq!(readings(None, None, 2).await, (vec![(id(da, 2, 0), vec![0, 1])], at(2, 0)));
+    assert_eq!(page(None, None, 2, at(2, 0)).await, (vec![(id(da, 1, 0), vec![1])], None));
+    assert_eq!(page(None, None, 1, at(2, 1)).await, (vec![(id(da, 2, 0), vec![0])], at(2, 0)));
+    // A reading that is not the patient's (or none at all) starts no page.
+    for after in [ReadingRef { device: db_.into(), seq: 1, n: 0 }, at(9, 0).unwrap()] {
+        let w = TimeWindow::default();
+        let r = s.patient_readings(t.id, ana.id, w, 2, Some(&after)).await;
+        assert!(matches!(r, Err(RepoError::NotFound)), "{after:?}");
+    }
     let t20 = T0.unix_millis() + 20 * minute;
-    assert_eq!(readings(Some(t20 + 1), None, 100).await, (vec![(id(da, 2, 0), vec![1])], false));
-    assert_eq!(readings(None, Some(t20), 100).await, (vec![(id(da, 1, 0), vec![1])], false));
+    assert_eq!(readings(Some(t20 + 1), None, 100).await, (vec![(id(da, 2, 0), vec![1])], None));
+    assert_eq!(readings(None, Some(t20), 100).await, (vec![(id(da, 1, 0), vec![1])], None));
     assert_eq!(readings(Some(t20), Some(t20 + 1), 100).await.0, vec![(id(da, 2, 0), vec![0])]);
 
     // Re-sealing sees each batch once and rewrites its body.
@@ -417,14 +431,14 @@ async fn readings_filed_before_numbered_rows_survive_the_upgrade(backend: Backen
     assert_eq!(search(&bo).await, vec![id(db_, 1, 0), id(db_, 1, 1)]);
     let r = s.current(t.id, "Observation", &id(da, 3, 1)).await.unwrap().unwrap();
     assert_eq!((r.patient, r.body), (Some(ana.id), vec![3, 3]));
-    let (batches, more) =
-        s.patient_readings(t.id, ana.id, TimeWindow::default(), 100).await.unwrap();
+    let (batches, next) =
+        s.patient_readings(t.id, ana.id, TimeWindow::default(), 100, None).await.unwrap();
     let got: Vec<_> = batches.into_iter().map(|b| (b.batch.id, b.readings)).collect();
     assert_eq!(
-        (got, more),
+        (got, next),
         (
             vec![(id(da, 3, 0), vec![0, 1]), (id(da, 2, 0), vec![0]), (id(da, 1, 0), vec![0, 1])],
-            false
+            None
         )
     );
 

@@ -277,7 +277,9 @@ async fn thresholds_alert_the_care_team_and_are_drawn(backend: DbBackend) {
     assert_eq!(send(&s, &b).await[0]["status"], "stored");
 
     let all =
-        fhir(&s, &dr, &format!("/fhir/Observation?patient={ana}&date=ge{}", &at(60)[..10])).await;
+        // From an hour ago to the minute (a date alone would take in the demo clinic's own
+        // measurements of a day ago during the first hour after midnight).
+        fhir(&s, &dr, &format!("/fhir/Observation?patient={ana}&date=ge{}", at(60))).await;
     let obs: Vec<&Value> =
         all["entry"].as_array().unwrap().iter().map(|e| &e["resource"]).collect();
     assert_eq!(obs.len(), 4, "SpO2, one BP panel, two heart rates: {all}");
@@ -450,19 +452,64 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
     let figure = mine.split("Oxygen saturation (SpO2), last 7 days").last().unwrap();
     assert!((7_200..7_230).contains(&measurements(figure)), "{figure}");
 
-    // FHIR: the whole record at once is refused as too costly, with what to do instead.
+    // FHIR: the whole record comes in pages. The first holds the Patient and the rest of
+    // the record, then the newest readings; each `next` link carries on after the last
+    // reading given, and every reading comes exactly once, logged as read once.
     let everything = format!("/fhir/Patient/{ana}/$everything");
-    let r = dr.get(s.url(&everything)).send().await.unwrap();
-    assert_eq!(r.status(), 400);
-    let oo: Value = r.json().await.unwrap();
-    assert_eq!(oo["issue"][0]["code"], "too-costly");
-    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("start and end"));
-    for bad in ["start=yesterday", "start=2026-02-30", "start=2026-12-02&end=2026-12-01"] {
+    let device_hex = device.replace('-', "");
+    let mine = |r: &Value| r["id"].as_str().unwrap().starts_with(&format!("d{device_hex}."));
+    let before = audit_size().await;
+    let mut url = format!("{everything}?_count=2000");
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = Vec::new();
+    loop {
+        let r = dr.get(s.url(&url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let bundle: Value = r.json().await.unwrap();
+        let entries = bundle["entry"].as_array().unwrap();
+        let patients = entries.iter().filter(|e| e["resource"]["resourceType"] == "Patient");
+        pages.push((entries.len(), patients.count(), bundle["total"].clone()));
+        for e in entries.iter().map(|e| &e["resource"]).filter(|r| mine(r)) {
+            assert!(seen.insert(e["id"].as_str().unwrap().to_owned()), "{} twice", e["id"]);
+        }
+        let next = bundle["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next");
+        let Some(next) = next else { break };
+        let next = next["url"].as_str().unwrap();
+        assert!(next.contains("_count=2000&_cursor=d"), "{next}");
+        url = next[next.find("/fhir/").unwrap()..].to_owned();
+    }
+    assert_eq!(seen.len(), 7_200, "every reading once");
+    // Page one: the Patient, the demo clinic's own resources of Ana's and 2,000 readings
+    // (hers from the demo too); then 2,000 a page; no total, as the record is paged.
+    assert_eq!(pages.len(), 4, "{pages:?}");
+    assert!(pages[0].0 > 2_000 && pages[0].1 == 1 && pages[0].2.is_null(), "{pages:?}");
+    assert!(pages[1..].iter().all(|p| p.1 == 0 && p.2.is_null()), "{pages:?}");
+    assert_eq!((pages[1].0, pages[2].0), (2_000, 2_000));
+    let logged = s.state.store.audit_entries(before, 20_000).await.unwrap();
+    let reads = logged
+        .iter()
+        .filter(|(e, _)| {
+            e.action == "read" && e.resource_id.starts_with(&format!("d{device_hex}."))
+        })
+        .count();
+    assert_eq!(reads, 7_200);
+    for bad in [
+        "start=yesterday",
+        "start=2026-02-30",
+        "start=2026-12-02&end=2026-12-01",
+        "_count=0",
+        "_count=lots",
+        "_cursor=nothing",
+        // A well-formed place that is no reading of Ana's.
+        "_cursor=d0191c3f26a4b7c3d8e9f00000000000a.1.0",
+    ] {
         let r = dr.get(s.url(&format!("{everything}?{bad}"))).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");
+        let oo: Value = r.json().await.unwrap();
+        assert_eq!(oo["resourceType"], "OperationOutcome", "{bad}");
     }
     // Someone who may not see vital signs learns nothing of them, not even that there are
-    // too many: the front desk's $everything holds none and is not refused.
+    // more: the front desk's $everything holds none and has no next page.
     let desk = s.signed_in(FRONT_DESK).await;
     let r = desk.get(s.url(&everything)).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -474,13 +521,13 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
             .iter()
             .all(|e| e["resource"]["resourceType"] != "Observation")
     );
+    assert!(theirs["link"].as_array().unwrap().iter().all(|l| l["relation"] != "next"));
     // From one reading's time on: exactly the readings since, each logged as read.
     let start = &readings[7_199 - 1_000].at;
     let before = audit_size().await;
     let r = dr.get(s.url(&format!("{everything}?start={start}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let bundle: Value = r.json().await.unwrap();
-    let device_hex = device.replace('-', "");
     let theirs: Vec<&Value> = bundle["entry"]
         .as_array()
         .unwrap()

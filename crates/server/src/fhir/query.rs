@@ -22,7 +22,7 @@ use telesafe_core::records::search::{self, Kind, parse_date_condition, query_val
 use telesafe_core::records::{
     ReadingBatch, ResourceRepository, SearchHit, StoredResource, StoredSearch, TimeWindow,
 };
-use telesafe_core::{PatientId, Timestamp};
+use telesafe_core::{PatientId, RepoError, Timestamp};
 
 use super::{FhirError, FhirResult, Session, Target, base, fhir_response};
 use crate::audit::Access;
@@ -455,17 +455,21 @@ pub(super) async fn search(
     Ok(fhir_response(StatusCode::OK, &bundle))
 }
 
-/// The most resources `$everything` returns in one bundle.
+/// The most ordinary resources (all but device readings) `$everything` returns: its first
+/// page holds them all. Device readings come in pages of at most this many.
 pub const MAX_EVERYTHING: usize = 5_000;
 
 /// What a record view is for, which decides how many device readings it may hold and
 /// how they are put on the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RecordFor {
-    /// A bundle (`$everything`): everything in it leaves the server, so each reading gets
-    /// its own `read` entry, and a view of more than [`MAX_EVERYTHING`] resources is
-    /// refused before anything is logged or opened.
-    Bundle,
+    /// A page of a bundle (`$everything`): everything in it leaves the server, so each
+    /// reading gets its own `read` entry. The first page (no `after`) holds the Patient
+    /// and the rest of the record (refused before anything is logged or opened if that is
+    /// more than [`MAX_EVERYTHING`] resources), then the newest `count` readings; each
+    /// page after holds the `count` readings after the reading `after` that ended the
+    /// page before.
+    Bundle { count: u32, after: Option<ReadingRef> },
     /// A chart: the newest `limit` readings in the window are drawn, not handed over,
     /// and logged as one `chart` entry naming the window. A monitored patient has
     /// thousands a day; one entry each would bury everything else in the log (and in the
@@ -485,6 +489,8 @@ pub(crate) struct RecordView {
     pub readings: Vec<ReadingBatch>,
     /// More readings lie in the window than the caller's limit (the oldest were left out).
     pub more_readings: bool,
+    /// Then, the last reading given: where the next page of a bundle starts after.
+    pub next: Option<ReadingRef>,
     /// Whether anything was shown only under a break-glass grant.
     pub emergency: bool,
 }
@@ -511,23 +517,24 @@ pub(crate) async fn patient_record(
     let Some(patient) = row.patient else {
         return Err(FhirError::internal("a Patient row without its patient"));
     };
-    let rows = s.state.store.compartment(s.tenant, patient).await?;
-    let too_costly = || {
-        FhirError::new(
+    // Pages after the first hold device readings only.
+    let rows = match &purpose_of_view {
+        RecordFor::Bundle { after: Some(_), .. } => Vec::new(),
+        _ => s.state.store.compartment(s.tenant, patient).await?,
+    };
+    if rows.len() > MAX_EVERYTHING {
+        return Err(FhirError::new(
             StatusCode::BAD_REQUEST,
             "too-costly",
             format!(
-                "this record holds more than {MAX_EVERYTHING} resources in the span asked for; \
-                 narrow it with start and end (dates of measurement), or search by type"
+                "this record holds more than {MAX_EVERYTHING} resources besides device \
+                 readings; search it by type instead"
             ),
-        )
-    };
-    if rows.len() > MAX_EVERYTHING {
-        return Err(too_costly());
+        ));
     }
-    let limit = match purpose_of_view {
-        RecordFor::Bundle => (MAX_EVERYTHING - rows.len()) as u32,
-        RecordFor::Chart { limit } => limit,
+    let (limit, after) = match &purpose_of_view {
+        RecordFor::Bundle { count, after } => (*count, after.as_ref()),
+        RecordFor::Chart { limit } => (*limit, None),
     };
     let mut shown: Vec<(StoredResource, Purpose)> = Vec::new();
     let mut cache: HashMap<(String, String, bool), Option<Purpose>> = HashMap::new();
@@ -559,13 +566,17 @@ pub(crate) async fn patient_record(
         restricted: false,
     };
     let readings_purpose = s.decide(Action::Read, &readings_target).await?;
-    let (readings, more_readings) = match readings_purpose {
-        Some(_) => s.state.store.patient_readings(s.tenant, patient, window, limit).await?,
-        None => (Vec::new(), false),
+    let (readings, next) = match readings_purpose {
+        Some(_) => {
+            match s.state.store.patient_readings(s.tenant, patient, window, limit, after).await {
+                Ok(found) => found,
+                Err(RepoError::NotFound) => return Err(bad_cursor()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Whoever may not see readings is not told that a page position names none.
+        None => (Vec::new(), None),
     };
-    if more_readings && purpose_of_view == RecordFor::Bundle {
-        return Err(too_costly());
-    }
     let mut accesses = vec![Access {
         action: "everything",
         resource_type: "Patient",
@@ -584,7 +595,7 @@ pub(crate) async fn patient_record(
     }));
     if let Some(p) = readings_purpose.filter(|_| !readings.is_empty()) {
         match purpose_of_view {
-            RecordFor::Bundle => {
+            RecordFor::Bundle { .. } => {
                 for b in &readings {
                     let Some(batch) = parse_reading_id(&b.batch.id) else { continue };
                     accesses.extend(b.readings.iter().filter_map(|&n| {
@@ -617,23 +628,66 @@ pub(crate) async fn patient_record(
     let emergency = purpose == Purpose::Emergency
         || shown.iter().any(|(_, p)| *p == Purpose::Emergency)
         || readings_purpose == Some(Purpose::Emergency);
-    Ok(RecordView { resources, readings, more_readings, emergency })
+    Ok(RecordView { resources, readings, more_readings: next.is_some(), next, emergency })
 }
 
 /// What a `chart` audit entry names: device readings drawn over a window of time.
 pub const CHART_ENTRY: &str = "device-readings";
 
-/// `start` and `end` of `$everything` (dates, inclusive) as a window of measurement
-/// times: they bound the device readings; the rest of the record is always included.
-fn everything_window(raw: &str) -> Result<TimeWindow, FhirError> {
-    let mut w = TimeWindow::default();
+/// A `$everything` request: `start` and `end` (dates, inclusive) as a window of
+/// measurement times, which bounds the device readings (the rest of the record is always
+/// included); `_count`, the most readings a page holds; and `_cursor`, the reading that
+/// ended the page before (set by the server in `next` links).
+#[derive(Debug)]
+struct EverythingQuery {
+    window: TimeWindow,
+    count: u32,
+    after: Option<ReadingRef>,
+    /// `start`, `end` and `_count` as given, for the bundle's links.
+    used: Vec<(String, String)>,
+}
+
+/// An unusable `_cursor`. The same whether it is malformed or names no reading of this
+/// record, so it tells nothing of other records.
+fn bad_cursor() -> FhirError {
+    FhirError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        "_cursor names no reading of this record; follow the bundle's next link as given",
+    )
+}
+
+fn everything_query(raw: &str) -> Result<EverythingQuery, FhirError> {
+    let mut q = EverythingQuery {
+        window: TimeWindow::default(),
+        count: MAX_EVERYTHING as u32,
+        after: None,
+        used: Vec::new(),
+    };
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|_| {
         FhirError::new(StatusCode::BAD_REQUEST, "invalid", "the query string is malformed")
     })?;
     for (k, v) in pairs {
         let side = match k.as_str() {
-            "start" => &mut w.from,
-            "end" => &mut w.to,
+            "start" => &mut q.window.from,
+            "end" => &mut q.window.to,
+            "_count" => {
+                match v.parse::<u32>() {
+                    // A server may return fewer than asked (3.1.1.5.6).
+                    Ok(n) if n > 0 => q.count = n.min(MAX_EVERYTHING as u32),
+                    _ => {
+                        return Err(FhirError::bad_request(
+                            "_count must be a whole number above 0",
+                        ));
+                    }
+                }
+                q.used.push((k, v));
+                continue;
+            }
+            "_cursor" => {
+                q.after = Some(parse_reading_id(&v).ok_or_else(bad_cursor)?);
+                continue;
+            }
             _ => continue,
         };
         let Some(r) = search::parse_date_range(&v) else {
@@ -644,18 +698,24 @@ fn everything_window(raw: &str) -> Result<TimeWindow, FhirError> {
             ));
         };
         *side = Some(if k == "start" { r.low } else { r.high.saturating_add(1) });
+        q.used.push((k, v));
     }
-    if let (Some(f), Some(t)) = (w.from, w.to)
+    if let (Some(f), Some(t)) = (q.window.from, q.window.to)
         && f >= t
     {
         return Err(FhirError::new(StatusCode::BAD_REQUEST, "invalid", "start is after end"));
     }
-    Ok(w)
+    Ok(q)
 }
 
+/// `Patient/$everything`, in pages when the patient's device readings do not fit in one:
+/// a `next` link carries on after the last reading given (keyset paging: however many
+/// readings are filed meanwhile, none comes twice).
 pub(super) async fn everything(s: &mut Session, id: &str, raw: &str) -> FhirResult {
-    let window = everything_window(raw)?;
-    let view = patient_record(s, id, window, RecordFor::Bundle).await?;
+    let q = everything_query(raw)?;
+    let paged = q.after.is_some();
+    let page = RecordFor::Bundle { count: q.count, after: q.after.clone() };
+    let view = patient_record(s, id, q.window, page).await?;
     let base = base(&s.state);
     let mut resources = view.resources;
     for b in &view.readings {
@@ -673,13 +733,33 @@ pub(super) async fn everything(s: &mut Session, id: &str, raw: &str) -> FhirResu
             json!({"fullUrl": url, "resource": r, "search": {"mode": "match"}})
         })
         .collect();
+    let link = |cursor: Option<&ReadingRef>| {
+        let mut pairs = q.used.clone();
+        if let Some(c) = cursor.and_then(|c| reading_id(&c.device, c.seq, c.n)) {
+            pairs.push(("_cursor".into(), c));
+        }
+        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        let sep = if query.is_empty() { "" } else { "?" };
+        format!("{base}/Patient/{id}/$everything{sep}{query}")
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(q.after.as_ref())})];
+    if let Some(next) = &view.next {
+        links.push(json!({"relation": "next", "url": link(Some(next))}));
+    }
     let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": entries.len(),
-        "link": [{"relation": "self", "url": format!("{base}/Patient/{id}/$everything")}],
+        "link": links,
         "entry": entries,
     });
+    // The total is known only when the whole record came in this one page.
+    if !paged
+        && view.next.is_none()
+        && let Some(m) = bundle.as_object_mut()
+    {
+        let n = m["entry"].as_array().map_or(0, Vec::len);
+        m.insert("total".into(), json!(n));
+    }
     if bundle["entry"].as_array().is_some_and(Vec::is_empty)
         && let Some(m) = bundle.as_object_mut()
     {

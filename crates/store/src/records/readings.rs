@@ -202,23 +202,46 @@ pub(super) async fn rows(
 /// Pairs of `(device, seq)` asked for in one statement when fetching batches' bodies.
 const BATCHES_PER_STATEMENT: usize = 300;
 
-/// The patient's current readings measured in `window`, newest first, at most `limit`,
-/// grouped by batch; and whether more matched. Two statements: the narrow rows (through
-/// the `(tenant, patient, time)` index), then each batch's sealed body once, however
-/// many of its readings matched.
+/// The patient's current readings measured in `window`, newest first, after `after` if
+/// given, at most `limit`, grouped by batch; and the last one given if more matched (see
+/// `ResourceRepository::patient_readings`). Two statements, three with `after`: where
+/// `after` lies, the narrow rows (through the `(device, time)` index), then each batch's
+/// sealed body once, however many of its readings matched.
 pub(super) async fn of_patient(
     tx: &mut Tx,
     tenant: TenantId,
     patient: PatientId,
     window: TimeWindow,
     limit: u32,
-) -> Result<(Vec<ReadingBatch>, bool), RepoError> {
+    after: Option<&ReadingRef>,
+) -> Result<(Vec<ReadingBatch>, Option<ReadingRef>), RepoError> {
     let mut binds = vec![Bind::Text(tenant.to_string()), Bind::Text(patient.to_string())];
     let mut sql = String::from(
         "SELECT d.id, o.seq, o.n FROM device_readings o JOIN devices d ON d.num = o.dev \
          WHERE o.tenant_id = $1 AND d.tenant_id = $1 AND d.patient_id = $2 \
            AND o.superseded = 0",
     );
+    if let Some(a) = after {
+        // Keyset paging: the readings after `a` in the order below. A reading filed
+        // since, measured earlier than `a`, still comes on a later page; none comes twice.
+        let seq = seq_i64(a.seq)?;
+        let at: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+            "SELECT o.low, o.dev FROM device_readings o JOIN devices d ON d.num = o.dev \
+             WHERE o.tenant_id = $1 AND d.tenant_id = $1 AND d.patient_id = $2 AND d.id = $3 \
+               AND o.seq = $4 AND o.n = $5")
+            .bind(tenant.to_string()).bind(patient.to_string()).bind(&a.device).bind(seq)
+            .bind(i64::from(a.n))
+            .fetch_optional(&mut **c).await)
+        .map_err(repo_err)?;
+        let (low, dev) = at.ok_or(RepoError::NotFound)?;
+        let first = binds.len() + 1;
+        binds.extend([Bind::Int(low), Bind::Int(dev), Bind::Int(seq), Bind::Int(i64::from(a.n))]);
+        let (l, d, s, n) = (first, first + 1, first + 2, first + 3);
+        sql.push_str(&format!(
+            " AND o.low <= ${l} AND (o.low < ${l} OR o.dev > ${d} \
+               OR (o.dev = ${d} AND (o.seq < ${s} OR (o.seq = ${s} AND o.n > ${n}))))"
+        ));
+    }
     if let Some(from) = window.from {
         binds.push(Bind::Int(from));
         sql.push_str(&format!(" AND o.low >= ${}", binds.len()));
@@ -235,6 +258,14 @@ pub(super) async fn of_patient(
     .map_err(repo_err)?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
+    let last = match rows.last() {
+        Some((device, seq, n)) if more => Some(ReadingRef {
+            device: device.clone(),
+            seq: u64::try_from(*seq).map_err(|_| corrupt("sequence number"))?,
+            n: u32::try_from(*n).map_err(|_| corrupt("reading index"))?,
+        }),
+        _ => None,
+    };
 
     // Each batch once, in the order of its newest matched reading.
     let mut order: Vec<(String, i64)> = Vec::new();
@@ -285,7 +316,7 @@ pub(super) async fn of_patient(
                 .into_resource(tenant)?;
         out.push(ReadingBatch { batch, readings });
     }
-    Ok((out, more))
+    Ok((out, last))
 }
 
 /// One row per stored batch of the patient's devices (quarantined ones too), named by
