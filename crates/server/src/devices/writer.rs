@@ -17,7 +17,10 @@ use crate::error::AppError;
 /// devices are shared out among [`PG_SHARDS`] tasks by a hash of their id, each writing
 /// its own rounds, so that one round's round trips and commit no longer hold up the next.
 /// A device always lands on the same task: its batches are still written one round after
-/// another, and no two concurrent rounds touch the same device's rows.
+/// another, and no two concurrent rounds touch the same device's rows. A request whose
+/// devices land on different tasks is written in as many transactions; if one fails the
+/// request fails, and the batches the others stored are answered as duplicates when the
+/// devices resend them (exactly once still holds, all-or-nothing per request does not).
 #[derive(Clone)]
 pub struct DeviceWriter {
     shards: Vec<tokio::sync::mpsc::Sender<WriteJob>>,
