@@ -34,6 +34,7 @@ pub(crate) use caches::{device_unprovable, forget_model, key_is_sound};
 use care::alert_aad;
 pub(crate) use care::{open_alert, set_thresholds, thresholds};
 pub use writer::DeviceWriter;
+pub(crate) use writer::spread;
 
 use crate::audit::{Access, Actor, record_as, record_each};
 use crate::error::AppError;

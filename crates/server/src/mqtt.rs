@@ -108,8 +108,7 @@ fn topic_parts<'t>(root: &str, topic: &'t str) -> Option<(&'t str, &'t str)> {
 /// The lane of a topic's device (the whole topic stands in for it: one device, one
 /// telemetry topic).
 fn lane(topic: &str) -> usize {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    (BuildHasherDefault::<DefaultHasher>::default().hash_one(topic) % LANES as u64) as usize
+    crate::devices::spread(topic, LANES)
 }
 
 /// One lane: takes whatever messages are waiting (at least one, at most `MAX_GROUP`)

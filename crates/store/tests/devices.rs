@@ -43,6 +43,23 @@ fn device(t: &Tenant, id: &str, p: &Patient) -> telesafe_core::devices::Device {
     }
 }
 
+/// A clinic with patients 1 (Ana) and 2 (Bo) and a device model "ox" measuring `measures`.
+async fn clinic(
+    s: &telesafe_store::Store,
+    measures: &[(&str, &str)],
+) -> (Tenant, Patient, Patient) {
+    use telesafe_core::devices::{DeviceModel, DeviceRepository};
+    let t = tenant("clinic");
+    s.create_tenant(&t).await.unwrap();
+    let (ana, bo) = (patient(&t, 1), patient(&t, 2));
+    s.create_patient(&ana).await.unwrap();
+    s.create_patient(&bo).await.unwrap();
+    let measures = measures.iter().map(|(c, u)| ((*c).into(), (*u).into())).collect();
+    let m = DeviceModel::new(t.id, "ox", "Acme", "Ox", measures, "2.0", vec![], T0).unwrap();
+    s.create_model(&m).await.unwrap();
+    (t, ana, bo)
+}
+
 async fn device_batches_are_stored_exactly_once_in_any_order(db: TestDatabase) {
     use telesafe_core::devices::*;
     let s = &db.store;
@@ -109,15 +126,7 @@ async fn device_readings_are_observations_served_from_their_batch(db: TestDataba
     use telesafe_core::records::search::parse_date_condition;
     use telesafe_core::records::{ResourceRepository, StoredResource, StoredSearch, TimeWindow};
     let s = &db.store;
-    let t = tenant("clinic");
-    s.create_tenant(&t).await.unwrap();
-    let patient = |n| patient(&t, n);
-    let (ana, bo) = (patient(1), patient(2));
-    s.create_patient(&ana).await.unwrap();
-    s.create_patient(&bo).await.unwrap();
-    let measures = vec![("8867-4".into(), "/min".into()), ("59408-5".into(), "%".into())];
-    let m = DeviceModel::new(t.id, "ox", "Acme", "Ox", measures, "2.0", vec![], T0).unwrap();
-    s.create_model(&m).await.unwrap();
+    let (t, ana, bo) = clinic(s, &[("8867-4", "/min"), ("59408-5", "%")]).await;
     let device = |id: &str, p: &Patient| device(&t, id, p);
     let (da, db_) =
         ("0191c3f2-6a4b-7c3d-8e9f-00000000000a", "0191c3f2-6a4b-7c3d-8e9f-00000000000b");
@@ -359,15 +368,7 @@ async fn readings_filed_before_numbered_rows_survive_the_upgrade(backend: Backen
         Err(e) => panic!("{} test database: {e}", backend.as_str()),
     };
     let s = &db.store;
-    let t = tenant("clinic");
-    s.create_tenant(&t).await.unwrap();
-    let patient = |n| patient(&t, n);
-    let (ana, bo) = (patient(1), patient(2));
-    s.create_patient(&ana).await.unwrap();
-    s.create_patient(&bo).await.unwrap();
-    let measures = vec![("8867-4".into(), "/min".into())];
-    let m = DeviceModel::new(t.id, "ox", "Acme", "Ox", measures, "2.0", vec![], T0).unwrap();
-    s.create_model(&m).await.unwrap();
+    let (t, ana, bo) = clinic(s, &[("8867-4", "/min")]).await;
     let device = |id: &str, p: &Patient| device(&t, id, p);
     let (da, db_, dc) = (
         "0191c3f2-6a4b-7c3d-8e9f-00000000000a",

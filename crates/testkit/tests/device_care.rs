@@ -485,13 +485,7 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
     assert!(pages[0].0 > 2_000 && pages[0].1 == 1 && pages[0].2.is_null(), "{pages:?}");
     assert!(pages[1..].iter().all(|p| p.1 == 0 && p.2.is_null()), "{pages:?}");
     assert_eq!((pages[1].0, pages[2].0), (2_000, 2_000));
-    let logged = s.state.store.audit_entries(before, 20_000).await.unwrap();
-    let reads = logged
-        .iter()
-        .filter(|(e, _)| {
-            e.action == "read" && e.resource_id.starts_with(&format!("d{device_hex}."))
-        })
-        .count();
+    let reads = reads_of(&s, before, 20_000, &device_hex).await;
     assert_eq!(reads, 7_200);
     for bad in [
         "start=yesterday",
@@ -541,13 +535,7 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
         theirs.iter().map(|o| o["effectiveDateTime"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] > w[1]), "newest first");
     assert_eq!(bundle["entry"][0]["resource"]["resourceType"], "Patient");
-    let logged = s.state.store.audit_entries(before, 5_000).await.unwrap();
-    let reads = logged
-        .iter()
-        .filter(|(e, _)| {
-            e.action == "read" && e.resource_id.starts_with(&format!("d{device_hex}."))
-        })
-        .count();
+    let reads = reads_of(&s, before, 5_000, &device_hex).await;
     assert_eq!(reads, 1_001);
 
     // Erased: her readings answer 410 like the rest of her record, to whoever may see
@@ -558,6 +546,14 @@ async fn weeks_of_readings_are_charted_by_span_and_exported_by_window(backend: D
     s.state.store.shred_patient(tenant, ana, s.state.clock.now()).await.unwrap();
     assert_eq!(dr.get(s.url(&reading)).send().await.unwrap().status(), 410);
     assert_eq!(desk.get(s.url(&reading)).send().await.unwrap().status(), 404);
+}
+
+/// How many of the `n` audit entries from `from` on are reads of the device's readings.
+async fn reads_of(s: &TestServer, from: u64, n: u32, device_hex: &str) -> usize {
+    use telesafe_core::audit::AuditRepository;
+    let logged = s.state.store.audit_entries(from, n).await.unwrap();
+    let theirs = format!("d{device_hex}.");
+    logged.iter().filter(|(e, _)| e.action == "read" && e.resource_id.starts_with(&theirs)).count()
 }
 
 /// How many measurements a chart's description counts.

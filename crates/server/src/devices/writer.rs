@@ -53,13 +53,6 @@ impl DeviceWriter {
         Self { shards: (0..shards).map(|_| spawn_shard(store.clone())).collect() }
     }
 
-    /// The task that writes `device`'s batches.
-    fn shard_of(&self, device: &str) -> usize {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(device);
-        (hash % self.shards.len() as u64) as usize
-    }
-
     /// Stores `batches` (each `true` if stored now, `false` if a duplicate).
     pub async fn write(&self, batches: Vec<FiledBatch>) -> Result<Vec<bool>, AppError> {
         if batches.is_empty() {
@@ -71,7 +64,7 @@ impl DeviceWriter {
             (0..self.shards.len()).map(|_| Default::default()).collect();
         let total = batches.len();
         for (i, b) in batches.into_iter().enumerate() {
-            let share = &mut shares[self.shard_of(&b.batch.device_id)];
+            let share = &mut shares[spread(&b.batch.device_id, self.shards.len())];
             share.0.push(i);
             share.1.push(b);
         }
@@ -95,6 +88,13 @@ impl DeviceWriter {
         }
         Ok(out)
     }
+}
+
+/// Which of `n` workers `key` (a device id or topic) always goes to: the same for the
+/// same key within a process, so one device's work stays in order.
+pub(crate) fn spread(key: &str, n: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % n as u64) as usize
 }
 
 /// One writer task: takes whatever jobs are waiting (up to [`GROUP_MAX`] batches) and

@@ -487,9 +487,8 @@ pub(crate) struct RecordView {
     pub resources: Vec<serde_json::Value>,
     /// The device readings measured in the window the caller asked for, newest first.
     pub readings: Vec<ReadingBatch>,
-    /// More readings lie in the window than the caller's limit (the oldest were left out).
-    pub more_readings: bool,
-    /// Then, the last reading given: where the next page of a bundle starts after.
+    /// When more readings lie in the window than the caller's limit (the oldest were left
+    /// out), the last reading given: where the next page of a bundle starts after.
     pub next: Option<ReadingRef>,
     /// Whether anything was shown only under a break-glass grant.
     pub emergency: bool,
@@ -628,7 +627,7 @@ pub(crate) async fn patient_record(
     let emergency = purpose == Purpose::Emergency
         || shown.iter().any(|(_, p)| *p == Purpose::Emergency)
         || readings_purpose == Some(Purpose::Emergency);
-    Ok(RecordView { resources, readings, more_readings: next.is_some(), next, emergency })
+    Ok(RecordView { resources, readings, next, emergency })
 }
 
 /// What a `chart` audit entry names: device readings drawn over a window of time.

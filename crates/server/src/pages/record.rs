@@ -238,7 +238,7 @@ pub(crate) async fn summarise(
 ) -> Result<Summary, FhirError> {
     let mut out = Summary {
         span_words: span.words,
-        more_readings: view.more_readings,
+        more_readings: view.next.is_some(),
         spans: SPANS.iter().map(|&s| SpanLink { span: s, current: s == span }).collect(),
         ..Summary::default()
     };

@@ -458,7 +458,7 @@ pub(crate) async fn insert_tx(
                 .get(*device)
                 .ok_or_else(|| RepoError::Backend("a reading of an unknown device".into()))?;
             // The row holds no patient: the device's must be the reading's.
-            if *patient != r.patient.to_string() {
+            if *patient != r.patient {
                 return Err(RepoError::Backend(
                     "a reading filed for another patient than its device's".into(),
                 ));
@@ -503,7 +503,7 @@ async fn numbers<'d>(
     tx: &mut Tx,
     tenant: TenantId,
     devices: impl Iterator<Item = &'d str>,
-) -> Result<std::collections::HashMap<String, (i64, String)>, RepoError> {
+) -> Result<std::collections::HashMap<String, (i64, PatientId)>, RepoError> {
     let mut ids: Vec<&str> = devices.collect();
     ids.sort_unstable();
     ids.dedup();
@@ -521,7 +521,9 @@ async fn numbers<'d>(
             q.fetch_all(&mut **c).await
         })
         .map_err(repo_err)?;
-        out.extend(rows.into_iter().map(|(id, num, patient)| (id, (num, patient))));
+        for (id, num, patient) in rows {
+            out.insert(id, (num, patient.parse().map_err(|_| corrupt("patient id"))?));
+        }
     }
     Ok(out)
 }
