@@ -4,7 +4,9 @@
 //!   100 batches per request (all signed before the clock starts, so the figure is the
 //!   server's), against `/healthz` requests per second on the same TLS stack;
 //! - MQTT: Telesafe's acknowledged batches per second through the broker, against the
-//!   broker's raw rate (QoS 1 publish to a subscriber) measured in the same run.
+//!   broker's raw rate (QoS 1 publishes acknowledged by it) measured in the same run;
+//! - where the MQTT phase's CPU goes: Telesafe's, the simulated devices' and a local
+//!   broker's CPU per message, against what the cores allow at the target rate.
 //!
 //! Exactly once is checked, not assumed: every acknowledgement must say `stored`, and the
 //! devices' last sequence numbers and stored batch counts must match what was sent.
@@ -24,6 +26,7 @@ use telesafe_device::simulate::{Kind, Vitals};
 use telesafe_proto::telemetry::{Batch, SignedBatch, signing_message};
 
 use crate::bench::{BenchServer, machine, write_between};
+use crate::cpu::{Snapshot, Spent};
 use crate::simulate::{enrolment_code, ensure_models, protocol_time};
 
 const START: &str = "<!-- bench:devices:start -->";
@@ -223,18 +226,28 @@ impl Bencher {
 
     /// Publishes every sender's batches over MQTT and waits for every acknowledgement,
     /// each device keeping `window` batches in flight (the SDK's default if `None`).
+    ///
+    /// The devices run on a runtime of their own, whose threads are named
+    /// [`DEVICE_THREADS`], so that the CPU they spend can be told from the server's.
     async fn mqtt(
         &self,
         senders: Vec<Sender>,
         broker: &str,
         window: Option<usize>,
-    ) -> anyhow::Result<f64> {
+    ) -> anyhow::Result<(f64, Spent)> {
         let root = self.b.state.config.mqtt.topic_root.clone();
+        let devices = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(DEVICE_THREADS)
+            .enable_all()
+            .build()?;
+        let port = local_port(broker);
+        let before = Snapshot::take(port);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for s in senders {
             let (broker, root) = (broker.to_owned(), root.clone());
-            tasks.push(tokio::spawn(async move {
+            tasks.push(devices.spawn(async move {
                 let mut t = telesafe_device::Mqtt::connect(
                     &broker,
                     &root,
@@ -263,8 +276,57 @@ impl Bencher {
         for t in tasks {
             total += t.await??;
         }
-        Ok(total as f64 / started.elapsed().as_secs_f64())
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        let spent = Snapshot::take(port).since(&before);
+        devices.shutdown_background();
+        Ok((rate, spent))
     }
+}
+
+/// The name of the simulated devices' threads in the MQTT phase.
+const DEVICE_THREADS: &str = "bench-device";
+
+/// The broker's port if it runs on this machine (its CPU can then be read).
+fn local_port(broker: &str) -> Option<u16> {
+    let (host, port) = broker.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    matches!(host, "127.0.0.1" | "localhost" | "::1").then(|| port.parse().ok()).flatten()
+}
+
+/// The CPU rows for the MQTT phase: microseconds of CPU per acknowledged message for the
+/// server (every thread of this process but the devices'), the simulated devices and the
+/// broker, against what the machine's cores allow per message at the target rate.
+fn cpu_rows(spent: &Spent, rate: f64, messages: usize, target: f64) -> String {
+    let per = |secs: f64| secs * 1e6 / messages.max(1) as f64;
+    let devices = spent.threads.get(DEVICE_THREADS).copied().unwrap_or(0.0);
+    let server: f64 = spent.threads.values().sum::<f64>() - devices;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let budget = cores * 1e6 / target;
+    let mut t = format!(
+        "| baseline: CPU the machine's {cores:.0} cores allow per message at {target:.0} msg/s | {budget:.1} µs/msg | 1.00 | |\n"
+    );
+    let mut row = |what: &str, us: f64| {
+        t.push_str(&format!("| {what} | {us:.1} µs/msg | {:.2} | |\n", us / budget));
+    };
+    row("CPU per MQTT message: Telesafe (verify, file, audit, acknowledge)", per(server));
+    row(
+        "CPU per MQTT message: the simulated devices (publish, check acknowledgements)",
+        per(devices),
+    );
+    if let Some(b) = spent.broker {
+        row("CPU per MQTT message: the broker (Mosquitto, two hops)", per(b));
+    }
+    if spent.machine_all > 0.0 {
+        let busy = spent.machine_busy / spent.machine_all;
+        row(
+            &format!(
+                "CPU per MQTT message: the whole machine, {:.0} % busy at {rate:.0} msg/s",
+                busy * 100.0
+            ),
+            per(spent.machine_busy),
+        );
+    }
+    t
 }
 
 impl Bencher {
@@ -468,13 +530,13 @@ pub async fn run(args: DeviceBenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(broker) = &args.broker {
         let raw = raw_broker(broker, args.devices, args.messages, 300).await?;
         let senders = bench.devices(args.devices, args.messages, 1).await?;
-        let old = bench.mqtt(senders, broker, Some(OLD_WINDOW)).await?;
+        let (old, _) = bench.mqtt(senders, broker, Some(OLD_WINDOW)).await?;
         let before = groups_so_far(&bench.b.state.metrics.encode()?);
         let senders = bench.devices(args.devices, args.messages, 1).await?;
-        let rate = bench.mqtt(senders, broker, None).await?;
+        let (rate, spent) = bench.mqtt(senders, broker, None).await?;
         let after = groups_so_far(&bench.b.state.metrics.encode()?);
         let group = (after.0 - before.0) / (after.1 - before.1).max(1.0);
-        mqtt_rows = Some((raw, old, rate, group));
+        mqtt_rows = Some((raw, old, rate, group, spent));
     }
     bench.b.stop().await;
 
@@ -510,7 +572,7 @@ pub async fn run(args: DeviceBenchArgs) -> anyhow::Result<ExitCode> {
         args.batches,
         batched_us / single_us.max(f64::MIN_POSITIVE),
     ));
-    if let Some((raw, old, rate, group)) = mqtt_rows {
+    if let Some((raw, old, rate, group, spent)) = mqtt_rows {
         t.push_str(&format!("| baseline: broker raw, QoS 1 publishes acknowledged by Mosquitto, 300 B | {raw:.0} msg/s | 1.00 | |\n"));
         t.push_str(&format!(
             "| MQTT: signed batches (1 reading) stored once and acknowledged (mean group {group:.1} messages) | {rate:.0} msg/s | {:.2} | 30,000 msg/s |\n",
@@ -520,6 +582,7 @@ pub async fn run(args: DeviceBenchArgs) -> anyhow::Result<ExitCode> {
             "| the same, each device keeping at most {OLD_WINDOW} batches in flight (the SDK's window before 2026-12-06) | {old:.0} msg/s | {:.2} | |\n",
             old / raw.max(f64::MIN_POSITIVE)
         ));
+        t.push_str(&cpu_rows(&spent, rate, args.devices * args.messages, 30_000.0));
     }
     if let Some((base_ms, chart_ms, readings, bytes)) = chart {
         t.push_str(&format!(

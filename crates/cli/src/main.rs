@@ -10,6 +10,7 @@ mod audit;
 mod bench;
 mod bench_devices;
 mod bench_visits;
+mod cpu;
 mod demo;
 mod devices;
 mod init;
