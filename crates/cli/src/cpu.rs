@@ -128,14 +128,26 @@ fn listener(port: u16) -> Option<u32> {
     if inodes.is_empty() {
         return None;
     }
+    holder(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()), None)
+}
+
+/// The first process (other than `except`) holding an open file whose link in
+/// `/proc/<pid>/fd` satisfies `matches` (a path, or `socket:[inode]`).
+pub(crate) fn holder(
+    matches: impl Fn(&std::path::Path) -> bool,
+    except: Option<u32>,
+) -> Option<u32> {
     for p in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
+        if Some(pid) == except {
+            continue;
+        }
         let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
         for fd in fds.flatten() {
             if let Ok(target) = std::fs::read_link(fd.path())
-                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
+                && matches(&target)
             {
                 return Some(pid);
             }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod audit;
+mod backup;
 mod bench;
 mod bench_devices;
 mod bench_visits;
@@ -70,6 +71,9 @@ enum Command {
     /// Verify the tamper-evident audit log; export its signed heads.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Encrypted, verified backups of the database, and restoring one.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Rotate the keys under the encrypted record.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -197,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Client(cmd) => admin::client(cmd).await,
         Command::Operator(cmd) => admin::operator(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Backup(cmd) => backup::run(cmd).await,
         Command::Keys(cmd) => keys::keys(cmd).await,
         Command::Patient(cmd) => keys::patient(cmd).await,
         Command::Bench(args) => bench::run(args).await,

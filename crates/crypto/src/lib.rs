@@ -8,6 +8,7 @@
 pub mod keys;
 pub mod password;
 pub mod sign;
+pub mod stream;
 
 pub mod token;
 

@@ -10,6 +10,7 @@
 
 mod access;
 mod audit;
+mod backup;
 mod clients;
 mod devices;
 mod identity;
@@ -208,7 +209,7 @@ impl Store {
         self.sqlite_path.as_deref()
     }
 
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+    pub(crate) fn migrator(&self) -> &'static sqlx::migrate::Migrator {
         match self.pool {
             Pool::Sqlite(_) => &SQLITE_MIGRATIONS,
             Pool::Postgres(_) => &POSTGRES_MIGRATIONS,

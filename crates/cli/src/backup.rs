@@ -1,0 +1,497 @@
+//! `telesafe backup`: encrypted, verified backups of an installation's database, and
+//! restoring one (the answer to ransomware and lost disks in the threat model).
+//!
+//! A backup file is a line `TELESAFE-BACKUP 1`, a line of JSON (the [`Header`]: when, what
+//! schema, how many audit entries, and the salt and nonce prefix it was sealed with), then
+//! the database copy sealed with AES-256-GCM in the STREAM construction
+//! ([`telesafe_crypto::stream`]), every chunk authenticating those two lines. The key is
+//! derived from the installation's root key (version 1, which every rotation keeps) and the
+//! backup's own random salt, so a backup opens only where that root key is, and a file cut
+//! short, edited or spliced anywhere fails to open. Nothing in it is readable without the
+//! key, not even that it holds an SQLite database.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use telesafe_core::audit::{self, AuditRepository};
+use telesafe_core::identity::TenantRepository;
+use telesafe_core::records::keys::KeyRepository;
+use telesafe_core::{Clock, SystemClock};
+use telesafe_crypto::keys::SecretKey;
+use telesafe_crypto::stream::{self, NONCE_PREFIX_LEN};
+use telesafe_server::config::Config;
+use telesafe_store::Store;
+
+use crate::Overrides;
+use crate::keys::{Opened, log};
+
+const MAGIC: &[u8] = b"TELESAFE-BACKUP 1\n";
+/// The longest header line accepted (a real one is about 400 bytes).
+const MAX_HEADER: usize = 4096;
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Take a backup while servers run: a consistent copy of the database, sealed under a
+    /// key derived from the root key, written (mode 0600) to --out or to
+    /// <data dir>/backups/telesafe-<time>.tsbackup. Logged in the audit log first.
+    Create {
+        /// Where to write the backup (a new file).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Check a backup without changing anything: every chunk authenticates under this
+    /// installation's root key, the database inside passes SQLite's integrity check, and
+    /// its audit log verifies (every entry's hash, every signed head). Exits 1 if not.
+    Verify {
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Replace this installation's database with a verified backup's. Patients erased in
+    /// the current database stay erased (its tombstones are applied again); the replaced
+    /// file is kept beside it. Stop every server using the database first.
+    Restore {
+        file: PathBuf,
+        /// Confirm: everything written since the backup was taken is set aside.
+        #[arg(long)]
+        yes: bool,
+        /// Restore even though the current database cannot be read, so patients erased
+        /// since the backup cannot be erased again from its tombstones.
+        #[arg(long)]
+        current_unreadable: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+/// The second line of a backup file. It holds no patient data and no secret.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    created_at: String,
+    backend: String,
+    /// The newest migration the database had.
+    schema: i64,
+    telesafe: String,
+    /// Entries in the audit log of the copy.
+    audit_entries: u64,
+    /// What the key derives from.
+    sealed_with: String,
+    salt: String,
+    nonce_prefix: String,
+}
+
+const SEALED_WITH: &str = "hkdf-sha256(root key v1, telesafe/v1/backup/<salt>)";
+
+impl Header {
+    fn key(&self, root: &SecretKey) -> SecretKey {
+        root.derive(&format!("telesafe/v1/backup/{}", self.salt))
+    }
+
+    fn nonce_prefix(&self) -> anyhow::Result<[u8; NONCE_PREFIX_LEN]> {
+        hex::decode(&self.nonce_prefix)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .context("the backup's header is damaged (nonce prefix)")
+    }
+}
+
+pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BackupCommand::Create { out, overrides } => create(out, &overrides).await,
+        BackupCommand::Verify { file, json, overrides } => {
+            let cfg = overrides.load()?;
+            let root = root_key(&cfg)?;
+            let work = tempfile::Builder::new().prefix("telesafe-verify-").tempdir()?;
+            match unseal_and_check(&file, &root, work.path(), !json).await {
+                Ok((header, report)) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": true, "created_at": header.created_at,
+                                "schema": header.schema, "bytes": report.bytes,
+                                "audit_entries": report.entries, "signed_heads": report.heads})
+                        );
+                    } else {
+                        println!(
+                            "The backup verifies: taken {}, schema {}, {} MiB; every chunk authenticates, the database is sound, and its audit log's {} entries and {} signed heads verify.",
+                            header.created_at,
+                            header.schema,
+                            report.bytes.div_ceil(1 << 20),
+                            report.entries,
+                            report.heads
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "problem": format!("{e:#}")})
+                        );
+                    } else {
+                        eprintln!("THE BACKUP DOES NOT VERIFY: {e:#}");
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        BackupCommand::Restore { file, yes, current_unreadable, overrides } => {
+            if !yes {
+                bail!(
+                    "restoring sets aside everything written since the backup was taken; add --yes to confirm"
+                );
+            }
+            restore(&file, current_unreadable, &overrides).await
+        }
+    }
+}
+
+/// The root key, refusing to make one: a backup sealed or opened under a new key would be
+/// useless.
+fn root_key(cfg: &Config) -> anyhow::Result<SecretKey> {
+    if std::env::var(telesafe_server::keys::ROOT_KEY_ENV).is_err() && !cfg.root_key_path().exists()
+    {
+        bail!(
+            "no root key at {} (and {} is not set): backups are sealed under the root key, so restore it from its own backup first",
+            cfg.root_key_path().display(),
+            telesafe_server::keys::ROOT_KEY_ENV
+        );
+    }
+    Ok(telesafe_server::keys::load_root_key(cfg)?.0)
+}
+
+/// The SQLite file a configuration names, or an error for PostgreSQL.
+fn sqlite_file(cfg: &Config) -> anyhow::Result<PathBuf> {
+    let url = cfg.database_url();
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        bail!(
+            "this installation runs on PostgreSQL: back it up with PostgreSQL's own tools (pg_dump or pgBackRest, encrypted at rest), as docs/operations.md describes; telesafe backup covers the embedded SQLite database"
+        );
+    };
+    Ok(PathBuf::from(rest.split('?').next().unwrap_or(rest)))
+}
+
+fn bytes_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+async fn create(out: Option<PathBuf>, o: &Overrides) -> anyhow::Result<ExitCode> {
+    let cfg = o.load()?;
+    sqlite_file(&cfg)?;
+    let opened = crate::keys::open(o).await?;
+    let now = SystemClock.now();
+    let stamp = now.to_rfc3339().replace([':', '-'], "");
+    let out = out.unwrap_or_else(|| {
+        cfg.data_dir
+            .join("backups")
+            .join(format!("telesafe-{}.tsbackup", stamp.trim_end_matches('Z')))
+    });
+    if out.exists() {
+        bail!("{} exists already; a backup never overwrites a file", out.display());
+    }
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Logged first, in every organisation's log: a copy of everything was taken.
+    for t in opened.store.list_tenants().await? {
+        log(&opened, t.id, "backup", None).await?;
+    }
+    let work = tempfile::Builder::new().prefix(".telesafe-backup-").tempdir_in(dir)?;
+    let copy = work.path().join("telesafe.db");
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message("taking a consistent copy of the database ...");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    opened.store.snapshot_into(&copy).await.context("copying the database")?;
+    let snap = Store::connect(&format!("sqlite://{}", copy.display()), 1).await?;
+    let (schema, entries) = (snap.schema_version().await?, snap.audit_size().await?);
+    snap.close().await;
+    spinner.finish_and_clear();
+
+    let mut salt = [0u8; 32];
+    let mut prefix = [0u8; NONCE_PREFIX_LEN];
+    telesafe_crypto::fill_random(&mut salt)?;
+    telesafe_crypto::fill_random(&mut prefix)?;
+    let header = Header {
+        format: 1,
+        created_at: now.to_rfc3339(),
+        backend: "sqlite".into(),
+        schema,
+        telesafe: env!("CARGO_PKG_VERSION").into(),
+        audit_entries: entries,
+        sealed_with: SEALED_WITH.into(),
+        salt: hex::encode(salt),
+        nonce_prefix: hex::encode(prefix),
+    };
+    let key = header.key(&opened.root);
+    let mut top = MAGIC.to_vec();
+    top.extend_from_slice(serde_json::to_string(&header)?.as_bytes());
+    top.push(b'\n');
+    // Written under a temporary name and renamed when whole: a file with the final name
+    // is always a complete backup.
+    let partial = out.with_extension("tsbackup.partial");
+    let len = std::fs::metadata(&copy)?.len();
+    let bar = bytes_bar(len, "sealing");
+    let sealed = {
+        let (copy, partial, bar) = (copy.clone(), partial.clone(), bar.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            let mut w = BufWriter::new(f);
+            w.write_all(&top)?;
+            let input = BufReader::new(File::open(&copy)?);
+            stream::seal(&key, &prefix, &top, input, &mut w, |n| bar.set_position(n))?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            Ok(())
+        })
+        .await?
+    };
+    bar.finish_and_clear();
+    if let Err(e) = sealed {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, &out)?;
+    File::open(dir)?.sync_all()?;
+    let size = std::fs::metadata(&out)?.len();
+    println!(
+        "Backup written: {} ({} MiB; schema {schema}; {entries} audit entries).\nIt opens only with this installation's root key ({}): keep the two in separate places, one of them offline, and check the backup with `telesafe backup verify`.",
+        out.display(),
+        size.div_ceil(1 << 20),
+        cfg.root_key_path().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What checking an unsealed copy found.
+struct Report {
+    bytes: u64,
+    entries: u64,
+    heads: u64,
+}
+
+/// Reads a backup's header; the bytes read are what every chunk authenticates.
+fn read_header(r: &mut impl Read) -> anyhow::Result<(Header, Vec<u8>)> {
+    let mut magic = vec![0u8; MAGIC.len()];
+    if r.read_exact(&mut magic).is_err() || magic != MAGIC {
+        bail!("this is not a Telesafe backup (or not one of a format this version reads)");
+    }
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if r.read(&mut byte)? == 0 || line.len() > MAX_HEADER {
+            bail!("the backup's header is damaged");
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    let header: Header = serde_json::from_slice(&line).context("the backup's header is damaged")?;
+    if header.format != 1 || header.backend != "sqlite" || header.sealed_with != SEALED_WITH {
+        bail!("this backup was written in a form this version does not read");
+    }
+    let mut top = magic;
+    top.extend_from_slice(&line);
+    top.push(b'\n');
+    Ok((header, top))
+}
+
+/// Unseals `file` into `work/telesafe.db` and checks it: every chunk, SQLite's integrity
+/// check, the schema, and the audit log (with the head key derived from `root`).
+async fn unseal_and_check(
+    file: &Path,
+    root: &SecretKey,
+    work: &Path,
+    show: bool,
+) -> anyhow::Result<(Header, Report)> {
+    let db = work.join("telesafe.db");
+    let head_key = telesafe_server::keys::audit_signer(root)?.public_key().to_vec();
+    let (file, target, root) = (file.to_owned(), db.clone(), root.clone());
+    let (header, bytes) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Header, u64)> {
+        let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+        let len = f.metadata()?.len();
+        let mut r = BufReader::new(f);
+        let (header, top) = read_header(&mut r)?;
+        let bar = if show { bytes_bar(len, "unsealing") } else { ProgressBar::hidden() };
+        let out =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target)?;
+        let mut w = BufWriter::new(out);
+        let key = header.key(&root);
+        let n = stream::open(&key, &header.nonce_prefix()?, &top, r, &mut w, |n| {
+            bar.set_position(n + top.len() as u64)
+        })
+        .map_err(|e| match e {
+            stream::StreamError::Corrupt { chunk: 0 } => anyhow::anyhow!(
+                "{e} (if the file is whole, it was sealed under another installation's root key)"
+            ),
+            e => e.into(),
+        })?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        bar.finish_and_clear();
+        Ok((header, n))
+    })
+    .await??;
+    // Opened without migrating: the copy must be checked as it was taken.
+    let store = Store::connect(&format!("sqlite://{}", db.display()), 1).await?;
+    let problems = store.integrity_problems().await?;
+    if !problems.is_empty() {
+        bail!("the database inside fails SQLite's integrity check: {}", problems.join("; "));
+    }
+    let schema = store.schema_version().await?;
+    if schema != header.schema {
+        bail!(
+            "the database inside is at schema {schema}, not the {} its header names",
+            header.schema
+        );
+    }
+    if schema > store.latest_schema_version() {
+        bail!(
+            "the backup was taken by a newer Telesafe (schema {schema}; this one knows {}): restore it with that version",
+            store.latest_schema_version()
+        );
+    }
+    let bar = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    let verified = audit::verify(&store, &head_key, &[], |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await;
+    bar.finish_and_clear();
+    store.close().await;
+    let v = verified.map_err(|e| anyhow::anyhow!("the backup's audit log does not verify: {e}"))?;
+    if v.entries != header.audit_entries {
+        bail!(
+            "the backup's audit log holds {} entries, not the {} its header names",
+            v.entries,
+            header.audit_entries
+        );
+    }
+    Ok((header, Report { bytes, entries: v.entries, heads: v.heads }))
+}
+
+async fn restore(file: &Path, current_unreadable: bool, o: &Overrides) -> anyhow::Result<ExitCode> {
+    let cfg = o.load()?;
+    let target = sqlite_file(&cfg)?;
+    let root = root_key(&cfg)?;
+    if let Some(pid) = crate::cpu::holder(|p| p.starts_with(&target), Some(std::process::id())) {
+        bail!(
+            "{} is open in process {pid} (a running server?): stop every server using it, then restore",
+            target.display()
+        );
+    }
+    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let work = tempfile::Builder::new().prefix(".telesafe-restore-").tempdir_in(dir)?;
+    let (header, report) = unseal_and_check(file, &root, work.path(), true).await?;
+
+    // Patients erased in the current database stay erased.
+    let mut tombstones = Vec::new();
+    if target.exists() {
+        let current = async {
+            let s = Store::connect(&format!("sqlite://{}", target.display()), 1).await?;
+            let t = s.key_tombstones().await;
+            s.close().await;
+            anyhow::Ok(t?)
+        };
+        match current.await {
+            Ok(t) => tombstones = t,
+            Err(e) if current_unreadable => {
+                eprintln!(
+                    "warning: the current database cannot be read ({e:#}); no erasure is applied again from it"
+                )
+            }
+            Err(e) => bail!(
+                "the current database cannot be read ({e:#}), so patients erased since the backup cannot be erased again from its tombstones. If it is lost for good, run again with --current-unreadable and repeat those erasures from your record of erasure requests"
+            ),
+        }
+    }
+
+    // The restored copy, brought to this build's schema, with its own audit log.
+    let restored = work.path().join("telesafe.db");
+    let store = Store::open(&format!("sqlite://{}", restored.display()), 2).await?;
+    let signer = telesafe_server::keys::audit_signer(&root)?;
+    // No witness sink: the witness keeps the heads the replaced log reached (see the
+    // operations guide on restoring).
+    let audit = telesafe_core::audit::AuditLog::open(
+        store.clone(),
+        signer,
+        std::sync::Arc::new(SystemClock),
+        None,
+    )
+    .await?;
+    let opened = Opened { cfg: cfg.clone(), store, root: root.clone(), audit };
+    let have: std::collections::HashSet<_> =
+        opened.store.key_tombstones().await?.into_iter().map(|t| (t.tenant, t.patient)).collect();
+    let ring =
+        telesafe_server::keys::key_ring(telesafe_server::keys::record_provider(&cfg, &root)?);
+    let mut again = 0;
+    for t in tombstones.iter().filter(|t| !have.contains(&(t.tenant, t.patient))) {
+        // Logged first, as `telesafe patient erase` does.
+        log(&opened, t.tenant, "erase", Some(t.patient)).await?;
+        ring.shred(&opened.store, t.tenant, t.patient, SystemClock.now()).await?;
+        again += 1;
+    }
+    for t in opened.store.list_tenants().await? {
+        log(&opened, t.id, "restore", None).await?;
+    }
+    opened.store.close().await;
+    drop(opened);
+
+    // The swap: the current file (and its WAL) set aside, the restored one in its place.
+    let stamp = SystemClock.now().to_rfc3339().replace([':', '-'], "");
+    let mut aside = None;
+    if target.exists() {
+        let a =
+            PathBuf::from(format!("{}.replaced-{}", target.display(), stamp.trim_end_matches('Z')));
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", target.display()));
+            if side.exists() {
+                std::fs::rename(&side, format!("{}{suffix}", a.display()))?;
+            }
+        }
+        std::fs::rename(&target, &a)?;
+        aside = Some(a);
+    }
+    std::fs::rename(&restored, &target)?;
+    File::open(dir)?.sync_all()?;
+    println!(
+        "Restored the backup taken {} ({} audit entries, {} signed heads verified) into {}.",
+        header.created_at,
+        report.entries,
+        report.heads,
+        target.display()
+    );
+    println!("{again} patient erasure(s) made since the backup were applied again.");
+    if let Some(a) = aside {
+        println!(
+            "The replaced database is kept as {}; delete it once you no longer need it.",
+            a.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,201 @@
+//! `telesafe backup create`, `verify` and `restore` against a running server's data: a
+//! backup is taken while the server runs, reveals nothing without the root key, fails to
+//! verify if cut, edited or opened under another key, and restores into another
+//! installation without bringing back a patient erased after it was taken.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests: a failed step must fail the test loudly"
+)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use telesafe_core::audit::AuditRepository;
+use telesafe_core::identity::PatientRepository;
+use telesafe_core::records::keys::KeyRepository;
+use telesafe_store::Store;
+use telesafe_testkit::{DbBackend, TestServer};
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the CLI on `data_dir`, against `database` if given (else the data dir's own file).
+async fn cli(data_dir: &Path, database: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_telesafe"));
+    c.args(args).arg("--data-dir").arg(data_dir).env_remove("TELESAFE_ROOT_KEY");
+    c.env_remove("TELESAFE_DATABASE__URL");
+    if let Some(url) = database {
+        c.env("TELESAFE_DATABASE__URL", url);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().await.unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn on_server(s: &TestServer, args: &[&str]) -> Out {
+    cli(&s.data_dir(), Some(s.database_url()), args, &[]).await
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erased_patient() {
+    let s = telesafe_testkit::start(DbBackend::Sqlite, Arc::new(telesafe_core::SystemClock))
+        .await
+        .expect("SQLite always runs");
+    let store = &s.state.store;
+    let tenant = s.clinic.tenant.id;
+    let patients = store.list_patients(tenant).await.unwrap();
+    let ana = patients.iter().find(|p| p.user_id.is_some()).unwrap().id;
+    let walter = patients.iter().rev().find(|p| p.user_id.is_some()).unwrap().id;
+    assert_ne!(ana, walter);
+    let work = tempfile::tempdir().unwrap();
+    let before = work.path().join("before.tsbackup");
+    let before_s = before.to_str().unwrap();
+
+    // Taken while the server runs, logged, and private.
+    let out = on_server(&s, &["backup", "create", "--out", before_s]).await;
+    assert!(out.ok && out.stdout.contains("Backup written"), "{}{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::metadata(&before).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = on_server(&s, &["backup", "create", "--out", before_s]).await;
+    assert!(
+        !again.ok && again.stderr.contains("exists already"),
+        "never overwrites: {}",
+        again.stderr
+    );
+    let entries = store.audit_entries(0, 100_000).await.unwrap();
+    assert!(entries.iter().any(|(e, _)| e.action == "backup" && e.tenant_id == tenant.to_string()));
+
+    // Nothing of the database shows through: the live file shows SQLite's header and the
+    // table names, the backup neither.
+    let live_path = s.database_url().trim_start_matches("sqlite://").split('?').next().unwrap();
+    let live = std::fs::read(live_path).unwrap();
+    let sealed = std::fs::read(&before).unwrap();
+    for needle in [&b"SQLite format 3"[..], b"_sqlx_migrations", b"key_tombstones"] {
+        assert!(contains(&live, needle), "the live file shows {needle:?}");
+        assert!(!contains(&sealed, needle), "the backup must not show {needle:?}");
+    }
+
+    // It verifies, and says what it checked.
+    let out = on_server(&s, &["backup", "verify", before_s, "--json"]).await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(report["audit_entries"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["signed_heads"].as_u64().unwrap() > 0, "{report}");
+
+    // A flipped byte, a cut, an edited header, or another installation's key: refused.
+    let header_end = sealed.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0;
+    let mut flipped = sealed.clone();
+    let middle = header_end + (sealed.len() - header_end) / 2;
+    flipped[middle] ^= 0x01;
+    let mut edited = sealed.clone();
+    let at = header_end - 3;
+    edited[at] = if edited[at] == b'0' { b'1' } else { b'0' };
+    let cut = sealed[..sealed.len() - 100].to_vec();
+    for (name, bytes, says) in
+        [("flipped", flipped, "does not authenticate"), ("cut", cut, ""), ("edited", edited, "")]
+    {
+        let p = work.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let out = on_server(&s, &["backup", "verify", p.to_str().unwrap()]).await;
+        assert!(!out.ok, "{name} must not verify");
+        assert!(
+            out.stderr.contains("THE BACKUP DOES NOT VERIFY") && out.stderr.contains(says),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+    let other = telesafe_crypto::keys::SecretKey::generate().unwrap();
+    let other = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, other.expose());
+    let out = cli(
+        &s.data_dir(),
+        Some(s.database_url()),
+        &["backup", "verify", before_s],
+        &[("TELESAFE_ROOT_KEY", &other)],
+    )
+    .await;
+    assert!(!out.ok && out.stderr.contains("another installation's root key"), "{}", out.stderr);
+
+    // Restoring under a running server is refused, and so is restoring unconfirmed.
+    let out = on_server(&s, &["backup", "restore", before_s, "--yes"]).await;
+    assert!(!out.ok && out.stderr.contains("stop every server"), "{}", out.stderr);
+    let out = on_server(&s, &["backup", "restore", before_s]).await;
+    assert!(!out.ok && out.stderr.contains("--yes"), "{}", out.stderr);
+
+    // Walter is erased after the first backup; a second backup holds his tombstone.
+    let out = on_server(
+        &s,
+        &["patient", "erase", "--tenant", "demo", "--patient", &walter.to_string(), "--yes"],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let after = work.path().join("after.tsbackup");
+    let out = on_server(&s, &["backup", "create", "--out", after.to_str().unwrap()]).await;
+    assert!(out.ok, "{}", out.stderr);
+
+    // Another installation with the same root key (as after losing the machine): the
+    // second backup restores into an empty data directory ...
+    let other_dir = work.path().join("elsewhere");
+    std::fs::create_dir_all(other_dir.join("keys")).unwrap();
+    std::fs::copy(s.data_dir().join("keys/root.key"), other_dir.join("keys/root.key")).unwrap();
+    let out =
+        cli(&other_dir, None, &["backup", "restore", after.to_str().unwrap(), "--yes"], &[]).await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("0 patient erasure(s)"), "{}", out.stdout);
+
+    // ... then the first, older one over it: Walter, erased in between, stays erased.
+    let out = cli(&other_dir, None, &["backup", "restore", before_s, "--yes"], &[]).await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("1 patient erasure(s) made since the backup were applied again"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("replaced database is kept as"), "{}", out.stdout);
+    let restored =
+        Store::connect(&format!("sqlite://{}", other_dir.join("telesafe.db").display()), 1)
+            .await
+            .unwrap();
+    let tombstones = restored.key_tombstones().await.unwrap();
+    assert!(tombstones.iter().any(|t| t.tenant == tenant && t.patient == walter));
+    let keys = restored.patient_keys_of(tenant).await.unwrap();
+    assert!(!keys.iter().any(|k| k.patient == walter), "Walter's data key is gone again");
+    assert!(keys.iter().any(|k| k.patient == ana), "Ana's record is back");
+    let log = restored.audit_entries(0, 100_000).await.unwrap();
+    assert!(log.iter().any(|(e, _)| e.action == "restore"));
+    assert!(log.iter().any(|(e, _)| e.action == "erase" && e.patient_id == walter.to_string()));
+    restored.close().await;
+    // The restored installation's audit log verifies under its root key.
+    let out = cli(&other_dir, None, &["audit", "verify"], &[]).await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_the_backup_command_says_which_tools_to_use() {
+    let Some(s) =
+        telesafe_testkit::start(DbBackend::Postgres, Arc::new(telesafe_core::SystemClock)).await
+    else {
+        return;
+    };
+    let out = on_server(&s, &["backup", "create"]).await;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("PostgreSQL") && out.stderr.contains("pg_dump"), "{}", out.stderr);
+    s.stop().await;
+}

@@ -1,0 +1,51 @@
+//! What a backup needs from the database: a consistent copy taken while servers run, the
+//! schema version it holds, and SQLite's own check of a file's structure.
+
+use std::path::Path;
+
+use telesafe_core::RepoError;
+
+use crate::tx::repo_err;
+use crate::{Pool, Store};
+
+impl Store {
+    /// Writes a consistent copy of the whole SQLite database to `path` (which must not
+    /// exist) with `VACUUM INTO`: one read transaction, so concurrent writers neither wait
+    /// nor show half in the copy, and the copy is compacted (no free pages, no WAL).
+    /// PostgreSQL has its own tools for this; asking here is an error.
+    pub async fn snapshot_into(&self, path: &Path) -> Result<(), RepoError> {
+        let Pool::Sqlite(p) = &self.pool else {
+            return Err(RepoError::Backend("snapshots are taken of SQLite databases only".into()));
+        };
+        let path = path
+            .to_str()
+            .ok_or_else(|| RepoError::Backend("the snapshot path is not valid UTF-8".into()))?;
+        sqlx::query("VACUUM INTO $1").bind(path).execute(p).await.map_err(repo_err)?;
+        Ok(())
+    }
+
+    /// The newest migration applied to this database (0 for an empty one).
+    pub async fn schema_version(&self) -> Result<i64, RepoError> {
+        const SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
+        match &self.pool {
+            Pool::Sqlite(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
+            Pool::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
+        }
+        .map_err(repo_err)
+    }
+
+    /// The newest migration this build knows.
+    pub fn latest_schema_version(&self) -> i64 {
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// SQLite's `PRAGMA integrity_check` over the whole file: every page, index and
+    /// constraint. Returns the problems it names; empty when the file is sound. Nothing to
+    /// check on PostgreSQL, which checks its own pages.
+    pub async fn integrity_problems(&self) -> Result<Vec<String>, RepoError> {
+        let Pool::Sqlite(p) = &self.pool else { return Ok(Vec::new()) };
+        let rows: Vec<String> =
+            sqlx::query_scalar("PRAGMA integrity_check").fetch_all(p).await.map_err(repo_err)?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+}
