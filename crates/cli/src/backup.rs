@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use telesafe_core::audit::{self, AuditRepository};
 use telesafe_core::identity::TenantRepository;
-use telesafe_core::records::keys::KeyRepository;
+use telesafe_core::records::keys::{KeyRepository, KeyTombstone};
 use telesafe_core::{Clock, SystemClock};
 use telesafe_crypto::keys::SecretKey;
 use telesafe_crypto::stream::{self, NONCE_PREFIX_LEN};
@@ -74,6 +74,36 @@ pub enum BackupCommand {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// The list of erased patients (tenant and patient ids, no other data), to carry
+    /// erasures across a restore made with other tools (PostgreSQL's).
+    #[command(subcommand)]
+    Erasures(ErasuresCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ErasuresCommand {
+    /// Write every erasure tombstone of the database, as JSON lines (mode 0600).
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Erase again every patient a file from `export` names who is not erased in the
+    /// database (after restoring an older copy). Each erasure is logged first.
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+/// One line of an erasures file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Erased {
+    tenant: String,
+    patient: String,
+    destroyed_at: String,
 }
 
 /// The second line of a backup file. It holds no patient data and no secret.
@@ -157,7 +187,66 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             }
             restore(&file, current_unreadable, &overrides).await
         }
+        BackupCommand::Erasures(ErasuresCommand::Export { out, overrides }) => {
+            let opened = crate::keys::open(&overrides).await?;
+            let mut text = String::new();
+            let tombstones = opened.store.key_tombstones().await?;
+            for t in &tombstones {
+                text.push_str(&serde_json::to_string(&Erased {
+                    tenant: t.tenant.to_string(),
+                    patient: t.patient.to_string(),
+                    destroyed_at: t.destroyed_at.to_rfc3339(),
+                })?);
+                text.push('\n');
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            println!("{} erasure(s) written to {}.", tombstones.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Erasures(ErasuresCommand::Apply { file, overrides }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let mut tombstones = Vec::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let bad = || anyhow::anyhow!("{} line {}: not an erasure", file.display(), i + 1);
+                let e: Erased = serde_json::from_str(line).map_err(|_| bad())?;
+                tombstones.push(KeyTombstone {
+                    tenant: e.tenant.parse().map_err(|_| bad())?,
+                    patient: e.patient.parse().map_err(|_| bad())?,
+                    destroyed_at: SystemClock.now(),
+                });
+            }
+            let opened = crate::keys::open(&overrides).await?;
+            let again = erase_again(&opened, &tombstones).await?;
+            println!("{again} patient erasure(s) applied again ({} listed).", tombstones.len());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Erases every patient of `tombstones` not erased in `opened`'s database yet, each logged
+/// first as `telesafe patient erase` does. Returns how many.
+async fn erase_again(opened: &Opened, tombstones: &[KeyTombstone]) -> anyhow::Result<usize> {
+    let have: std::collections::HashSet<_> =
+        opened.store.key_tombstones().await?.into_iter().map(|t| (t.tenant, t.patient)).collect();
+    let ring = telesafe_server::keys::key_ring(telesafe_server::keys::record_provider(
+        &opened.cfg,
+        &opened.root,
+    )?);
+    let mut again = 0;
+    for t in tombstones.iter().filter(|t| !have.contains(&(t.tenant, t.patient))) {
+        log(opened, t.tenant, "erase", Some(t.patient)).await?;
+        ring.shred(&opened.store, t.tenant, t.patient, SystemClock.now()).await?;
+        again += 1;
+    }
+    Ok(again)
 }
 
 /// The root key, refusing to make one: a backup sealed or opened under a new key would be
@@ -445,22 +534,14 @@ async fn restore(file: &Path, current_unreadable: bool, o: &Overrides) -> anyhow
     )
     .await?;
     let opened = Opened { cfg: cfg.clone(), store, root: root.clone(), audit };
-    let have: std::collections::HashSet<_> =
-        opened.store.key_tombstones().await?.into_iter().map(|t| (t.tenant, t.patient)).collect();
-    let ring =
-        telesafe_server::keys::key_ring(telesafe_server::keys::record_provider(&cfg, &root)?);
-    let mut again = 0;
-    for t in tombstones.iter().filter(|t| !have.contains(&(t.tenant, t.patient))) {
-        // Logged first, as `telesafe patient erase` does.
-        log(&opened, t.tenant, "erase", Some(t.patient)).await?;
-        ring.shred(&opened.store, t.tenant, t.patient, SystemClock.now()).await?;
-        again += 1;
-    }
+    let again = erase_again(&opened, &tombstones).await?;
     for t in opened.store.list_tenants().await? {
         log(&opened, t.id, "restore", None).await?;
     }
     opened.store.close().await;
     drop(opened);
+    // Everything restored and erased again lives in the file itself before it is moved.
+    telesafe_store::settle_sqlite_file(&restored).await?;
 
     // The swap: the current file (and its WAL) set aside, the restored one in its place.
     let stamp = SystemClock.now().to_rfc3339().replace([':', '-'], "");

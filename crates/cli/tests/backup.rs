@@ -187,15 +187,99 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
     s.stop().await;
 }
 
+/// On PostgreSQL backups are PostgreSQL's own (`pg_dump`); the documented procedure keeps
+/// erasures across a restore: export the tombstones, restore the dump, apply them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgresql_the_backup_command_says_which_tools_to_use() {
+async fn on_postgresql_erasures_survive_a_restore_made_with_pg_dump() {
     let Some(s) =
         telesafe_testkit::start(DbBackend::Postgres, Arc::new(telesafe_core::SystemClock)).await
     else {
         return;
     };
     let out = on_server(&s, &["backup", "create"]).await;
-    assert!(!out.ok);
-    assert!(out.stderr.contains("PostgreSQL") && out.stderr.contains("pg_dump"), "{}", out.stderr);
+    assert!(!out.ok && out.stderr.contains("pg_dump"), "{}", out.stderr);
+
+    let tenant = s.clinic.tenant.id;
+    let patients = s.state.store.list_patients(tenant).await.unwrap();
+    let ana = patients.iter().find(|p| p.user_id.is_some()).unwrap().id;
+    let walter = patients.iter().rev().find(|p| p.user_id.is_some()).unwrap().id;
+    let work = tempfile::tempdir().unwrap();
+    let dump = work.path().join("before.dump");
+    let pg = |tool: &str, args: &[&str]| {
+        let out = std::process::Command::new(tool).args(args).output();
+        match out {
+            Ok(o) => assert!(o.status.success(), "{tool}: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => panic!("{tool} must be installed (scripts/test installs it): {e}"),
+        }
+    };
+    // As a database administrator runs them: as a role that row-level security does not
+    // hide rows from, keeping the tables' owner.
+    let as_admin = |app_url: &str| {
+        let admin = std::env::var("TELESAFE_TEST_PG_URL").unwrap();
+        let name = app_url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        format!("{base}/{name}")
+    };
+    let source = as_admin(s.database_url());
+    pg("pg_dump", &["--format=custom", "--file", dump.to_str().unwrap(), "--dbname", &source]);
+
+    // Walter is erased after the dump; his tombstone is exported.
+    let out = on_server(
+        &s,
+        &["patient", "erase", "--tenant", "demo", "--patient", &walter.to_string(), "--yes"],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let erasures = work.path().join("erasures.jsonl");
+    let out =
+        on_server(&s, &["backup", "erasures", "export", "--out", erasures.to_str().unwrap()]).await;
+    assert!(out.ok && out.stdout.contains("1 erasure(s)"), "{}{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::metadata(&erasures).unwrap().permissions().mode() & 0o777, 0o600);
+    let listed = std::fs::read_to_string(&erasures).unwrap();
+    assert!(listed.contains(&walter.to_string()) && !listed.contains(&ana.to_string()), "{listed}");
+
+    // The dump restored into another database brings Walter back until the erasures are
+    // applied; applying them twice erases once.
+    let target = telesafe_store::testing::fresh(telesafe_store::Backend::Postgres).await.unwrap();
+    pg(
+        "pg_restore",
+        &[
+            "--clean",
+            "--if-exists",
+            "--single-transaction",
+            "--dbname",
+            &as_admin(&target.url),
+            dump.to_str().unwrap(),
+        ],
+    );
+    let keys = target.store.patient_keys_of(tenant).await.unwrap();
+    assert!(keys.iter().any(|k| k.patient == walter), "the dump predates the erasure");
+    let apply = |file: &str| {
+        let (dir, url, file) = (s.data_dir(), target.url.clone(), file.to_owned());
+        async move { cli(&dir, Some(&url), &["backup", "erasures", "apply", &file], &[]).await }
+    };
+    let out = apply(erasures.to_str().unwrap()).await;
+    assert!(
+        out.ok && out.stdout.contains("1 patient erasure(s) applied again"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = apply(erasures.to_str().unwrap()).await;
+    assert!(
+        out.ok && out.stdout.contains("0 patient erasure(s) applied again"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let keys = target.store.patient_keys_of(tenant).await.unwrap();
+    assert!(!keys.iter().any(|k| k.patient == walter) && keys.iter().any(|k| k.patient == ana));
+    assert!(target.store.key_tombstones().await.unwrap().iter().any(|t| t.patient == walter));
+
+    // A damaged erasures file is refused with its line, and changes nothing.
+    let bad = work.path().join("bad.jsonl");
+    std::fs::write(&bad, format!("{listed}{{\"tenant\": \"x\"}}\n")).unwrap();
+    let out = apply(bad.to_str().unwrap()).await;
+    assert!(!out.ok && out.stderr.contains("line 2: not an erasure"), "{}", out.stderr);
     s.stop().await;
 }

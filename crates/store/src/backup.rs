@@ -49,3 +49,27 @@ impl Store {
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
 }
+
+/// Folds the write-ahead log of the SQLite file at `path` into the file itself and leaves
+/// it in rollback-journal mode, so that the file alone holds every committed transaction
+/// and can be moved or copied on its own (servers switch it back to WAL when they open
+/// it). Every other connection must be closing: a connection still open keeps the log, so
+/// this waits for stragglers (a closed store's checkpointer) for up to ten seconds.
+pub async fn settle_sqlite_file(path: &Path) -> Result<(), RepoError> {
+    use sqlx::Connection;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(false);
+    for _ in 0..100 {
+        let mut c = sqlx::sqlite::SqliteConnection::connect_with(&opts).await.map_err(repo_err)?;
+        let mode: Result<String, _> =
+            sqlx::query_scalar("PRAGMA journal_mode = DELETE").fetch_one(&mut c).await;
+        let _ = c.close().await;
+        if mode.is_ok_and(|m| m.eq_ignore_ascii_case("delete")) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(RepoError::Backend(format!(
+        "{} is still open elsewhere; its write-ahead log could not be folded in",
+        path.display()
+    )))
+}

@@ -11,6 +11,7 @@
 mod access;
 mod audit;
 mod backup;
+pub use backup::settle_sqlite_file;
 mod clients;
 mod devices;
 mod identity;
