@@ -15,6 +15,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use telesafe_core::audit::{self, AuditRepository};
 use telesafe_core::identity::TenantRepository;
 use telesafe_core::records::keys::{KeyRepository, KeyTombstone};
-use telesafe_core::{Clock, SystemClock};
+use telesafe_core::{Clock, SystemClock, Timestamp};
 use telesafe_crypto::keys::SecretKey;
 use telesafe_crypto::stream::{self, NONCE_PREFIX_LEN};
 use telesafe_server::config::Config;
@@ -144,24 +145,26 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         BackupCommand::Verify { file, json, overrides } => {
             let cfg = overrides.load()?;
             let root = root_key(&cfg)?;
-            let work = tempfile::Builder::new().prefix("telesafe-verify-").tempdir()?;
-            match unseal_and_check(&file, &root, work.path(), !json).await {
+            let work = private_workspace(&cfg.data_dir, ".telesafe-verify-")?;
+            match unseal_and_check(&cfg, &file, &root, work.path(), !json).await {
                 Ok((header, report)) => {
                     if json {
                         println!(
                             "{}",
                             serde_json::json!({"ok": true, "created_at": header.created_at,
                                 "schema": header.schema, "bytes": report.bytes,
-                                "audit_entries": report.entries, "signed_heads": report.heads})
+                                "audit_entries": report.entries, "signed_heads": report.heads,
+                                "organisations": report.organisations})
                         );
                     } else {
                         println!(
-                            "The backup verifies: taken {}, schema {}, {} MiB; every chunk authenticates, the database is sound, and its audit log's {} entries and {} signed heads verify.",
+                            "The backup verifies: taken {}, schema {}, {} MiB; every chunk authenticates, the database is sound, its audit log's {} entries and {} signed heads verify, and the keys of its {} organisation(s) open with the root keys here.",
                             header.created_at,
                             header.schema,
                             report.bytes.div_ceil(1 << 20),
                             report.entries,
-                            report.heads
+                            report.heads,
+                            report.organisations
                         );
                     }
                     Ok(ExitCode::SUCCESS)
@@ -217,36 +220,72 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let bad = || anyhow::anyhow!("{} line {}: not an erasure", file.display(), i + 1);
                 let e: Erased = serde_json::from_str(line).map_err(|_| bad())?;
+                let at = time::OffsetDateTime::parse(
+                    &e.destroyed_at,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_err(|_| bad())?;
                 tombstones.push(KeyTombstone {
                     tenant: e.tenant.parse().map_err(|_| bad())?,
                     patient: e.patient.parse().map_err(|_| bad())?,
-                    destroyed_at: SystemClock.now(),
+                    destroyed_at: Timestamp::from_unix_millis(
+                        i64::try_from(at.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad())?,
+                    ),
                 });
             }
             let opened = crate::keys::open(&overrides).await?;
-            let again = erase_again(&opened, &tombstones).await?;
+            let (again, skipped) = erase_again(&opened, &tombstones).await?;
             println!("{again} patient erasure(s) applied again ({} listed).", tombstones.len());
+            say_skipped(skipped);
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 /// Erases every patient of `tombstones` not erased in `opened`'s database yet, each logged
-/// first as `telesafe patient erase` does. Returns how many.
-async fn erase_again(opened: &Opened, tombstones: &[KeyTombstone]) -> anyhow::Result<usize> {
+/// first as `telesafe patient erase` does and keeping the time of the original erasure.
+/// Returns how many, and how many were skipped because their organisation is not in the
+/// database at all (created after the copy was taken: none of its patients are there).
+async fn erase_again(
+    opened: &Opened,
+    tombstones: &[KeyTombstone],
+) -> anyhow::Result<(usize, usize)> {
     let have: std::collections::HashSet<_> =
         opened.store.key_tombstones().await?.into_iter().map(|t| (t.tenant, t.patient)).collect();
+    let tenants: std::collections::HashSet<_> =
+        opened.store.list_tenants().await?.into_iter().map(|t| t.id).collect();
+    let (pending, absent): (Vec<&KeyTombstone>, Vec<&KeyTombstone>) = tombstones
+        .iter()
+        .filter(|t| !have.contains(&(t.tenant, t.patient)))
+        .partition(|t| tenants.contains(&t.tenant));
     let ring = telesafe_server::keys::key_ring(telesafe_server::keys::record_provider(
         &opened.cfg,
         &opened.root,
     )?);
-    let mut again = 0;
-    for t in tombstones.iter().filter(|t| !have.contains(&(t.tenant, t.patient))) {
+    for t in &pending {
         log(opened, t.tenant, "erase", Some(t.patient)).await?;
-        ring.shred(&opened.store, t.tenant, t.patient, SystemClock.now()).await?;
-        again += 1;
+        ring.shred(&opened.store, t.tenant, t.patient, t.destroyed_at).await?;
     }
-    Ok(again)
+    Ok((pending.len(), absent.len()))
+}
+
+fn say_skipped(skipped: usize) {
+    if skipped > 0 {
+        println!(
+            "{skipped} erasure(s) belong to organisations this database does not hold, so none of their patients are in it."
+        );
+    }
+}
+
+/// A private (0700) temporary directory for a plaintext copy of the database: inside the
+/// data directory when there is one (same disk, same protection as the database itself),
+/// never beside a backup's destination; removed when dropped.
+fn private_workspace(data_dir: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = if data_dir.is_dir() { data_dir.to_owned() } else { std::env::temp_dir() };
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&dir)
+        .with_context(|| format!("creating a private working directory in {}", dir.display()))
 }
 
 /// The root key, refusing to make one: a backup sealed or opened under a new key would be
@@ -306,7 +345,7 @@ async fn create(out: Option<PathBuf>, o: &Overrides) -> anyhow::Result<ExitCode>
     for t in opened.store.list_tenants().await? {
         log(&opened, t.id, "backup", None).await?;
     }
-    let work = tempfile::Builder::new().prefix(".telesafe-backup-").tempdir_in(dir)?;
+    let work = private_workspace(&cfg.data_dir, ".telesafe-backup-")?;
     let copy = work.path().join("telesafe.db");
     let spinner = ProgressBar::new_spinner();
     spinner.set_message("taking a consistent copy of the database ...");
@@ -339,6 +378,9 @@ async fn create(out: Option<PathBuf>, o: &Overrides) -> anyhow::Result<ExitCode>
     // Written under a temporary name and renamed when whole: a file with the final name
     // is always a complete backup.
     let partial = out.with_extension("tsbackup.partial");
+    if partial.exists() {
+        bail!("{} is left from an interrupted backup; delete it and run again", partial.display());
+    }
     let len = std::fs::metadata(&copy)?.len();
     let bar = bytes_bar(len, "sealing");
     let sealed = {
@@ -364,7 +406,10 @@ async fn create(out: Option<PathBuf>, o: &Overrides) -> anyhow::Result<ExitCode>
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
-    std::fs::rename(&partial, &out)?;
+    // A link, not a rename: it fails rather than replace a file that appeared meanwhile.
+    let linked = std::fs::hard_link(&partial, &out);
+    let _ = std::fs::remove_file(&partial);
+    linked.with_context(|| format!("naming the backup {}", out.display()))?;
     File::open(dir)?.sync_all()?;
     let size = std::fs::metadata(&out)?.len();
     println!(
@@ -381,6 +426,7 @@ struct Report {
     bytes: u64,
     entries: u64,
     heads: u64,
+    organisations: usize,
 }
 
 /// Reads a backup's header; the bytes read are what every chunk authenticates.
@@ -413,6 +459,7 @@ fn read_header(r: &mut impl Read) -> anyhow::Result<(Header, Vec<u8>)> {
 /// Unseals `file` into `work/telesafe.db` and checks it: every chunk, SQLite's integrity
 /// check, the schema, and the audit log (with the head key derived from `root`).
 async fn unseal_and_check(
+    cfg: &Config,
     file: &Path,
     root: &SecretKey,
     work: &Path,
@@ -420,7 +467,7 @@ async fn unseal_and_check(
 ) -> anyhow::Result<(Header, Report)> {
     let db = work.join("telesafe.db");
     let head_key = telesafe_server::keys::audit_signer(root)?.public_key().to_vec();
-    let (file, target, root) = (file.to_owned(), db.clone(), root.clone());
+    let (file, target, root_copy) = (file.to_owned(), db.clone(), root.clone());
     let (header, bytes) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Header, u64)> {
         let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
         let len = f.metadata()?.len();
@@ -430,7 +477,7 @@ async fn unseal_and_check(
         let out =
             std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target)?;
         let mut w = BufWriter::new(out);
-        let key = header.key(&root);
+        let key = header.key(&root_copy);
         let n = stream::open(&key, &header.nonce_prefix()?, &top, r, &mut w, |n| {
             bar.set_position(n + top.len() as u64)
         })
@@ -471,6 +518,19 @@ async fn unseal_and_check(
     })
     .await;
     bar.finish_and_clear();
+    // Every organisation's keys open under the root keys here: without them the record in
+    // the backup could not be read after restoring it.
+    let ring = telesafe_server::keys::key_ring(telesafe_server::keys::record_provider(cfg, root)?);
+    let tenants = store.list_tenants().await?;
+    for t in &tenants {
+        if ring.tenant(&store, t.id, SystemClock.now()).await.is_err() {
+            store.close().await;
+            bail!(
+                "organisation {}'s keys in the backup do not open with the root keys here (after a root key rotation, the keys directory must hold every root-v<N>.key the backup needs)",
+                t.slug
+            );
+        }
+    }
     store.close().await;
     let v = verified.map_err(|e| anyhow::anyhow!("the backup's audit log does not verify: {e}"))?;
     if v.entries != header.audit_entries {
@@ -480,35 +540,49 @@ async fn unseal_and_check(
             header.audit_entries
         );
     }
-    Ok((header, Report { bytes, entries: v.entries, heads: v.heads }))
+    Ok((header, Report { bytes, entries: v.entries, heads: v.heads, organisations: tenants.len() }))
 }
 
 async fn restore(file: &Path, current_unreadable: bool, o: &Overrides) -> anyhow::Result<ExitCode> {
     let cfg = o.load()?;
-    let target = sqlite_file(&cfg)?;
+    let target = absolute_file(&sqlite_file(&cfg)?)?;
     let root = root_key(&cfg)?;
-    if let Some(pid) = crate::cpu::holder(|p| p.starts_with(&target), Some(std::process::id())) {
-        bail!(
-            "{} is open in process {pid} (a running server?): stop every server using it, then restore",
+    let in_use = |why: String| {
+        anyhow::anyhow!(
+            "{} is in use ({why}): stop every server using it, then restore",
             target.display()
-        );
+        )
+    };
+    // A first look through /proc; the lock taken below is what proves it.
+    if let Some(pid) = crate::cpu::holder(|p| p == target, Some(std::process::id())) {
+        return Err(in_use(format!("process {pid} has it open")));
     }
-    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let work = tempfile::Builder::new().prefix(".telesafe-restore-").tempdir_in(dir)?;
-    let (header, report) = unseal_and_check(file, &root, work.path(), true).await?;
+    let dir = target.parent().unwrap_or(Path::new("/")).to_owned();
+    std::fs::create_dir_all(&dir)?;
+    // Beside the target: the same filesystem, so the final rename replaces it atomically.
+    let work = tempfile::Builder::new().prefix(".telesafe-restore-").tempdir_in(&dir)?;
+    let (header, report) = unseal_and_check(&cfg, file, &root, work.path(), true).await?;
 
-    // Patients erased in the current database stay erased.
+    // The current database: its tombstones, so that patients erased in it stay erased;
+    // then its write-ahead log folded into it, which needs the only connection to it and
+    // so fails if a server has it open.
     let mut tombstones = Vec::new();
-    if target.exists() {
+    let current_exists = target.exists();
+    if current_exists {
+        let url = format!("sqlite://{}", target.display());
         let current = async {
-            let s = Store::connect(&format!("sqlite://{}", target.display()), 1).await?;
+            let s = Store::connect(&url, 1).await?;
             let t = s.key_tombstones().await;
             s.close().await;
             anyhow::Ok(t?)
         };
         match current.await {
-            Ok(t) => tombstones = t,
+            Ok(t) => {
+                tombstones = t;
+                telesafe_store::settle_sqlite_file(&target, Duration::from_secs(5))
+                    .await
+                    .map_err(|e| in_use(e.to_string()))?;
+            }
             Err(e) if current_unreadable => {
                 eprintln!(
                     "warning: the current database cannot be read ({e:#}); no erasure is applied again from it"
@@ -534,32 +608,42 @@ async fn restore(file: &Path, current_unreadable: bool, o: &Overrides) -> anyhow
     )
     .await?;
     let opened = Opened { cfg: cfg.clone(), store, root: root.clone(), audit };
-    let again = erase_again(&opened, &tombstones).await?;
+    let (again, skipped) = erase_again(&opened, &tombstones).await?;
     for t in opened.store.list_tenants().await? {
         log(&opened, t.id, "restore", None).await?;
     }
     opened.store.close().await;
     drop(opened);
     // Everything restored and erased again lives in the file itself before it is moved.
-    telesafe_store::settle_sqlite_file(&restored).await?;
+    telesafe_store::settle_sqlite_file(&restored, Duration::from_secs(10)).await?;
 
-    // The swap: the current file (and its WAL) set aside, the restored one in its place.
+    // The swap. The current file stays in place, also linked under its new name, until
+    // one rename replaces it with the restored copy, so the name never points at nothing.
     let stamp = SystemClock.now().to_rfc3339().replace([':', '-'], "");
-    let mut aside = None;
-    if target.exists() {
-        let a =
-            PathBuf::from(format!("{}.replaced-{}", target.display(), stamp.trim_end_matches('Z')));
-        for suffix in ["-wal", "-shm"] {
+    let aside =
+        PathBuf::from(format!("{}.replaced-{}", target.display(), stamp.trim_end_matches('Z')));
+    if current_exists {
+        std::fs::hard_link(&target, &aside)
+            .with_context(|| format!("keeping the current database as {}", aside.display()))?;
+        // Left only when the current file could not be settled: a log must never meet the
+        // restored file, whose pages it does not describe.
+        for suffix in ["-wal", "-shm", "-journal"] {
             let side = PathBuf::from(format!("{}{suffix}", target.display()));
             if side.exists() {
-                std::fs::rename(&side, format!("{}{suffix}", a.display()))?;
+                std::fs::rename(&side, format!("{}{suffix}", aside.display()))?;
             }
         }
-        std::fs::rename(&target, &a)?;
-        aside = Some(a);
     }
-    std::fs::rename(&restored, &target)?;
-    File::open(dir)?.sync_all()?;
+    if let Err(e) = std::fs::rename(&restored, &target) {
+        let kept = work.keep();
+        bail!(
+            "could not put the restored database in place ({e}); the verified copy is kept at {}",
+            kept.join("telesafe.db").display()
+        );
+    }
+    if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+        eprintln!("warning: the restore is done, but syncing {} failed: {e}", dir.display());
+    }
     println!(
         "Restored the backup taken {} ({} audit entries, {} signed heads verified) into {}.",
         header.created_at,
@@ -568,11 +652,25 @@ async fn restore(file: &Path, current_unreadable: bool, o: &Overrides) -> anyhow
         target.display()
     );
     println!("{again} patient erasure(s) made since the backup were applied again.");
-    if let Some(a) = aside {
+    say_skipped(skipped);
+    if current_exists {
         println!(
             "The replaced database is kept as {}; delete it once you no longer need it.",
-            a.display()
+            aside.display()
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `path` made absolute with its directory's symbolic links resolved, as `/proc` shows
+/// the files a process holds.
+fn absolute_file(path: &Path) -> anyhow::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    if let Ok(real) = abs.canonicalize() {
+        return Ok(real);
+    }
+    match (abs.parent().map(Path::canonicalize), abs.file_name()) {
+        (Some(Ok(dir)), Some(name)) => Ok(dir.join(name)),
+        _ => Ok(abs),
+    }
 }

@@ -98,19 +98,32 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
     assert_eq!(report["ok"], true);
     assert!(report["audit_entries"].as_u64().unwrap() > 0, "{report}");
     assert!(report["signed_heads"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["organisations"].as_u64().unwrap(), 2, "demo and platform: {report}");
 
     // A flipped byte, a cut, an edited header, or another installation's key: refused.
     let header_end = sealed.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0;
     let mut flipped = sealed.clone();
     let middle = header_end + (sealed.len() - header_end) / 2;
     flipped[middle] ^= 0x01;
-    let mut edited = sealed.clone();
-    let at = header_end - 3;
-    edited[at] = if edited[at] == b'0' { b'1' } else { b'0' };
+    // The header's time moved by a year: a field nothing but the authentication covers.
+    let text = String::from_utf8_lossy(&sealed[..header_end]).into_owned();
+    let year = text.split("\"created_at\":\"").nth(1).unwrap()[..4].to_owned();
+    let moved = text.replacen(
+        &format!("\"created_at\":\"{year}"),
+        &format!("\"created_at\":\"{}", year.parse::<u32>().unwrap() - 1),
+        1,
+    );
+    assert_ne!(moved, text);
+    let mut edited = moved.into_bytes();
+    edited.extend_from_slice(&sealed[header_end..]);
     let cut = sealed[..sealed.len() - 100].to_vec();
-    for (name, bytes, says) in
-        [("flipped", flipped, "does not authenticate"), ("cut", cut, ""), ("edited", edited, "")]
-    {
+    let header_only = sealed[..=header_end].to_vec();
+    for (name, bytes, says) in [
+        ("flipped", flipped, "chunk 0 does not authenticate"),
+        ("cut", cut, "cut short"),
+        ("header-only", header_only, "cut short"),
+        ("edited", edited, "does not authenticate"),
+    ] {
         let p = work.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         let out = on_server(&s, &["backup", "verify", p.to_str().unwrap()]).await;
@@ -132,9 +145,23 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
     .await;
     assert!(!out.ok && out.stderr.contains("another installation's root key"), "{}", out.stderr);
 
-    // Restoring under a running server is refused, and so is restoring unconfirmed.
+    // Restoring under a running server is refused, however the database is named (here
+    // relative to the working directory), and so is restoring unconfirmed.
     let out = on_server(&s, &["backup", "restore", before_s, "--yes"]).await;
     assert!(!out.ok && out.stderr.contains("stop every server"), "{}", out.stderr);
+    let live_dir = Path::new(live_path).parent().unwrap();
+    let relative = tokio::process::Command::new(env!("CARGO_BIN_EXE_telesafe"))
+        .args(["backup", "restore", before_s, "--yes", "--data-dir"])
+        .arg(s.data_dir())
+        .current_dir(live_dir)
+        .env("TELESAFE_DATABASE__URL", "sqlite://telesafe.db")
+        .env_remove("TELESAFE_ROOT_KEY")
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&relative.stderr);
+    assert!(!relative.status.success() && said.contains("stop every server"), "{said}");
+    assert!(Path::new(live_path).exists());
     let out = on_server(&s, &["backup", "restore", before_s]).await;
     assert!(!out.ok && out.stderr.contains("--yes"), "{}", out.stderr);
 

@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 
-use aead::stream::{DecryptorBE32, EncryptorBE32};
+use aead::stream::{NewStream, StreamBE32, StreamPrimitive};
 use aead::{KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
 
@@ -51,25 +51,25 @@ pub fn seal(
     mut output: impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, StreamError> {
-    let cipher = Aes256Gcm::new(key.expose().into());
-    let mut enc = EncryptorBE32::from_aead(cipher, nonce_prefix.into());
+    let stream = StreamBE32::from_aead(Aes256Gcm::new(key.expose().into()), nonce_prefix.into());
     // One chunk ahead, to know which chunk is the last before sealing it.
     let mut current = read_chunk(&mut input)?;
+    let mut position = 0u32;
     let mut total = 0u64;
     loop {
         let next = if current.len() == CHUNK { read_chunk(&mut input)? } else { Vec::new() };
+        let last = next.is_empty();
         total += current.len() as u64;
-        let payload = Payload { msg: &current, aad };
-        if next.is_empty() {
-            let ct = enc.encrypt_last(payload).map_err(|_| StreamError::TooLong)?;
-            write_chunk(&mut output, &ct)?;
-            progress(total);
+        let ct = stream
+            .encrypt(position, last, Payload { msg: &current, aad })
+            .map_err(|_| StreamError::TooLong)?;
+        write_chunk(&mut output, &ct)?;
+        progress(total);
+        if last {
             output.flush()?;
             return Ok(total);
         }
-        let ct = enc.encrypt_next(payload).map_err(|_| StreamError::TooLong)?;
-        write_chunk(&mut output, &ct)?;
-        progress(total);
+        position = position.checked_add(1).ok_or(StreamError::TooLong)?;
         current = next;
     }
 }
@@ -85,34 +85,42 @@ pub fn open(
     mut output: impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, StreamError> {
-    let cipher = Aes256Gcm::new(key.expose().into());
-    let mut dec = DecryptorBE32::from_aead(cipher, nonce_prefix.into());
-    let mut chunk = 0u64;
+    let stream = StreamBE32::from_aead(Aes256Gcm::new(key.expose().into()), nonce_prefix.into());
+    let mut position = 0u32;
     let mut read = 0u64;
     let mut total = 0u64;
-    let Some(mut current) = read_sealed(&mut input, chunk)? else {
+    let Some(mut current) = read_sealed(&mut input, 0)? else {
         return Err(StreamError::Truncated { chunks: 0 });
     };
     loop {
+        let chunk = u64::from(position);
         read += 4 + current.len() as u64;
-        let Some(next) = read_sealed(&mut input, chunk + 1)? else { break };
-        let pt = dec
-            .decrypt_next(Payload { msg: &current, aad })
-            .map_err(|_| StreamError::Corrupt { chunk })?;
+        let next = read_sealed(&mut input, chunk + 1)?;
+        let last = next.is_none();
+        let pt = match stream.decrypt(position, last, Payload { msg: &current, aad }) {
+            Ok(pt) => pt,
+            // The file ends on a whole chunk that was not sealed as the last: it was cut
+            // short there, not altered.
+            Err(_)
+                if last
+                    && stream.decrypt(position, false, Payload { msg: &current, aad }).is_ok() =>
+            {
+                return Err(StreamError::Truncated { chunks: chunk + 1 });
+            }
+            Err(_) => return Err(StreamError::Corrupt { chunk }),
+        };
         total += pt.len() as u64;
         output.write_all(&pt)?;
         progress(read);
-        current = next;
-        chunk += 1;
+        match next {
+            None => {
+                output.flush()?;
+                return Ok(total);
+            }
+            Some(n) => current = n,
+        }
+        position = position.checked_add(1).ok_or(StreamError::TooLong)?;
     }
-    let pt = dec
-        .decrypt_last(Payload { msg: &current, aad })
-        .map_err(|_| StreamError::Corrupt { chunk })?;
-    total += pt.len() as u64;
-    output.write_all(&pt)?;
-    progress(read);
-    output.flush()?;
-    Ok(total)
 }
 
 /// Up to [`CHUNK`] bytes; fewer only at the end of the input.
@@ -198,11 +206,12 @@ mod tests {
         let d = data(2 * CHUNK + 100);
         let (key, prefix, ct) = sealed(&d, b"header");
         let first = 4 + CHUNK + TAG_LEN;
-        // Cut after the first chunk, after the second, and inside the third.
-        for cut in [first, 2 * first, ct.len() - 1] {
+        // Cut after the first chunk, after the second, and inside the third: each is
+        // reported as cut short (not as altered, nor as another key).
+        for (cut, chunks) in [(first, 1), (2 * first, 2), (ct.len() - 1, 2)] {
             let r = opened(&key, &prefix, b"header", &ct[..cut]);
             assert!(
-                matches!(r, Err(StreamError::Truncated { .. } | StreamError::Corrupt { .. })),
+                matches!(r, Err(StreamError::Truncated { chunks: c }) if c == chunks),
                 "cut at {cut}: {r:?}"
             );
         }

@@ -53,12 +53,14 @@ impl Store {
 /// Folds the write-ahead log of the SQLite file at `path` into the file itself and leaves
 /// it in rollback-journal mode, so that the file alone holds every committed transaction
 /// and can be moved or copied on its own (servers switch it back to WAL when they open
-/// it). Every other connection must be closing: a connection still open keeps the log, so
-/// this waits for stragglers (a closed store's checkpointer) for up to ten seconds.
-pub async fn settle_sqlite_file(path: &Path) -> Result<(), RepoError> {
+/// it). It needs the only connection: while another is open SQLite keeps the log, so this
+/// retries for up to `wait` (for stragglers such as a closed store's checkpointer), then
+/// fails, which also proves that no server has the file open at that moment.
+pub async fn settle_sqlite_file(path: &Path, wait: std::time::Duration) -> Result<(), RepoError> {
     use sqlx::Connection;
     let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).create_if_missing(false);
-    for _ in 0..100 {
+    let tries = (wait.as_millis() / 100).max(1);
+    for _ in 0..tries {
         let mut c = sqlx::sqlite::SqliteConnection::connect_with(&opts).await.map_err(repo_err)?;
         let mode: Result<String, _> =
             sqlx::query_scalar("PRAGMA journal_mode = DELETE").fetch_one(&mut c).await;
