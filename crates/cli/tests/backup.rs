@@ -14,8 +14,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use telesafe_core::Clock;
 use telesafe_core::audit::AuditRepository;
-use telesafe_core::identity::PatientRepository;
+use telesafe_core::identity::{PatientRepository, TenantRepository};
 use telesafe_core::records::keys::KeyRepository;
 use telesafe_store::Store;
 use telesafe_testkit::{DbBackend, TestServer};
@@ -165,6 +166,29 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
     let out = on_server(&s, &["backup", "restore", before_s]).await;
     assert!(!out.ok && out.stderr.contains("--yes"), "{}", out.stderr);
 
+    // After the first backup an organisation opens and one of its patients is erased: a
+    // restore of the first backup cannot hold that patient, and must say so, not fail.
+    let later = telesafe_core::identity::Tenant {
+        id: telesafe_core::TenantId::new_v7(),
+        slug: telesafe_core::identity::TenantSlug::parse("later").unwrap(),
+        name: telesafe_core::identity::DisplayName::parse("Later Clinic").unwrap(),
+        created_at: s.state.clock.now(),
+    };
+    store.create_tenant(&later).await.unwrap();
+    let newcomer = telesafe_core::identity::Patient {
+        id: telesafe_core::PatientId::new_v7(),
+        tenant_id: later.id,
+        user_id: None,
+        created_at: s.state.clock.now(),
+    };
+    store.create_patient(&newcomer).await.unwrap();
+    let out = on_server(
+        &s,
+        &["patient", "erase", "--tenant", "later", "--patient", &newcomer.id.to_string(), "--yes"],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+
     // Walter is erased after the first backup; a second backup holds his tombstone.
     let out = on_server(
         &s,
@@ -195,6 +219,11 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
         out.stdout
     );
     assert!(out.stdout.contains("replaced database is kept as"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("1 erasure(s) belong to organisations this database does not hold"),
+        "{}",
+        out.stdout
+    );
     let restored =
         Store::connect(&format!("sqlite://{}", other_dir.join("telesafe.db").display()), 1)
             .await
