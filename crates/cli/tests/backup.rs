@@ -14,7 +14,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use telesafe_core::Clock;
 use telesafe_core::audit::AuditRepository;
 use telesafe_core::identity::{PatientRepository, TenantRepository};
 use telesafe_core::records::keys::KeyRepository;
