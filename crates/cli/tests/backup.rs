@@ -15,8 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use telesafe_core::audit::AuditRepository;
-use telesafe_core::identity::{PatientRepository, TenantRepository};
+use telesafe_core::identity::{PLATFORM_SLUG, PatientRepository, TenantRepository};
 use telesafe_core::records::keys::KeyRepository;
+use telesafe_server::demo::DEMO_OPERATOR;
 use telesafe_store::Store;
 use telesafe_testkit::{DbBackend, TestServer};
 
@@ -68,6 +69,13 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
     let before = work.path().join("before.tsbackup");
     let before_s = before.to_str().unwrap();
 
+    // The platform operator is warned while there is no backup.
+    let operator = s.signed_in_at(PLATFORM_SLUG, DEMO_OPERATOR.0).await;
+    let platform_page =
+        || async { operator.get(s.url("/platform")).send().await.unwrap().text().await.unwrap() };
+    let page = platform_page().await;
+    assert!(page.contains("role=\"alert\">No backup has been taken"), "{page}");
+
     // Taken while the server runs, logged, and private.
     let out = on_server(&s, &["backup", "create", "--out", before_s]).await;
     assert!(out.ok && out.stdout.contains("Backup written"), "{}{}", out.stdout, out.stderr);
@@ -80,6 +88,9 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
     );
     let entries = store.audit_entries(0, 100_000).await.unwrap();
     assert!(entries.iter().any(|(e, _)| e.action == "backup" && e.tenant_id == tenant.to_string()));
+    let page = platform_page().await;
+    assert!(page.contains("<p>The newest backup was taken less than an hour ago"), "{page}");
+    assert!(!page.contains("No backup has been taken"));
 
     // Nothing of the database shows through: the live file shows SQLite's header and the
     // table names, the backup neither.
@@ -253,6 +264,9 @@ async fn on_postgresql_erasures_survive_a_restore_made_with_pg_dump() {
     };
     let out = on_server(&s, &["backup", "create"]).await;
     assert!(!out.ok && out.stderr.contains("pg_dump"), "{}", out.stderr);
+    let operator = s.signed_in_at(PLATFORM_SLUG, DEMO_OPERATOR.0).await;
+    let page = operator.get(s.url("/platform")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("(pg_dump or pgBackRest)"), "{page}");
 
     let tenant = s.clinic.tenant.id;
     let patients = s.state.store.list_patients(tenant).await.unwrap();
@@ -336,5 +350,25 @@ async fn on_postgresql_erasures_survive_a_restore_made_with_pg_dump() {
     std::fs::write(&bad, format!("{listed}{{\"tenant\": \"x\"}}\n")).unwrap();
     let out = apply(bad.to_str().unwrap()).await;
     assert!(!out.ok && out.stderr.contains("line 2: not an erasure"), "{}", out.stderr);
+    s.stop().await;
+}
+
+/// A day after the newest backup, the platform operator is warned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_operator_is_warned_when_the_newest_backup_is_over_a_day_old() {
+    use telesafe_core::{Clock, ManualClock};
+    let clock = ManualClock::at(telesafe_core::SystemClock.now());
+    let s = telesafe_testkit::start(DbBackend::Sqlite, Arc::new(clock.clone()))
+        .await
+        .expect("SQLite always runs");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("b.tsbackup");
+    let out = on_server(&s, &["backup", "create", "--out", file.to_str().unwrap()]).await;
+    assert!(out.ok, "{}", out.stderr);
+    clock.advance(std::time::Duration::from_secs(25 * 3600 + 1800));
+    let operator = s.signed_in_at(PLATFORM_SLUG, DEMO_OPERATOR.0).await;
+    let page = operator.get(s.url("/platform")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("role=\"alert\">The newest backup was taken 25 hour(s) ago"), "{page}");
+    assert!(page.contains("Take one at least daily"), "{page}");
     s.stop().await;
 }

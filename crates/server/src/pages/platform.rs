@@ -7,9 +7,10 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use telesafe_core::RepoError;
+use telesafe_core::audit::{AuditFilter, AuditRepository};
 use telesafe_core::identity::platform::{self, PlatformError};
 use telesafe_core::identity::{DisplayName, Email, Role, TenantSlug, activation, outbox, stepup};
+use telesafe_core::{RepoError, Timestamp};
 
 use super::{PageError, Shell, failed, render, require};
 use crate::auth::{CurrentUser, MaybeUser};
@@ -25,11 +26,70 @@ struct OrganisationLine {
     pending: usize,
 }
 
+/// What the operator is told about backups: one sentence, and whether it is a warning.
+struct BackupLine {
+    text: String,
+    warn: bool,
+}
+
+/// Older than this, the newest backup is a warning.
+const BACKUP_STALE_HOURS: i64 = 24;
+
+/// From the audit log: `telesafe backup create` logs `backup` in every organisation's log,
+/// the platform's included, before it copies anything. On PostgreSQL backups are made with
+/// PostgreSQL's tools, which Telesafe does not see.
+async fn backups(state: &AppState, me: &CurrentUser) -> Result<BackupLine, RepoError> {
+    if state.store.backend() == telesafe_store::Backend::Postgres {
+        return Ok(BackupLine {
+            text: "This deployment runs on PostgreSQL: back it up with PostgreSQL's tools \
+                   (pg_dump or pgBackRest), and export the erasure list with \
+                   telesafe backup erasures export beside each backup (see the operations \
+                   guide)."
+                .into(),
+            warn: false,
+        });
+    }
+    let filter = AuditFilter {
+        actor_id: Some("telesafe-cli".into()),
+        action: Some("backup".into()),
+        ..AuditFilter::default()
+    };
+    let newest = state.store.search_audit(me.user.tenant_id, &filter, 1).await?;
+    let Some(last) = newest.first() else {
+        return Ok(BackupLine {
+            text: "No backup has been taken on this deployment. Run telesafe backup create \
+                   on the server, check it with telesafe backup verify, and keep backups \
+                   and the root key apart, one of them offline."
+                .into(),
+            warn: true,
+        });
+    };
+    let hours = (state.clock.now().unix_millis() - last.at).max(0) / 3_600_000;
+    let age = match hours {
+        0 => "less than an hour ago".to_owned(),
+        1..48 => format!("{hours} hour(s) ago"),
+        _ => format!("{} days ago", hours / 24),
+    };
+    let when = Timestamp::from_unix_millis(last.at).to_rfc3339();
+    Ok(if hours >= BACKUP_STALE_HOURS {
+        BackupLine {
+            text: format!(
+                "The newest backup was taken {age} ({when}). Take one at least daily: \
+                 telesafe backup create on the server."
+            ),
+            warn: true,
+        }
+    } else {
+        BackupLine { text: format!("The newest backup was taken {age} ({when})."), warn: false }
+    })
+}
+
 #[derive(Template)]
 #[template(path = "platform.html")]
 struct PlatformPage {
     shell: Shell,
     organisations: Vec<OrganisationLine>,
+    backup: BackupLine,
     notice: Option<&'static str>,
     error: Option<String>,
 }
@@ -53,9 +113,11 @@ async fn page(
             pending: s.pending,
         })
         .collect();
+    let backup = backups(state, me).await.map_err(failed(state))?;
     Ok(PlatformPage {
         shell: Shell::for_user(state, "Organisations", me, "Telesafe platform", "/platform"),
         organisations,
+        backup,
         notice,
         error,
     })
