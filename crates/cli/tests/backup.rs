@@ -75,6 +75,17 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
         || async { operator.get(s.url("/platform")).send().await.unwrap().text().await.unwrap() };
     let page = platform_page().await;
     assert!(page.contains("role=\"alert\">No backup has been taken"), "{page}");
+    // Monitoring reads the same from /metrics (loopback only), at each scrape.
+    let newest_backup = || async {
+        let text = s.client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("telesafe_backup_newest_timestamp_seconds "))
+            .unwrap_or_else(|| panic!("no backup gauge in {text}"));
+        line.rsplit(' ').next().unwrap().parse::<i64>().unwrap()
+    };
+    assert_eq!(newest_backup().await, 0, "never");
+    let started = telesafe_core::Clock::now(&telesafe_core::SystemClock).unix_millis() / 1000;
 
     // Taken while the server runs, logged, and private.
     let out = on_server(&s, &["backup", "create", "--out", before_s]).await;
@@ -90,6 +101,9 @@ async fn a_backup_is_sealed_verified_and_restored_without_bringing_back_an_erase
     assert!(entries.iter().any(|(e, _)| e.action == "backup" && e.tenant_id == tenant.to_string()));
     let page = platform_page().await;
     assert!(page.contains("<p>The newest backup was taken less than an hour ago"), "{page}");
+    let at = newest_backup().await;
+    let now = telesafe_core::Clock::now(&telesafe_core::SystemClock).unix_millis() / 1000;
+    assert!((started..=now).contains(&at), "{started} <= {at} <= {now}");
     assert!(!page.contains("No backup has been taken"));
 
     // Nothing of the database shows through: the live file shows SQLite's header and the

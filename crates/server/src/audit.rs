@@ -109,6 +109,22 @@ pub async fn record_as(
 
 /// Records several actors' accesses in one append (one durable commit for them all): a
 /// request carrying many devices' batches waits once, not once per batch.
+/// When `telesafe backup create` last ran (Unix milliseconds), from the `backup` entry it
+/// logs in every organisation's log before copying anything; `None` if never. Backups
+/// made with PostgreSQL's own tools leave no entry.
+pub async fn newest_backup_at(
+    state: &AppState,
+    tenant: telesafe_core::TenantId,
+) -> Result<Option<i64>, telesafe_core::RepoError> {
+    use telesafe_core::audit::{AuditFilter, AuditRepository};
+    let filter = AuditFilter {
+        actor_id: Some("telesafe-cli".into()),
+        action: Some("backup".into()),
+        ..AuditFilter::default()
+    };
+    Ok(state.store.search_audit(tenant, &filter, 1).await?.first().map(|e| e.at))
+}
+
 pub async fn record_each(
     state: &AppState,
     items: &[(&Actor, &[Access<'_>])],

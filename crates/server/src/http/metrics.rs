@@ -10,6 +10,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -33,6 +34,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     /// Messages per group the MQTT bridge files (1 to 512): how much grouping saves.
     pub mqtt_group_size: Histogram,
+    /// When `telesafe backup create` last ran, Unix seconds (0: never), read at each scrape.
+    pub newest_backup: Gauge,
 }
 
 impl Default for Metrics {
@@ -54,7 +57,13 @@ impl Default for Metrics {
             "Device telemetry messages filed together as one group by the MQTT bridge",
             mqtt_group_size.clone(),
         );
-        Self { registry, requests, latency, mqtt_group_size }
+        let newest_backup = Gauge::default();
+        registry.register(
+            "backup_newest_timestamp_seconds",
+            "When telesafe backup create last ran (Unix seconds; 0 if never, and on PostgreSQL, whose backups Telesafe does not see)",
+            newest_backup.clone(),
+        );
+        Self { registry, requests, latency, mqtt_group_size, newest_backup }
     }
 }
 

@@ -7,7 +7,6 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use telesafe_core::audit::{AuditFilter, AuditRepository};
 use telesafe_core::identity::platform::{self, PlatformError};
 use telesafe_core::identity::{DisplayName, Email, Role, TenantSlug, activation, outbox, stepup};
 use telesafe_core::{RepoError, Timestamp};
@@ -49,13 +48,7 @@ async fn backups(state: &AppState, me: &CurrentUser) -> Result<BackupLine, RepoE
             warn: false,
         });
     }
-    let filter = AuditFilter {
-        actor_id: Some("telesafe-cli".into()),
-        action: Some("backup".into()),
-        ..AuditFilter::default()
-    };
-    let newest = state.store.search_audit(me.user.tenant_id, &filter, 1).await?;
-    let Some(last) = newest.first() else {
+    let Some(at) = crate::audit::newest_backup_at(state, me.user.tenant_id).await? else {
         return Ok(BackupLine {
             text: "No backup has been taken on this deployment. Run telesafe backup create \
                    on the server, check it with telesafe backup verify, and keep backups \
@@ -64,13 +57,13 @@ async fn backups(state: &AppState, me: &CurrentUser) -> Result<BackupLine, RepoE
             warn: true,
         });
     };
-    let hours = (state.clock.now().unix_millis() - last.at).max(0) / 3_600_000;
+    let hours = (state.clock.now().unix_millis() - at).max(0) / 3_600_000;
     let age = match hours {
         0 => "less than an hour ago".to_owned(),
         1..48 => format!("{hours} hour(s) ago"),
         _ => format!("{} days ago", hours / 24),
     };
-    let when = Timestamp::from_unix_millis(last.at).to_rfc3339();
+    let when = Timestamp::from_unix_millis(at).to_rfc3339();
     Ok(if hours >= BACKUP_STALE_HOURS {
         BackupLine {
             text: format!(
