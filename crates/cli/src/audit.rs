@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use telesafe_core::audit::{self, AuditRepository};
@@ -39,13 +39,8 @@ async fn open(o: &Overrides) -> anyhow::Result<(Store, Vec<u8>)> {
     let cfg = o.load()?;
     // Verification must use the key derived from the root key, never one read from the
     // database: refuse to create a new root key here.
-    if std::env::var("TELESAFE_ROOT_KEY").is_err() && !cfg.root_key_path().exists() {
-        bail!(
-            "no root key at {} (and TELESAFE_ROOT_KEY is not set); the log's heads cannot be checked without it",
-            cfg.root_key_path().display()
-        );
-    }
-    let (root, _) = telesafe_server::keys::load_root_key(&cfg)?;
+    let root =
+        crate::keys::existing_root_key(&cfg, "the log's heads cannot be checked without it")?;
     let signer = telesafe_server::keys::audit_signer(&root)?;
     let store = Store::open(&cfg.database_url(), 2).await.context("opening the database")?;
     Ok((store, signer.public_key().to_vec()))

@@ -7,8 +7,8 @@
 //! ([`telesafe_crypto::stream`]), every chunk authenticating those two lines. The key is
 //! derived from the installation's root key (version 1, which every rotation keeps) and the
 //! backup's own random salt, so a backup opens only where that root key is, and a file cut
-//! short, edited or spliced anywhere fails to open. Nothing in it is readable without the
-//! key, not even that it holds an SQLite database.
+//! short, edited or spliced anywhere fails to open. Without the key nothing but the
+//! header can be read, not even that the rest holds an SQLite database.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -288,18 +288,12 @@ fn private_workspace(data_dir: &Path, prefix: &str) -> anyhow::Result<tempfile::
         .with_context(|| format!("creating a private working directory in {}", dir.display()))
 }
 
-/// The root key, refusing to make one: a backup sealed or opened under a new key would be
-/// useless.
+/// The root key, refusing to make one: a backup opened under a new key is useless.
 fn root_key(cfg: &Config) -> anyhow::Result<SecretKey> {
-    if std::env::var(telesafe_server::keys::ROOT_KEY_ENV).is_err() && !cfg.root_key_path().exists()
-    {
-        bail!(
-            "no root key at {} (and {} is not set): backups are sealed under the root key, so restore it from its own backup first",
-            cfg.root_key_path().display(),
-            telesafe_server::keys::ROOT_KEY_ENV
-        );
-    }
-    Ok(telesafe_server::keys::load_root_key(cfg)?.0)
+    crate::keys::existing_root_key(
+        cfg,
+        "backups are sealed under the root key, so restore it from its own backup first",
+    )
 }
 
 /// The SQLite file a configuration names, or an error for PostgreSQL.
@@ -511,36 +505,42 @@ async fn unseal_and_check(
             store.latest_schema_version()
         );
     }
-    let bar = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
-    let verified = audit::verify(&store, &head_key, &[], |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })
-    .await;
-    bar.finish_and_clear();
-    // Every organisation's keys open under the root keys here: without them the record in
-    // the backup could not be read after restoring it.
-    let ring = telesafe_server::keys::key_ring(telesafe_server::keys::record_provider(cfg, root)?);
-    let tenants = store.list_tenants().await?;
-    for t in &tenants {
-        if ring.tenant(&store, t.id, SystemClock.now()).await.is_err() {
-            store.close().await;
+    let checked = async {
+        let bar = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        let verified = audit::verify(&store, &head_key, &[], |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await;
+        bar.finish_and_clear();
+        let v =
+            verified.map_err(|e| anyhow::anyhow!("the backup's audit log does not verify: {e}"))?;
+        if v.entries != header.audit_entries {
             bail!(
-                "organisation {}'s keys in the backup do not open with the root keys here (after a root key rotation, the keys directory must hold every root-v<N>.key the backup needs)",
-                t.slug
+                "the backup's audit log holds {} entries, not the {} its header names",
+                v.entries,
+                header.audit_entries
             );
         }
+        // Every organisation's keys open under the root keys here: without them the record
+        // in the backup could not be read after restoring it.
+        let ring =
+            telesafe_server::keys::key_ring(telesafe_server::keys::record_provider(cfg, root)?);
+        let tenants = store.list_tenants().await?;
+        for t in &tenants {
+            if ring.tenant(&store, t.id, SystemClock.now()).await.is_err() {
+                bail!(
+                    "organisation {}'s keys in the backup do not open with the root keys here (after a root key rotation, the keys directory must hold every root-v<N>.key the backup needs)",
+                    t.slug
+                );
+            }
+        }
+        anyhow::Ok((v, tenants.len()))
     }
+    .await;
     store.close().await;
-    let v = verified.map_err(|e| anyhow::anyhow!("the backup's audit log does not verify: {e}"))?;
-    if v.entries != header.audit_entries {
-        bail!(
-            "the backup's audit log holds {} entries, not the {} its header names",
-            v.entries,
-            header.audit_entries
-        );
-    }
-    Ok((header, Report { bytes, entries: v.entries, heads: v.heads, organisations: tenants.len() }))
+    let (v, organisations) = checked?;
+    Ok((header, Report { bytes, entries: v.entries, heads: v.heads, organisations }))
 }
 
 async fn restore(file: &Path, current_unreadable: bool, o: &Overrides) -> anyhow::Result<ExitCode> {
@@ -554,7 +554,7 @@ async fn restore(file: &Path, current_unreadable: bool, o: &Overrides) -> anyhow
         )
     };
     // A first look through /proc; the lock taken below is what proves it.
-    if let Some(pid) = crate::cpu::holder(|p| p == target, Some(std::process::id())) {
+    if let Some(pid) = crate::procfs::holder(|p| p == target, Some(std::process::id())) {
         return Err(in_use(format!("process {pid} has it open")));
     }
     let dir = target.parent().unwrap_or(Path::new("/")).to_owned();

@@ -26,7 +26,7 @@ use telesafe_device::simulate::{Kind, Vitals};
 use telesafe_proto::telemetry::{Batch, SignedBatch, signing_message};
 
 use crate::bench::{BenchServer, machine, write_between};
-use crate::cpu::{Snapshot, Spent};
+use crate::procfs::{Snapshot, Spent};
 use crate::simulate::{enrolment_code, ensure_models, protocol_time};
 
 const START: &str = "<!-- bench:devices:start -->";

@@ -77,17 +77,27 @@ pub(crate) struct Opened {
     pub(crate) audit: AuditLog,
 }
 
-pub(crate) async fn open(o: &Overrides) -> anyhow::Result<Opened> {
-    let cfg = o.load()?;
+/// The root key, which must exist already: commands that read or seal with it would be
+/// useless under a new one, so unlike the server they never create it. `why` ends the
+/// refusal.
+pub(crate) fn existing_root_key(
+    cfg: &Config,
+    why: &str,
+) -> anyhow::Result<telesafe_crypto::keys::SecretKey> {
     if std::env::var(telesafe_server::keys::ROOT_KEY_ENV).is_err() && !cfg.root_key_path().exists()
     {
         bail!(
-            "no root key at {} (and {} is not set): nothing is encrypted here yet",
+            "no root key at {} (and {} is not set): {why}",
             cfg.root_key_path().display(),
             telesafe_server::keys::ROOT_KEY_ENV
         );
     }
-    let (root, _) = telesafe_server::keys::load_root_key(&cfg)?;
+    Ok(telesafe_server::keys::load_root_key(cfg)?.0)
+}
+
+pub(crate) async fn open(o: &Overrides) -> anyhow::Result<Opened> {
+    let cfg = o.load()?;
+    let root = existing_root_key(&cfg, "nothing is encrypted here yet")?;
     let store = Store::open(&cfg.database_url(), 2).await.context("opening the database")?;
     let signer = telesafe_server::keys::audit_signer(&root)?;
     let sink = cfg.audit.witness_file.clone().map(telesafe_server::audit::witness_sink);

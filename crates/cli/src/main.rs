@@ -11,12 +11,12 @@ mod backup;
 mod bench;
 mod bench_devices;
 mod bench_visits;
-mod cpu;
 mod demo;
 mod devices;
 mod init;
 mod keys;
 mod logging;
+mod procfs;
 mod simulate;
 
 use std::path::PathBuf;

@@ -51,16 +51,7 @@ pub async fn metrics(
         return Err(AppError::NotFound);
     }
     // Read at each scrape, so an alert on its age needs nothing else.
-    let platform =
-        telesafe_core::identity::TenantSlug::parse(telesafe_core::identity::PLATFORM_SLUG).ok();
-    if let Some(slug) = platform
-        && let Some(t) =
-            telesafe_core::identity::TenantRepository::tenant_by_slug(&state.store, &slug)
-                .await
-                .map_err(AppError::from)?
-        && let Some(at) =
-            crate::audit::newest_backup_at(&state, t.id).await.map_err(AppError::from)?
-    {
+    if let Some(at) = crate::audit::newest_backup_at(&state).await.map_err(AppError::from)? {
         state.metrics.newest_backup.set(at / 1000);
     }
     let body = state.metrics.encode().map_err(AppError::internal)?;

@@ -110,19 +110,23 @@ pub async fn record_as(
 /// Records several actors' accesses in one append (one durable commit for them all): a
 /// request carrying many devices' batches waits once, not once per batch.
 /// When `telesafe backup create` last ran (Unix milliseconds), from the `backup` entry it
-/// logs in every organisation's log before copying anything; `None` if never. Backups
-/// made with PostgreSQL's own tools leave no entry.
-pub async fn newest_backup_at(
-    state: &AppState,
-    tenant: telesafe_core::TenantId,
-) -> Result<Option<i64>, telesafe_core::RepoError> {
+/// logs in every organisation's log, the platform's included, before copying anything;
+/// `None` if never. On PostgreSQL backups are made with PostgreSQL's own tools, which leave
+/// no entry, so the log is not searched.
+pub async fn newest_backup_at(state: &AppState) -> Result<Option<i64>, telesafe_core::RepoError> {
     use telesafe_core::audit::{AuditFilter, AuditRepository};
+    use telesafe_core::identity::{PLATFORM_SLUG, TenantRepository, TenantSlug};
+    if state.store.backend() == telesafe_store::Backend::Postgres {
+        return Ok(None);
+    }
+    let Ok(slug) = TenantSlug::parse(PLATFORM_SLUG) else { return Ok(None) };
+    let Some(platform) = state.store.tenant_by_slug(&slug).await? else { return Ok(None) };
     let filter = AuditFilter {
         actor_id: Some("telesafe-cli".into()),
         action: Some("backup".into()),
         ..AuditFilter::default()
     };
-    Ok(state.store.search_audit(tenant, &filter, 1).await?.first().map(|e| e.at))
+    Ok(state.store.search_audit(platform.id, &filter, 1).await?.first().map(|e| e.at))
 }
 
 pub async fn record_each(

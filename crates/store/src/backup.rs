@@ -26,12 +26,17 @@ impl Store {
 
     /// The newest migration applied to this database (0 for an empty one).
     pub async fn schema_version(&self) -> Result<i64, RepoError> {
+        self.applied_schema_version().await.map_err(repo_err)
+    }
+
+    /// [`Store::schema_version`] with the driver's error, which readiness tells apart
+    /// (a database that answers with an error is reachable).
+    pub(crate) async fn applied_schema_version(&self) -> Result<i64, sqlx::Error> {
         const SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
         match &self.pool {
             Pool::Sqlite(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
             Pool::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
         }
-        .map_err(repo_err)
     }
 
     /// The newest migration this build knows.

@@ -238,13 +238,8 @@ impl Store {
 
     /// Whether the database answers and every migration this build knows has been applied.
     pub async fn readiness(&self) -> Readiness {
-        let latest = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);
-        const SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
-        let applied: Result<i64, sqlx::Error> = match &self.pool {
-            Pool::Sqlite(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
-            Pool::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
-        };
-        match applied {
+        let latest = self.latest_schema_version();
+        match self.applied_schema_version().await {
             Ok(v) => Readiness { reachable: true, migrations_current: v >= latest },
             Err(e) => {
                 let reachable = matches!(e, sqlx::Error::Database(_));

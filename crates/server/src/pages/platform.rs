@@ -37,7 +37,7 @@ const BACKUP_STALE_HOURS: i64 = 24;
 /// From the audit log: `telesafe backup create` logs `backup` in every organisation's log,
 /// the platform's included, before it copies anything. On PostgreSQL backups are made with
 /// PostgreSQL's tools, which Telesafe does not see.
-async fn backups(state: &AppState, me: &CurrentUser) -> Result<BackupLine, RepoError> {
+async fn backups(state: &AppState) -> Result<BackupLine, RepoError> {
     if state.store.backend() == telesafe_store::Backend::Postgres {
         return Ok(BackupLine {
             text: "This deployment runs on PostgreSQL: back it up with PostgreSQL's tools \
@@ -48,7 +48,7 @@ async fn backups(state: &AppState, me: &CurrentUser) -> Result<BackupLine, RepoE
             warn: false,
         });
     }
-    let Some(at) = crate::audit::newest_backup_at(state, me.user.tenant_id).await? else {
+    let Some(at) = crate::audit::newest_backup_at(state).await? else {
         return Ok(BackupLine {
             text: "No backup has been taken on this deployment. Run telesafe backup create \
                    on the server, check it with telesafe backup verify, and keep backups \
@@ -106,7 +106,7 @@ async fn page(
             pending: s.pending,
         })
         .collect();
-    let backup = backups(state, me).await.map_err(failed(state))?;
+    let backup = backups(state).await.map_err(failed(state))?;
     Ok(PlatformPage {
         shell: Shell::for_user(state, "Organisations", me, "Telesafe platform", "/platform"),
         organisations,

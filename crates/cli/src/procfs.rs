@@ -1,10 +1,12 @@
-//! Where a benchmark's CPU time goes, read from Linux's `/proc`: the whole machine's busy
-//! time, this process's threads (grouped by thread name) and a local broker's process.
+//! What Linux's `/proc` tells: where a benchmark's CPU time goes (the whole machine's busy
+//! time, this process's threads grouped by thread name, a local broker's process), and
+//! which process holds a file or socket open (a restore refuses while a server holds the
+//! database).
 //!
 //! Written by hand: the figures are a few counters in `/proc/stat`, `/proc/<pid>/stat` and
 //! `/proc/net/tcp`; the crates that read them (procfs, sysinfo) would add a dependency tree
-//! for what is some sixty lines here. Off Linux every reading is empty and the bench prints
-//! no CPU rows.
+//! for what is some sixty lines here. Off Linux every reading is empty: the bench prints
+//! no CPU rows, and a restore relies on SQLite's lock alone.
 
 use std::collections::HashMap;
 
